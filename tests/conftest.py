@@ -1,0 +1,52 @@
+"""Shared fixtures: small real images made on the fly, and the real data folder when it is there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ENGAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip: a user's fresh clone does not have it."""
+    if not (SHARED_DATA / "fer2013").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set ENGAGE_SHARED_DATA or put ../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, np.ndarray]:
+    from engage.sample import sample_images
+
+    return sample_images()
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB array with Pillow (format from the extension)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `engage ARGS` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+    )

@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+
+from engage.dataset import FaceDataset
+from engage.errors import EngageError
+
+
+def tiny_dataset(n=6):
+    rng = np.random.default_rng(0)
+    return FaceDataset(
+        faces=rng.integers(0, 256, (n, 48, 48)).astype(np.uint8), labels=np.arange(n) % 2,
+        class_names=["disengaged", "engaged"], subjects=np.array([f"s{i % 3}" for i in range(n)]),
+        paths=np.array([f"img{i}.png" for i in range(n)]), boxes=np.zeros((n, 4), np.int32),
+        det_conf=np.ones(n, np.float32), face_source=np.array(["detected"] * n), split=np.array([""] * n),
+        fold=np.full(n, -1, np.int16), meta={"settings": {"detector": "mtcnn", "normalize": "paper"}},
+    )
+
+
+def test_round_trip_without_pickle(tmp_path):
+    dataset = tiny_dataset()
+    path = tmp_path / "d.npz"
+    dataset.save(str(path))
+    loaded = FaceDataset.load(str(path))
+    assert np.array_equal(loaded.faces, dataset.faces) and np.array_equal(loaded.labels, dataset.labels)
+    assert loaded.class_names == ["disengaged", "engaged"] and list(loaded.subjects) == list(dataset.subjects)
+    assert loaded.settings.normalize == "paper"
+    normalised = loaded.normalized()
+    assert np.allclose(np.linalg.norm(normalised.reshape(len(loaded), -1), axis=1), 100, atol=0.01)
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+    assert loaded.subset(loaded.labels == 1).class_counts() == {"disengaged": 0, "engaged": 3}
+
+
+def test_damaged_or_foreign_file_is_refused(tmp_path):
+    path = tmp_path / "d.npz"
+    tiny_dataset().save(str(path))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(EngageError, match="not an engage dataset or damaged"):
+        FaceDataset.load(str(path))
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(EngageError, match="not an engage dataset"):
+        FaceDataset.load(str(tmp_path / "other.npz"))
+    with pytest.raises(EngageError, match="no such dataset"):
+        FaceDataset.load(str(tmp_path / "missing.npz"))
+
+
+def test_mismatched_arrays_are_a_bug_not_a_dataset():
+    dataset = tiny_dataset()
+    with pytest.raises(ValueError, match="labels"):
+        FaceDataset(dataset.faces, dataset.labels[:2], dataset.class_names, dataset.subjects, dataset.paths,
+                    dataset.boxes, dataset.det_conf, dataset.face_source, dataset.split, dataset.fold)

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from engage.errors import EngageError, UsageError
+from engage.faces import (
+    FACE_SIZE, FaceBox, FaceSettings, biggest_face, clip_box, create_detector, crop_face, expand_box, extract_face,
+    extract_faces, normalize_paper, sort_biggest_first,
+)
+
+
+def test_biggest_face_rule():
+    small, big, medium = FaceBox(0, 0, 10, 10, 0.99), FaceBox(50, 50, 40, 30, 0.8), FaceBox(5, 5, 20, 20, 0.95)
+    assert biggest_face([small, big, medium]) == big
+    assert sort_biggest_first([small, big, medium]) == [big, medium, small]
+    assert biggest_face([]) is None
+    # equal areas: the more confident face wins
+    assert biggest_face([FaceBox(0, 0, 10, 10, 0.5), FaceBox(20, 0, 10, 10, 0.9)]).confidence == 0.9
+
+
+def test_boxes_past_the_edge_are_clipped():
+    assert clip_box(-5, -10, 30, 30, 20, 15).as_list() == [0, 0, 20, 15]
+    assert clip_box(100, 100, 10, 10, 50, 50) is None
+    # squared around its centre (20, 30), kept inside the image
+    assert expand_box(FaceBox(10, 10, 20, 40), 100, 100, square=True).as_list() == [0, 10, 40, 40]
+    assert expand_box(FaceBox(10, 10, 20, 40), 100, 100, square=False).as_list() == [10, 10, 20, 40]
+    # grown by the margin, then capped by the image's short side
+    assert expand_box(FaceBox(0, 0, 90, 90), 100, 60, margin=0.2).as_list() == [15, 0, 60, 60]
+
+
+def test_crop_is_48x48_gray_uint8():
+    gray = np.arange(200 * 300, dtype=np.uint32).reshape(200, 300) % 256
+    face = crop_face(gray.astype(np.uint8), FaceBox(10, 20, 100, 120))
+    assert face.shape == (FACE_SIZE, FACE_SIZE) and face.dtype == np.uint8
+
+
+def test_paper_normalisation_has_mean_zero_and_norm_100():
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (5, 48, 48)).astype(np.uint8)
+    normalised = normalize_paper(faces)
+    assert normalised.shape == faces.shape and normalised.dtype == np.float32
+    flat = normalised.reshape(5, -1)
+    assert np.allclose(flat.mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(np.linalg.norm(flat, axis=1), 100, atol=1e-2)
+    assert np.all(normalize_paper(np.full((48, 48), 7, np.uint8)) == 0)  # a flat face stays zero
+    # brightness and contrast do not matter after the normalisation
+    assert np.allclose(normalize_paper(faces[0] * 0.5 + 20), normalised[0], atol=1e-3)
+
+
+def test_mtcnn_finds_the_astronaut(astronaut):
+    detector = create_detector("mtcnn")
+    boxes = detector.detect(astronaut)
+    assert len(boxes) == 1
+    box = boxes[0]
+    # her face is around x 180-270, y 60-175 in the 512x512 picture
+    assert 160 < box.x < 200 and 50 < box.y < 80 and 70 < box.w < 110 and 90 < box.h < 130 and box.confidence > 0.95
+
+
+def test_group_picture_biggest_face_first(sample_images):
+    detector = create_detector("mtcnn")
+    group = sample_images["group.png"]
+    boxes = detector.detect(group)
+    assert len(boxes) == 3
+    assert [b.area for b in boxes] == sorted((b.area for b in boxes), reverse=True)
+    assert boxes[0].x < 300  # the full-size astronaut is on the left
+    crops = extract_faces(group, detector, FaceSettings())
+    assert len(crops) == 3 and all(c.shape == (48, 48) for c, _ in crops)
+    crop = extract_face(group, detector, FaceSettings())
+    assert crop.source == "detected" and crop.faces_found == 3 and crop.box.x < 300
+
+
+def test_no_face_policies(sample_images):
+    detector = create_detector("mtcnn")
+    coffee = sample_images["coffee.png"]
+    skipped = extract_face(coffee, detector, FaceSettings(no_face="skip"))
+    assert skipped.face is None and skipped.source == "no-face"
+    whole = extract_face(coffee, detector, FaceSettings(no_face="whole-image"))
+    assert whole.face.shape == (48, 48) and whole.source == "whole-image"
+    assert whole.box.as_list() == [100, 0, 400, 400]  # the centred square of a 600x400 picture
+    as_given = extract_face(coffee, None, FaceSettings(detector=None))
+    assert as_given.source == "no-detect"
+
+
+def test_detector_registry_errors():
+    with pytest.raises(UsageError, match="unknown detector 'haar'"):
+        create_detector("haar")
+    with pytest.raises(UsageError, match="no-face policy"):
+        FaceSettings(no_face="guess")
+
+
+@pytest.mark.parametrize("name", ["yunet", "dlib"])
+def test_optional_detectors_find_the_astronaut(name, astronaut):
+    try:
+        detector = create_detector(name)
+    except EngageError as error:
+        assert f"engage[{'fast' if name == 'yunet' else 'dlib'}]" in str(error)
+        pytest.skip(f"{name} is not installed: {error}")
+    boxes = detector.detect(astronaut)
+    assert len(boxes) == 1
+    assert abs(boxes[0].x + boxes[0].w / 2 - 225) < 25 and abs(boxes[0].y + boxes[0].h / 2 - 120) < 30

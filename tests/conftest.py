@@ -50,3 +50,28 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
     )
+
+
+def real_fer_faces(shared_data: Path, classes: tuple[str, ...], per_class: int, split: str = "train", offset: int = 0):
+    """(faces, labels) of real FER2013 images of the given classes, read straight from the image folders."""
+    from engage.images import read_image
+
+    faces, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted((shared_data / "fer2013" / split / name).iterdir())[offset : offset + per_class]
+        faces += [read_image(f)[:, :, 0] for f in files]
+        labels += [label] * len(files)
+    return np.stack(faces).astype(np.uint8), np.array(labels, dtype=np.int64)
+
+
+def make_dataset(faces, labels, class_names, subjects=None, normalize="standard"):
+    from engage.dataset import FaceDataset
+
+    n = len(faces)
+    return FaceDataset(
+        faces=np.asarray(faces, np.uint8), labels=np.asarray(labels, np.int64), class_names=list(class_names),
+        subjects=np.array(subjects if subjects is not None else [""] * n, dtype=str),
+        paths=np.array([f"face{i}.png" for i in range(n)]), boxes=np.zeros((n, 4), np.int32),
+        det_conf=np.ones(n, np.float32), face_source=np.array(["no-detect"] * n), split=np.array([""] * n),
+        fold=np.full(n, -1, np.int16), meta={"settings": {"detector": None, "normalize": normalize}},
+    )

@@ -113,6 +113,162 @@ def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confiden
         print_preprocess_summary(result, out_path, save_crops)
 
 
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  engage train fer --data fer_train.npz --val fer_val.npz --model compact --out runs/fer
+  engage train engagement --init runs/fer/best.safetensors --data wacv.npz --split subject --out runs/er
+  engage train engagement --model vgg --recipe paper --data wacv.npz --out runs/vgg-scratch
+  engage train resume --out runs/fer          # continue a killed run where it stopped
+"""
+
+
+@app.command(epilog=TRAIN_EXAMPLES)
+@click.argument("task", type=click.Choice(["fer", "engagement", "resume"]))
+@click.option("--data", default=None, help="Training dataset (.npz from 'engage preprocess').")
+@click.option("--val", default=None, help="Validation dataset (.npz); else a split of --data (see --split).")
+@click.option("--out", "-o", "run_dir", required=True, help="Run folder: checkpoints, best model, history.")
+@click.option("--model", default=None, type=click.Choice(["compact", "vgg", "cnn"]), help="Network (default: compact, or --init's).")
+@click.option("--width", type=int, default=None, help="Channel width of the compact network (default 32).")
+@click.option("--init", default=None, help="Model file whose backbone initialises the network (the ER model).")
+@click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="'paper': SGD lr 0.02 x0.8/500 steps, batch 32, 20 epochs; 'default': one-cycle, label smoothing.")
+@click.option("--split", type=click.Choice(["auto", "source", "subject", "none"]), default="auto", show_default=True,
+              help="Validation faces without --val: the data's own split, a new subject split, or none.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(2), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default=None)
+@click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None)
+@click.option("--class-weights/--no-class-weights", default=None, help="Weight the loss by inverse class frequency.")
+@click.option("--select", type=click.Choice(["accuracy", "macro_f1", "auc"]), default=None, help="Metric that picks the best epoch.")
+@click.option("--bf16/--fp32", "bf16", default=None, help="bf16 autocast (default: only where the CPU has native bf16).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads (0: all cores).")
+def train(task, data, val, run_dir, model, width, init, recipe, split, val_fraction, epochs, batch_size, lr,
+          optimizer, schedule, label_smoothing, class_weights, select, bf16, seed, threads) -> None:
+    """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
+
+    Writes RUN/best.safetensors (best epoch by validation score), RUN/last.safetensors (resumable),
+    RUN/config.json and RUN/history.csv.
+    """
+    from engage.train import TrainConfig, resume_training, run_training, task_defaults
+
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
+    if task == "resume":
+        result = resume_training(run_dir, log=log)
+    else:
+        model_args = {"width": width} if width else {}
+        if init and model is None:
+            from engage.checkpoint import read_file
+
+            donor = read_file(init)[1]
+            donor = donor.get("config", donor)
+            model, model_args = donor["model"], donor.get("model_args", {})
+        overrides = dict(task_defaults(task, init))
+        overrides.update({k: v for k, v in dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+            label_smoothing=label_smoothing, class_weights=class_weights, select=select).items() if v is not None})
+        if recipe == "paper":  # the paper's recipe wins over the task's defaults unless the user said otherwise
+            for key in ("epochs", "lr"):
+                if locals()[key] is None:
+                    overrides.pop(key, None)
+        config = TrainConfig.from_recipe(
+            recipe, task=task, model=model or "compact", model_args=model_args, init=init, data=data, val=val,
+            split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, **overrides)
+        result = run_training(config, run_dir, log=log)
+    best = ", ".join(f"{k} {v}" for k, v in result.best_metrics.items() if k.startswith("val_"))
+    click.echo(f"best epoch {result.best_metrics.get('epoch')}: {best}; model: {os.path.join(result.run_dir, 'best.safetensors')}")
+
+
+def dataset_options(function):
+    """The options that read a dataset, shared by preprocess-like commands (evaluate, compare)."""
+    options = [
+        click.option("--label-column", default="label", show_default=True, help="Manifest column holding the label."),
+        click.option("--label-map", default=None, help="Rename labels: OLD=NEW,OLD=NEW."),
+        click.option("--subject-pattern", default=None, help="Regex whose first group is the subject id in file names."),
+        click.option("--usage", multiple=True, type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
+                     help="fer2013.csv splits to keep; repeatable."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+EVALUATE_EXAMPLES = """
+\b
+Examples:
+  engage evaluate --model runs/fer/best.safetensors --data fer_val.npz --json
+  engage evaluate --model runs/er/best.safetensors --data ../shared/data/engagement/wacv/labels.csv \\
+      --label-map 2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged --out eval/er
+"""
+
+
+@app.command(epilog=EVALUATE_EXAMPLES)
+@click.option("--model", "model_name", required=True, help="A shipped model name or a model file (.safetensors).")
+@click.option("--data", required=True, help="A dataset (.npz), image folder, manifest CSV or fer2013.csv.")
+@dataset_options
+@click.option("--out", "out_dir", default=None, help="Folder for metrics.json, predictions.csv and the plots.")
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, out_dir, bootstrap, as_json) -> None:
+    """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
+    from engage.api import evaluate_model
+
+    result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
+                            subject_pattern=subject_pattern, usages=list(usage) or None, out_dir=out_dir,
+                            n_boot=bootstrap, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    ci = result.get("ci95", {})
+    lines = [f"{result['model']} on {data}: {result['n']:,} faces"]
+    for metric in ("accuracy", "f1", "macro_f1", "auc"):
+        if metric in result:
+            low, high = ci.get(metric, [float("nan")] * 2)
+            lines.append(f"  {metric:9s} {100 * result[metric]:6.2f}%  (95% CI {100 * low:.2f}-{100 * high:.2f})")
+    lines.append("  recall    " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["per_class_recall"].items()))
+    lines.append(f"  ECE       {result['ece']:.3f}")
+    if out_dir:
+        lines.append(f"  written to {out_dir}/: metrics.json, predictions.csv, {', '.join(os.path.basename(p) for p in result['plots'])}")
+    click.echo("\n".join(lines))
+
+
+COMPARE_EXAMPLES = """
+\b
+Examples:
+  engage compare --data wacv.npz --models cnn,vgg,er:runs/fer/best.safetensors,hog-svm --folds 5 --out runs/compare
+  engage compare --data wacv.npz --models compact,hog-svm --folds 3 --epochs 5 --out runs/quick
+"""
+
+
+@app.command(epilog=COMPARE_EXAMPLES)
+@click.option("--data", required=True, help="A binary dataset with subject ids (.npz from 'engage preprocess').")
+@click.option("--models", required=True, help="Comma-separated: cnn, vgg, compact, hog-svm, er:FER_MODEL.")
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True, help="Subject-grouped folds.")
+@click.option("--out", "out_dir", required=True, help="Folder for fold predictions (reused on re-runs) and results.json.")
+@click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs for every network (default: the recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
+def compare(data, models, folds, out_dir, recipe, epochs, seed, as_json) -> None:
+    """Train and test several models on the same subject folds; print the paper's table with CIs and a paired test."""
+    from engage.compare import format_table, parse_model_specs, run_comparison, save_result
+    from engage.dataset import FaceDataset
+
+    specs = parse_model_specs(models)
+    dataset = FaceDataset.load(data)
+    overrides = {"recipe": recipe}
+    if epochs:
+        overrides["epochs"] = epochs
+    result = run_comparison(dataset, specs, out_dir, folds=folds, seed=seed, train_overrides=overrides,
+                            log=lambda line: click.echo(line, err=True))
+    save_result(os.path.join(out_dir, "results.json"), result)
+    click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
+
+
 def print_preprocess_summary(result, out_path: str, crops_dir: str | None) -> None:
     report, dataset = result.report, result.dataset
     if result.up_to_date:

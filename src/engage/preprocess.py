@@ -88,9 +88,8 @@ def _run_parallel(tasks: list, settings: FaceSettings, workers: int, on_result: 
         for task in tasks:
             on_result(_process(task))
         return
-    # fork keeps start-up cheap (no re-import); each worker builds its own detector with one thread
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # spawn, not fork: a parent that already ran OpenCV or OpenMP threads would deadlock forked children
+    context = multiprocessing.get_context("spawn")
     chunk = max(1, min(64, len(tasks) // (workers * 8)))
     with context.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), 1)) as pool:
         for result in pool.imap_unordered(_process, tasks, chunksize=chunk):

@@ -1,0 +1,66 @@
+"""Training throughput (images/s) of each network, fp32 vs bf16 autocast, channels_last, in one run.
+
+    python benchmarks/train_speed.py [--steps 20] [--batch 64] [--models compact,vgg,cnn]
+
+The baseline is fp32 of the same network measured in the same run: the ratio is what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from engage.models import build_model, count_parameters
+from engage.train import augment, cpu_has_bf16
+
+
+def images_per_second(name: str, model_args: dict, bf16: bool, steps: int, batch: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(name, 7, **model_args).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    faces = torch.rand(batch * 4, 1, 48, 48)
+    labels = torch.randint(0, 7, (batch * 4,))
+    generator = torch.Generator().manual_seed(0)
+    timed = 0.0
+    for step in range(steps + 2):  # 2 warm-up steps
+        index = torch.randint(0, len(faces), (batch,), generator=generator)
+        started = time.perf_counter()
+        x = augment(faces[index], generator, True, 4, 16.0).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step >= 2:
+            timed += time.perf_counter() - started
+    return steps * batch / timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--models", default="compact,compact:48,compact:64,cnn,vgg")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"CPU has native bf16: {cpu_has_bf16()}")
+    for spec in args.models.split(","):
+        name, _, width = spec.partition(":")
+        model_args = {"width": int(width)} if width else {}
+        params = count_parameters(build_model(name, 7, **model_args))
+        big = name == "vgg"  # 44.5M parameters: fewer, smaller steps keep the benchmark short
+        steps, batch = (max(2, args.steps // 5), max(8, args.batch // 4)) if big else (args.steps, args.batch)
+        fp32 = images_per_second(name, model_args, False, steps, batch)
+        bf16 = images_per_second(name, model_args, True, steps, batch)
+        epoch = 28709 / max(fp32, bf16)
+        print(f"{spec:11s} {params / 1e6:6.2f}M params  batch {batch:3d}  fp32 {fp32:7.1f} img/s  bf16 {bf16:7.1f} img/s  "
+              f"bf16/fp32 x{bf16 / fp32:.2f}  FER epoch ~{epoch:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

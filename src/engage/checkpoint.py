@@ -1,0 +1,136 @@
+"""Model files and training checkpoints: safetensors with the config that built them in the metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engage.dataset import atomic_write
+from engage.errors import EngageError
+from engage.models import FaceNet, build_model
+
+META_KEY = "engage"
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: detects a tampered or corrupted weights file."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = dict(meta, tensors_sha256=tensors_digest(tensors))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
+
+
+def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and engage metadata of a safetensors file; a missing, truncated or foreign file is an EngageError."""
+    if not os.path.isfile(path):
+        raise EngageError(f"{path}: no such model file; give a shipped model name or a .safetensors file from 'engage train'")
+    try:
+        tensors = load_file(path)
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise EngageError(f"{path}: damaged or not a safetensors file ({error}); re-download or re-train it") from None
+    if META_KEY not in metadata:
+        raise EngageError(f"{path}: a safetensors file without engage's config; it was not written by engage")
+    try:
+        meta = json.loads(metadata[META_KEY])
+    except json.JSONDecodeError:
+        raise EngageError(f"{path}: its engage metadata is damaged") from None
+    if meta.get("tensors_sha256") and meta["tensors_sha256"] != tensors_digest(tensors):
+        raise EngageError(f"{path}: the weights do not match their recorded checksum: the file was altered or corrupted")
+    return tensors, meta
+
+
+def model_config(model_name: str, num_classes: int, class_names: list[str], model_args: dict | None = None,
+                 face_settings: dict | None = None, **extra) -> dict:
+    """Everything needed to rebuild a network and feed it the way it was trained."""
+    return dict(model=model_name, num_classes=num_classes, class_names=list(class_names),
+                model_args=dict(model_args or {}), face_settings=dict(face_settings or {}), **extra)
+
+
+def save_model(path: str, model: FaceNet, config: dict, half: bool = False) -> None:
+    """A self-contained model file (weights + config); half=True stores fp16 (what we ship)."""
+    state = model.state_dict()
+    if half:
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    _write(path, {f"model.{k}": v for k, v in state.items()}, dict(config, kind="model", dtype="float16" if half else "float32"))
+
+
+def load_model(path: str) -> tuple[FaceNet, dict]:
+    """Rebuild a network from a model file or checkpoint, with no other knowledge of its recipe."""
+    tensors, meta = read_file(path)
+    config = meta.get("config", meta)
+    try:
+        model = build_model(config["model"], config["num_classes"], **config.get("model_args", {}))
+    except (KeyError, TypeError) as error:
+        raise EngageError(f"{path}: its config does not describe an engage network ({error})") from None
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        problem = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                   else f"shape mismatch at {wrong[:3]}")
+        raise EngageError(f"{path}: weights do not fit a {config['model']!r} network ({problem}); "
+                          "the file is of another architecture or was altered")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.eval()
+    return model, config
+
+
+def save_checkpoint(path: str, model: FaceNet, optimizer: torch.optim.Optimizer, config: dict, state: dict) -> None:
+    """Everything a killed run needs to continue exactly: weights, optimiser state, step and history."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    extra = {}
+    for index, param_state in optimizer_state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                extra[f"{index}.{key}"] = value
+    meta = dict(kind="checkpoint", config=config, state=state,
+                optimizer={"param_groups": optimizer_state["param_groups"], "scalars": extra})
+    _write(path, tensors, meta)
+
+
+def load_checkpoint(path: str, model: FaceNet, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights and optimiser state in place; returns the saved training state."""
+    tensors, meta = read_file(path)
+    if meta.get("kind") != "checkpoint":
+        raise EngageError(f"{path}: a model file, not a training checkpoint")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in meta["optimizer"]["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    return meta["state"]

@@ -1,0 +1,85 @@
+"""Any trained model (a network or HOG+SVM), by shipped name or file, as faces -> class probabilities."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engage.errors import EngageError
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+
+
+@dataclass
+class FaceClassifier:
+    """A model ready to score 48x48 faces: predict_proba(faces) -> (N, C), with its classes and settings."""
+
+    name: str
+    config: dict
+    network: torch.nn.Module | None = None
+    svm: object | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def face_settings(self) -> dict:
+        return dict(self.config.get("face_settings") or {})
+
+    @property
+    def normalize(self) -> str:
+        return self.face_settings.get("normalize", "standard")
+
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
+        if self.svm is not None:
+            return self.svm.predict_proba(faces).astype(np.float32)
+        from engage.models import faces_to_tensor, predict_proba
+
+        inputs = faces_to_tensor(faces, self.normalize)
+        return predict_proba(self.network, inputs, batch_size=batch_size).numpy()
+
+
+def shipped_models() -> dict[str, str]:
+    """Shipped model names and their files."""
+    if not os.path.isdir(WEIGHTS_DIR):
+        return {}
+    return {f[: -len(".safetensors")]: os.path.join(WEIGHTS_DIR, f)
+            for f in sorted(os.listdir(WEIGHTS_DIR)) if f.endswith(".safetensors")}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A shipped model name or a file path to a file path; an unknown name lists what exists."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    shipped = shipped_models()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    names = ", ".join(shipped) or "none shipped yet"
+    raise EngageError(f"model {name_or_path!r} is neither a file nor a shipped model ({names})")
+
+
+def load_classifier(name_or_path: str) -> FaceClassifier:
+    """Load a network or HOG+SVM model file (or a shipped model by name)."""
+    from engage.checkpoint import load_model, read_file
+
+    path = resolve_model(name_or_path)
+    tensors, meta = read_file(path)
+    config = meta.get("config", meta)
+    if config.get("model") == "hog-svm":
+        from engage.baselines import HogSvm
+
+        return FaceClassifier(name_or_path, config, svm=HogSvm.from_tensors(tensors, config))
+    network, config = load_model(path)
+    return FaceClassifier(name_or_path, config, network=network)
+
+
+def save_hog_svm(path: str, model, face_settings: dict | None = None) -> None:
+    """Write a fitted HogSvm like a network: safetensors arrays + config in the metadata."""
+    from engage.checkpoint import _write
+
+    _write(path, model.tensors(), dict(model.config(), face_settings=dict(face_settings or {}), kind="model"))

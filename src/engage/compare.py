@@ -1,0 +1,199 @@
+"""Cross-validated comparison of models on the same subject-grouped folds, like the paper's table."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from engage.dataset import FaceDataset, atomic_write
+from engage.errors import UsageError
+from engage.evaluate import basic_metrics, bootstrap_ci, fast_metrics
+
+NETWORKS = ("cnn", "vgg", "compact")
+
+
+@dataclass
+class ModelSpec:
+    """One row of the table: a network from scratch, an ER model (network initialised from a FER model) or HOG+SVM."""
+
+    label: str
+    kind: str  # 'network', 'er' or 'hog-svm'
+    model: str | None = None
+    init: str | None = None
+
+
+def parse_model_specs(text: str) -> list[ModelSpec]:
+    """'cnn,vgg,er:runs/fer/best.safetensors,hog-svm' to specs."""
+    specs = []
+    for item in [part.strip() for part in text.split(",") if part.strip()]:
+        if item in NETWORKS:
+            specs.append(ModelSpec(item, "network", model=item))
+        elif item == "hog-svm":
+            specs.append(ModelSpec(item, "hog-svm"))
+        elif item.startswith("er:"):
+            from engage.checkpoint import read_file
+            from engage.classifiers import resolve_model
+
+            path = resolve_model(item[3:])
+            meta = read_file(path)[1]
+            model = meta.get("config", meta)["model"]
+            specs.append(ModelSpec(f"er ({model})", "er", model=model, init=path))
+        else:
+            raise UsageError(f"unknown model {item!r} in --models; use cnn, vgg, compact, hog-svm or er:FER_MODEL_FILE")
+    if len(specs) < 2:
+        raise UsageError("--models needs at least two models to compare")
+    return specs
+
+
+def fold_assignment(dataset: FaceDataset, folds: int, seed: int) -> np.ndarray:
+    from engage.splits import check_no_leak, grouped_kfold
+
+    if not dataset.has_subjects:
+        raise UsageError("comparing models needs subject ids (a manifest 'subject' column or --subject-pattern)")
+    if (dataset.fold >= 0).all() and len(set(dataset.fold.tolist())) == folds:
+        check_no_leak(dataset.subjects, dataset.fold.astype(str))
+        return dataset.fold.astype(int)
+    return grouped_kfold(dataset.subjects, folds, seed).astype(int)
+
+
+def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test: FaceDataset, run_dir: str,
+                 train_overrides: dict, seed: int, log: Callable[[str], None]) -> np.ndarray:
+    if spec.kind == "hog-svm":
+        from engage.baselines import HogSvm
+
+        model = HogSvm(seed=seed).fit(train_set.faces, train_set.labels, train_set.class_names, val.faces, val.labels)
+        return model.predict_proba(test.faces)
+    from engage.models import faces_to_tensor, predict_proba
+    from engage.train import TrainConfig, task_defaults, train
+
+    overrides = dict(task_defaults("engagement", spec.init))
+    overrides.update(train_overrides)
+    recipe = overrides.pop("recipe", "default")
+    if recipe == "paper":
+        overrides = {k: v for k, v in overrides.items() if k not in ("epochs", "lr") or k in train_overrides}
+    config = TrainConfig.from_recipe(recipe, task="engagement", model=spec.model, init=spec.init, seed=seed,
+                                     save_every_s=1e9, **overrides)
+    if spec.init:
+        from engage.checkpoint import read_file
+
+        meta = read_file(spec.init)[1]
+        config.model_args = meta.get("config", meta).get("model_args", {})
+    result = train(config, train_set, val, run_dir, log=lambda line: None)
+    log(f"    best epoch {result.best_metrics.get('epoch')}: val auc {result.best_metrics.get('val_auc')}")
+    return predict_proba(result.model, faces_to_tensor(test.faces, train_set.settings.normalize)).numpy()
+
+
+def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, folds: int = 5, seed: int = 0,
+                   val_fraction: float = 0.2, train_overrides: dict | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train and test every model on the same subject folds; out-of-fold predictions are cached in out_dir."""
+    from engage.splits import subject_split
+
+    if len(dataset.class_names) != 2:
+        raise UsageError("engage compare reproduces the paper's binary task; pre-process with a two-class --label-map")
+    os.makedirs(out_dir, exist_ok=True)
+    fold_of = fold_assignment(dataset, folds, seed)
+    oof = {spec.label: np.full((len(dataset), 2), np.nan, np.float32) for spec in specs}
+    for fold in range(folds):
+        test_mask = fold_of == fold
+        rest = dataset.subset(~test_mask)
+        inner = subject_split(rest.subjects, val_fraction, seed + fold)
+        train_set, val, test = rest.subset(inner == "train"), rest.subset(inner == "val"), dataset.subset(test_mask)
+        for spec in specs:
+            cache = os.path.join(out_dir, f"fold{fold}-{spec.label.replace(' ', '_').replace('(', '').replace(')', '')}.npy")
+            if os.path.exists(cache):
+                proba = np.load(cache)
+            else:
+                log(f"fold {fold + 1}/{folds}: {spec.label} on {len(train_set)} train / {len(val)} val / {len(test)} test faces")
+                run_dir = cache[:-4]
+                proba = _fit_predict(spec, train_set, val, test, run_dir, dict(train_overrides or {}), seed, log)
+                atomic_write(cache, lambda tmp, p=proba: np.save(open(tmp, "wb"), p))
+            oof[spec.label][test_mask] = proba
+    return summarise(dataset, fold_of, oof, folds, seed)
+
+
+def _mean_ci(values: list[float]) -> list[float]:
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return [float(values.mean())] * 2
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
+
+
+def paired_test(dataset: FaceDataset, fold_of: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str,
+                folds: int, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A minus B on the same faces: paired t-test over folds and a paired bootstrap over subjects."""
+    from scipy import stats
+
+    labels = dataset.labels
+    per_fold_a = [basic_metrics(labels[fold_of == f], a[fold_of == f])[metric] for f in range(folds)]
+    per_fold_b = [basic_metrics(labels[fold_of == f], b[fold_of == f])[metric] for f in range(folds)]
+    t_result = stats.ttest_rel(per_fold_a, per_fold_b)
+    rng = np.random.default_rng(seed)
+    unique, inverse = np.unique(dataset.subjects, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    differences = []
+    for _ in range(n_boot):
+        index = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+        if len(np.unique(labels[index])) < 2:
+            continue
+        differences.append(fast_metrics(labels[index], a[index])[metric] - fast_metrics(labels[index], b[index])[metric])
+    differences = np.asarray(differences)
+    p_boot = float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
+    observed = basic_metrics(labels, a)[metric] - basic_metrics(labels, b)[metric]
+    return {"metric": metric, "difference": float(observed),
+            "difference_ci95": [float(np.quantile(differences, 0.025)), float(np.quantile(differences, 0.975))],
+            "p_bootstrap_subjects": p_boot, "p_paired_t_folds": float(t_result.pvalue),
+            "per_fold_a": per_fold_a, "per_fold_b": per_fold_b}
+
+
+def summarise(dataset: FaceDataset, fold_of: np.ndarray, oof: dict[str, np.ndarray], folds: int, seed: int) -> dict:
+    rows = {}
+    for label, proba in oof.items():
+        per_fold = [basic_metrics(dataset.labels[fold_of == f], proba[fold_of == f]) for f in range(folds)]
+        row = {}
+        for metric in ("accuracy", "f1", "auc", "macro_f1"):
+            values = [m[metric] for m in per_fold]
+            row[metric] = {"mean": float(np.mean(values)), "ci95": _mean_ci(values), "per_fold": values}
+        pooled = basic_metrics(dataset.labels, proba)
+        row["pooled"] = pooled
+        row["pooled_ci95"] = bootstrap_ci(dataset.labels, proba, dataset.subjects, 1000, seed)
+        rows[label] = row
+    ranked = sorted(rows, key=lambda k: rows[k]["auc"]["mean"], reverse=True)
+    result = {"n": int(len(dataset)), "subjects": int(len(set(dataset.subjects.tolist()))), "folds": folds,
+              "class_names": dataset.class_names, "models": rows, "ranking_by_auc": ranked,
+              "ci_method": "mean over subject folds with a t-interval; pooled: out-of-fold predictions, subject bootstrap"}
+    if len(ranked) >= 2:
+        best, second = ranked[0], ranked[1]
+        result["paired"] = {"a": best, "b": second,
+                            **paired_test(dataset, fold_of, oof[best], oof[second], "auc", folds, seed=seed)}
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The paper's table: accuracy / F1 / AUC in %, mean over folds with 95% CI."""
+    lines = [f"{result['n']} faces, {result['subjects']} subjects, {result['folds']} subject folds "
+             f"(positive class: {result['class_names'][1]})", "",
+             f"{'model':22s} {'accuracy %':>22s} {'F1 %':>22s} {'AUC %':>22s}"]
+    for label, row in result["models"].items():
+        cells = []
+        for metric in ("accuracy", "f1", "auc"):
+            mean, (low, high) = row[metric]["mean"], row[metric]["ci95"]
+            cells.append(f"{100 * mean:6.2f} [{100 * low:5.1f}, {100 * high:5.1f}]")
+        lines.append(f"{label:22s} {cells[0]:>22s} {cells[1]:>22s} {cells[2]:>22s}")
+    if "paired" in result:
+        p = result["paired"]
+        lines += ["", f"paired, {p['a']} minus {p['b']} (AUC): {100 * p['difference']:+.2f} points, "
+                      f"95% CI [{100 * p['difference_ci95'][0]:+.2f}, {100 * p['difference_ci95'][1]:+.2f}], "
+                      f"p = {p['p_bootstrap_subjects']:.3f} (subject bootstrap), {p['p_paired_t_folds']:.3f} (paired t over folds)"]
+    return "\n".join(lines)
+
+
+def save_result(path: str, result: dict) -> None:
+    atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))

@@ -1,0 +1,169 @@
+"""The networks, built by name from one registry; each splits a backbone (forward_features) from its head."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from engage.errors import UsageError
+from engage.faces import FACE_SIZE
+
+
+class FaceNet(nn.Module):
+    """Base of every network: 48x48 gray faces in, class logits out.
+
+    Inputs are faces scaled to [0, 1] (or the paper's per-image normalisation); the per-channel
+    standardisation (input_mean, input_std) lives in the model so a weights file is self-contained.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("input_mean", torch.zeros(1))
+        self.register_buffer("input_std", torch.ones(1))
+        self.features: nn.Module
+        self.head: nn.Linear
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone: (N, 1, 48, 48) faces to (N, D) features."""
+        return self.features((x - self.input_mean) / self.input_std)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_head(self, num_classes: int) -> None:
+        """A fresh classifier for another task (the ER model: FER backbone, 2-class head)."""
+        self.head = nn.Linear(self.head.in_features, num_classes)
+        self.num_classes = num_classes
+
+
+class PaperCNN(FaceNet):
+    """The paper's baseline CNN: conv 5x5x64 + LRN, pool 3/2; conv 3x3x128, pool 3/2; dense 1024-1024."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5):
+        super().__init__(num_classes)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 64, 5, padding=2), nn.ReLU(inplace=True), nn.LocalResponseNorm(5),
+            nn.MaxPool2d(3, 2), nn.Dropout(0.25),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2), nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(128 * 11 * 11, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(1024, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(1024, num_classes)
+
+
+def _vgg_blocks(widths: tuple[int, ...], batch_norm: bool, dropout: float) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    channels = 1
+    for width in widths:
+        for _ in range(2):
+            layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
+            channels = width
+        layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+    return layers
+
+
+class PaperVGG(FaceNet):
+    """The paper's VGG: conv blocks 64-64, 128-128, 256-256, 512-512 (3x3, ReLU, 2x2 pool, dropout),
+    dense 4096-4096-1024. 44.5M parameters: kept for faithful reproduction."""
+
+    def __init__(self, num_classes: int = 7, dropout: float = 0.5, conv_dropout: float = 0.25):
+        super().__init__(num_classes)
+        side = FACE_SIZE // 16
+        self.features = nn.Sequential(
+            *_vgg_blocks((64, 128, 256, 512), batch_norm=False, dropout=conv_dropout), nn.Flatten(),
+            nn.Linear(512 * side * side, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(1024, num_classes)
+
+
+class CompactVGG(FaceNet):
+    """engage's default: the paper's conv stack (two 3x3 convs per block, 2x2 pool, dropout) with batch
+    norm, global average pooling and a single linear head; `width` scales the channels (paper: 64)."""
+
+    def __init__(self, num_classes: int = 7, width: int = 32, dropout: float = 0.3, conv_dropout: float = 0.1):
+        super().__init__(num_classes)
+        widths = (width, width * 2, width * 4, width * 8)
+        self.features = nn.Sequential(
+            *_vgg_blocks(widths, batch_norm=True, dropout=conv_dropout),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(widths[-1], num_classes)
+
+
+MODELS: dict[str, Callable[..., FaceNet]] = {"cnn": PaperCNN, "vgg": PaperVGG, "compact": CompactVGG}
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> FaceNet:
+    """A network by name ('cnn', 'vgg', 'compact') with a num_classes head."""
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    if num_classes < 2:
+        raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def transfer_backbone(model: FaceNet, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load every backbone weight that fits (strict=False), never the head.
+
+    Returns (taken, left): the keys copied from state_dict, and the model's keys left as initialised.
+    """
+    own = model.state_dict()
+    usable = {
+        key: value for key, value in state_dict.items()
+        if not key.startswith("head.") and key in own and own[key].shape == value.shape
+    }
+    model.load_state_dict(usable, strict=False)
+    taken = sorted(usable)
+    left = sorted(key for key in own if key not in usable)
+    return taken, left
+
+
+def faces_to_tensor(faces, normalize: str = "standard") -> torch.Tensor:
+    """(N, 48, 48) uint8 faces to the (N, 1, 48, 48) float32 input of every network."""
+    import numpy as np
+
+    from engage.faces import normalize_paper
+
+    faces = np.asarray(faces)
+    if faces.ndim == 2:
+        faces = faces[None]
+    if normalize == "paper":
+        values = normalize_paper(faces)
+    elif normalize == "standard":
+        values = faces.astype(np.float32) / 255.0 if faces.dtype == np.uint8 else faces.astype(np.float32)
+    else:
+        raise UsageError(f"normalize must be 'standard' or 'paper', got {normalize!r}")
+    return torch.from_numpy(np.ascontiguousarray(values))[:, None]
+
+
+@torch.no_grad()
+def predict_proba(model: FaceNet, inputs: torch.Tensor, batch_size: int = 512, bf16: bool = False) -> torch.Tensor:
+    """Class probabilities (N, C) in float32 for (N, 1, 48, 48) inputs, in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch)
+        outputs.append(torch.softmax(logits.float(), dim=1))
+    model.train(was_training)
+    if not outputs:
+        return torch.zeros((0, model.num_classes))
+    return torch.cat(outputs)

@@ -1,0 +1,373 @@
+"""One training loop for every network and task: FER pre-training, ER fine-tuning, training from scratch.
+
+A run folder holds last.safetensors (resumable checkpoint), best.safetensors (best model by validation
+score), config.json and history.csv / history.json. `resume` needs no flags: the checkpoint has the config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engage.checkpoint import load_checkpoint, load_model, model_config, save_checkpoint, save_model
+from engage.dataset import FaceDataset, atomic_write
+from engage.errors import EngageError, UsageError
+from engage.models import FaceNet, build_model, count_parameters, faces_to_tensor, predict_proba, transfer_backbone
+
+RECIPES: dict[str, dict] = {
+    # the paper: SGD momentum, lr 0.02 x0.8 every 500 steps, batch 32, 20 epochs, L2, flip / pad-crop / rotation
+    "paper": dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="step",
+                  step_size=500, gamma=0.8, batch_size=32, epochs=20, label_smoothing=0.0, warmup_steps=0),
+    # engage's default: one-cycle (warm-up then cosine), Nesterov, label smoothing, larger batches (faster on CPU)
+    "default": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+                    batch_size=64, epochs=40, label_smoothing=0.1, warmup_steps=-1),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run; saved with its checkpoints so `resume` needs nothing else."""
+
+    task: str = "fer"  # 'fer' or 'engagement': only picks defaults and how the best epoch is chosen
+    model: str = "compact"
+    model_args: dict = field(default_factory=dict)
+    recipe: str = "default"
+    epochs: int = 40
+    batch_size: int = 64
+    optimizer: str = "sgd"  # 'sgd' or 'adamw'
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # 'step' (the paper), 'cosine' or 'onecycle'
+    step_size: int = 500
+    gamma: float = 0.8
+    warmup_steps: int = -1  # -1: 5% of the run (onecycle)
+    label_smoothing: float = 0.1
+    class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced engagement data)
+    flip: bool = True
+    pad: int = 4  # random translation of up to this many pixels (the paper's 4-px pad + random crop)
+    rotate: float = 16.0  # degrees
+    bf16: bool | None = None  # None: bf16 autocast only where the CPU has native bf16 (AVX-512 BF16 / AMX)
+    channels_last: bool = True
+    seed: int = 0
+    threads: int = 0  # 0: all cores
+    select: str = "accuracy"  # validation metric that picks best.safetensors: accuracy, macro_f1 or auc
+    init: str | None = None  # a model file whose backbone initialises this network (the ER model)
+    save_every_s: float = 300.0  # mid-epoch checkpoints, so a killed run loses at most this much
+    data: str | None = None  # the dataset files, recorded so that `resume` needs no flags
+    val: str | None = None
+    split: str = "auto"  # where validation faces come from: 'auto', 'val-file', 'source', 'subject' or 'none'
+    val_fraction: float = 0.2
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "default", **overrides) -> "TrainConfig":
+        if recipe not in RECIPES:
+            raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+        values = dict(RECIPES[recipe], recipe=recipe)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def validate(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UsageError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("step", "cosine", "onecycle"):
+            raise UsageError(f"schedule must be step, cosine or onecycle, got {self.schedule!r}")
+        if self.select not in ("accuracy", "macro_f1", "auc"):
+            raise UsageError(f"select must be accuracy, macro_f1 or auc, got {self.select!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise UsageError("epochs must be >= 1, batch size >= 2 and lr > 0")
+
+
+def cpu_has_bf16() -> bool:
+    """True if this CPU computes bf16 natively; elsewhere bf16 autocast is many times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at a step: a pure function of the step, so a resumed run follows the same curve."""
+    if config.schedule == "step":
+        return config.lr * config.gamma ** (step // config.step_size)
+    warmup = config.warmup_steps if config.warmup_steps >= 0 else int(0.05 * total_steps)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: int, rotate: float) -> torch.Tensor:
+    """Random flip, translation (up to pad px) and rotation (up to rotate degrees) of a whole batch at once."""
+    n, _, height, width = batch.shape
+    if flip:
+        flipped = torch.rand(n, generator=generator) < 0.5
+        batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
+    if pad <= 0 and rotate <= 0:
+        return batch
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
+    shift = torch.randint(-pad, pad + 1, (n, 2), generator=generator).float() if pad > 0 else torch.zeros(n, 2)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([
+        torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
+        torch.stack([sin, cos, shift[:, 1] * 2 / height], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def validation_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
+    """Accuracy, macro F1, and ROC AUC when binary: what picks the best epoch."""
+    from engage.evaluate import basic_metrics
+
+    return basic_metrics(labels, proba)
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_metrics: dict
+    history: list[dict]
+    model: FaceNet
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def check_training_data(train: FaceDataset, val: FaceDataset | None) -> None:
+    if len(train) == 0:
+        raise EngageError("the training split is empty")
+    if (train.labels < 0).any():
+        raise EngageError("the training data has unlabelled faces; pre-process a labelled source")
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        name = train.class_names[present[0]] if len(present) else "none"
+        raise EngageError(f"the training data has one class only ({name}); a classifier needs at least two")
+    if val is not None:
+        if len(val) == 0:
+            raise EngageError("the validation split is empty; use a bigger --val-fraction or another --val file")
+        if val.class_names != train.class_names:
+            raise EngageError(f"validation classes {val.class_names} differ from training classes {train.class_names}")
+
+
+def _write_history(run_dir: str, history: list[dict]) -> None:
+    atomic_write(os.path.join(run_dir, "history.json"), lambda tmp: open(tmp, "w").write(json.dumps(history, indent=1)))
+    columns = sorted({key for row in history for key in row}, key=lambda k: (k not in ("epoch", "step"), k))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(os.path.join(run_dir, "history.csv"), write)
+
+
+def train(
+    config: TrainConfig,
+    train_data: FaceDataset,
+    val_data: FaceDataset | None,
+    run_dir: str,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train (or resume) one network; keeps best.safetensors by the validation score after every epoch."""
+    config.validate()
+    check_training_data(train_data, val_data)
+    if config.bf16 is None:
+        config.bf16 = cpu_has_bf16()
+    os.makedirs(run_dir, exist_ok=True)
+    threads = config.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    num_classes = len(train_data.class_names)
+    normalize = train_data.settings.normalize
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes, **config.model_args)
+    inputs = faces_to_tensor(train_data.faces, normalize)
+    labels = torch.from_numpy(train_data.labels.astype(np.int64))
+    if config.init and not resume:
+        donor, donor_config = load_model(config.init)
+        if donor_config["model"] != config.model or donor_config.get("model_args", {}) != config.model_args:
+            raise EngageError(f"--init {config.init} is a {donor_config['model']!r} network; train --model "
+                              f"{donor_config['model']} to fine-tune it")
+        if donor_config.get("face_settings", {}).get("normalize", normalize) != normalize:
+            raise EngageError(f"--init {config.init} was trained on '{donor_config['face_settings']['normalize']}' "
+                              f"normalised faces; pre-process this data the same way")
+        taken, left = transfer_backbone(model, donor.state_dict())
+        log(f"initialised from {config.init}: took {len(taken)} tensors (backbone), left {len(left)} fresh ({', '.join(left)})")
+    else:
+        # per-channel standardisation, measured on the training faces and stored in the model
+        model.input_mean.fill_(float(inputs.mean()))
+        model.input_std.fill_(float(inputs.std().clamp_min(1e-6)))
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+
+    weights = _class_weights(train_data.labels, num_classes) if config.class_weights else None
+    criterion = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    n = len(train_data)
+    steps_per_epoch = max(1, n // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    meta = model_config(
+        config.model, num_classes, train_data.class_names, config.model_args, train_data.meta.get("settings"),
+        task=config.task, train_config=asdict(config),
+    )
+
+    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": []}
+    last_path = os.path.join(run_dir, "last.safetensors")
+    if resume:
+        if not os.path.exists(last_path):
+            raise EngageError(f"{run_dir}: nothing to resume (no last.safetensors); start the run without --resume")
+        state = load_checkpoint(last_path, model, optimizer)
+        log(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+    else:
+        atomic_write(os.path.join(run_dir, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(meta, indent=1)))
+    log(f"{config.model}: {count_parameters(model):,} parameters; {n:,} training faces, "
+        f"{len(val_data) if val_data is not None else 0:,} validation faces; {config.epochs} epochs of {steps_per_epoch} steps")
+
+    best_model_path = os.path.join(run_dir, "best.safetensors")
+    last_save = time.monotonic()
+    for epoch in range(state["epoch"], config.epochs):
+        model.train()
+        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(n))
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for step_in_epoch in range(state["step_in_epoch"], steps_per_epoch):
+            step = epoch * steps_per_epoch + step_in_epoch
+            index = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            torch.manual_seed(config.seed * 7_919 + step)  # dropout: a function of the step, for exact resume
+            batch = augment(inputs[index], generator, config.flip, config.pad, config.rotate)
+            if config.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step, total_steps)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(batch)
+            loss = criterion(logits.float(), labels[index])
+            if not torch.isfinite(loss):
+                raise EngageError(f"the loss became {loss.item()} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(index)
+            loss_sum += loss.item() * len(index)
+            state.update(step=step + 1, step_in_epoch=step_in_epoch + 1)
+            if time.monotonic() - last_save > config.save_every_s and step_in_epoch + 1 < steps_per_epoch:
+                save_checkpoint(last_path, model, optimizer, meta, state)
+                last_save = time.monotonic()
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch + 1, "step": state["step"], "lr": round(lr_at(config, state["step"] - 1, total_steps), 6),
+               "train_loss": round(loss_sum / max(seen, 1), 5), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
+        if val_data is not None:
+            proba = predict_proba(model, faces_to_tensor(val_data.faces, normalize), bf16=config.bf16).numpy()
+            row.update({f"val_{k}": round(v, 5) for k, v in validation_metrics(val_data.labels, proba).items()})
+            score = row.get(f"val_{config.select}", row["val_accuracy"])
+        else:
+            score = -row["train_loss"]
+        improved = state["best"] is None or score > state["best"]
+        if improved:
+            state.update(best=score, best_epoch=epoch + 1)
+            save_model(best_model_path, model, dict(meta, metrics=row, epoch=epoch + 1))
+        state["history"].append(row)
+        state.update(epoch=epoch + 1, step_in_epoch=0)
+        save_checkpoint(last_path, model, optimizer, meta, state)
+        last_save = time.monotonic()
+        _write_history(run_dir, state["history"])
+        shown = ", ".join(f"{k} {v}" for k, v in row.items() if k != "epoch")
+        log(f"epoch {epoch + 1}/{config.epochs}: {shown}{'  (best)' if improved else ''}")
+
+    best_model, _ = load_model(best_model_path)
+    best_row = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
+    return TrainResult(run_dir, best_row, state["history"], best_model)
+
+
+def task_defaults(task: str, init: str | None) -> dict:
+    """What differs between pre-training on expressions and fine-tuning on engagement."""
+    if task == "fer":
+        return dict(select="accuracy", class_weights=False)
+    if task == "engagement":
+        values = dict(select="auc", class_weights=True, epochs=20)
+        if init:
+            values.update(lr=0.01)  # fine-tuning every layer: a gentler learning rate than from scratch
+        return values
+    raise UsageError(f"unknown task {task!r}; choose fer or engagement")
+
+
+def split_datasets(config: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
+    """Load the training data and pick its validation faces as the config says; refuse leaking splits."""
+    from engage.splits import check_no_leak, subject_split
+
+    if not config.data:
+        raise UsageError("--data is required: a dataset file made by 'engage preprocess'")
+    data = FaceDataset.load(config.data)
+    if config.val:
+        val = FaceDataset.load(config.val)
+        if val.class_names != data.class_names:
+            raise EngageError(f"{config.val}: classes {val.class_names} differ from {config.data}'s {data.class_names}; "
+                              "pre-process both with the same --label-map")
+        shared = (set(data.subjects.tolist()) & set(val.subjects.tolist())) - {""}
+        if shared:
+            raise EngageError(f"{config.val} shares subject(s) {', '.join(sorted(shared)[:5])} with {config.data}; "
+                              "validation must hold unseen subjects")
+        return data, val
+    mode = config.split
+    if mode == "auto":
+        mode = "source" if {"train", "val"} <= set(data.split.tolist()) else ("subject" if data.has_subjects else "none")
+    if mode == "source":
+        if not {"train", "val"} <= set(data.split.tolist()):
+            raise EngageError(f"{config.data} has no train/val split; use --split subject or give --val")
+        split = data.split
+    elif mode == "subject":
+        split = subject_split(data.subjects, config.val_fraction, config.seed)
+    elif mode == "none":
+        return data, None
+    else:
+        raise UsageError(f"--split must be auto, source, subject or none, got {config.split!r}")
+    if data.has_subjects:
+        check_no_leak(data.subjects, split)
+    return data.subset(split == "train"), data.subset(split == "val")
+
+
+def run_training(config: TrainConfig, run_dir: str, log: Callable[[str], None] = print) -> TrainResult:
+    """`engage train`: load the data as the config says and train."""
+    train_data, val_data = split_datasets(config)
+    return train(config, train_data, val_data, run_dir, resume=False, log=log)
+
+
+def resume_training(run_dir: str, log: Callable[[str], None] = print) -> TrainResult:
+    """Continue a killed run exactly where it stopped, from its own checkpoint and config."""
+    from engage.checkpoint import read_file
+
+    last = os.path.join(run_dir, "last.safetensors")
+    if not os.path.exists(last):
+        raise EngageError(f"{run_dir}: nothing to resume (no last.safetensors)")
+    _, meta = read_file(last)
+    config = TrainConfig(**meta["config"]["train_config"])
+    train_data, val_data = split_datasets(config)
+    return train(config, train_data, val_data, run_dir, resume=True, log=log)

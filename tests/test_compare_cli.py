@@ -1,0 +1,127 @@
+"""engage train / evaluate / compare from the command line, on small real data, and their bad inputs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from engage.checkpoint import load_model, save_model
+from engage.dataset import FaceDataset
+from engage.models import build_model
+
+from conftest import make_dataset, real_fer_faces, run_cli
+
+BINARY = "2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged"
+
+
+@pytest.fixture(scope="module")
+def wacv_small(shared_data, tmp_path_factory):
+    """A few real WACV faces of 6 subjects as a binary dataset with subject folds."""
+    folder = tmp_path_factory.mktemp("wacv")
+    wacv = shared_data / "engagement" / "wacv"
+    with open(wacv / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    picked = []
+    for subject in ["s01", "s04", "s05", "s06", "s10", "s11"]:
+        for label in ("0_disengaged", "1_partial", "2_engaged"):
+            picked += [r for r in rows if r["subject"] == subject and r["label"] == label][:12]
+    with open(folder / "m.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "subject", "label"])
+        writer.writerows([[str(wacv / r["path"]), r["subject"], r["label"]] for r in picked])
+    out = folder / "wacv.npz"
+    result = run_cli("preprocess", str(folder / "m.csv"), "--out", str(out), "--no-detect", "--label-map", BINARY)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_small):
+    args = ["compare", "--data", str(wacv_small), "--models", "compact,hog-svm", "--folds", "3", "--epochs", "1",
+            "--out", str(tmp_path / "cmp")]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "compact" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
+    result = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert result["folds"] == 3 and result["subjects"] == 6 and set(result["models"]) == {"compact", "hog-svm"}
+    for row in result["models"].values():
+        assert len(row["auc"]["per_fold"]) == 3 and 0 <= row["auc"]["mean"] <= 1
+        assert row["accuracy"]["ci95"][0] <= row["accuracy"]["mean"] <= row["accuracy"]["ci95"][1]
+    assert 0 <= result["paired"]["p_bootstrap_subjects"] <= 1
+    second = run_cli(*args)
+    assert second.returncode == 0 and second.stdout == first.stdout  # every fold came from the cache
+    assert "fold" not in second.stderr
+
+
+def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
+    classes = ("happy", "surprise")
+    train_faces, train_labels = real_fer_faces(shared_data, classes, 60)
+    val_faces, val_labels = real_fer_faces(shared_data, classes, 30, split="val")
+    make_dataset(train_faces, train_labels, classes).save(str(tmp_path / "train.npz"))
+    make_dataset(val_faces, val_labels, classes).save(str(tmp_path / "val.npz"))
+    result = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
+                     "--epochs", "2", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "best epoch" in result.stdout and "epoch 2/2" in result.stderr
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert len(history) == 2 and "val_accuracy" in history[0]
+    resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"))
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr  # nothing left to do, still clean
+
+    evaluated = run_cli("evaluate", "--model", str(tmp_path / "run" / "best.safetensors"), "--data",
+                        str(tmp_path / "val.npz"), "--json", "--out", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["n"] == 60 and {"accuracy", "f1", "auc", "ci95", "ece", "per_class_recall"} <= set(report)
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "confusion.png", "metrics.json", "predictions.csv", "reliability.png", "roc.png"]
+    predictions = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    assert len(predictions) == 60 and set(predictions[0]) >= {"path", "label", "p_happy", "p_surprise"}
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_model_file_problems_are_one_line(tmp_path):
+    model = build_model("compact", 2)
+    good = tmp_path / "good.safetensors"
+    save_model(str(good), model, {"model": "compact", "num_classes": 2, "class_names": ["a", "b"], "model_args": {}})
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48)).astype(np.uint8)
+    make_dataset(faces, [0, 1, 0, 1, 0, 1], ["a", "b"]).save(str(tmp_path / "d.npz"))
+    make_dataset(faces, [0, 1, 2, 0, 1, 2], ["a", "b", "zzz"]).save(str(tmp_path / "unknown.npz"))
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    tampered = tmp_path / "tampered.safetensors"
+    data = bytearray(good.read_bytes())
+    data[-100] ^= 0xFF  # one weight byte changed
+    tampered.write_bytes(bytes(data))
+    other = tmp_path / "other.safetensors"
+    save_model(str(other), build_model("cnn", 2), {"model": "compact", "num_classes": 2, "class_names": ["a", "b"], "model_args": {}})
+
+    cases = [(truncated, "damaged"), (tampered, "checksum"), (other, "another architecture"),
+             (tmp_path / "missing.safetensors", "neither a file nor a shipped model")]
+    for path, words in cases:
+        assert_one_line_error(run_cli("evaluate", "--model", str(path), "--data", str(tmp_path / "d.npz")), words)
+    assert_one_line_error(run_cli("evaluate", "--model", str(good), "--data", str(tmp_path / "unknown.npz")),
+                          "zzz", "does not know")
+    assert load_model(str(good))[1]["class_names"] == ["a", "b"]
+
+
+def test_training_data_problems_are_one_line(tmp_path):
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48)).astype(np.uint8)
+    make_dataset(faces, [0] * 8, ["a", "b"]).save(str(tmp_path / "one.npz"))
+    make_dataset(faces, [0, 1] * 4, ["a", "b"], subjects=["s1"] * 8).save(str(tmp_path / "onesubject.npz"))
+    out = tmp_path / "run"
+    assert_one_line_error(run_cli("train", "fer", "--data", str(tmp_path / "one.npz"), "--split", "none", "--out", str(out)),
+                          "one class only")
+    assert_one_line_error(run_cli("train", "engagement", "--data", str(tmp_path / "onesubject.npz"), "--split", "subject",
+                                  "--out", str(out)), "at least 2 subjects")
+    assert_one_line_error(run_cli("train", "resume", "--out", str(tmp_path / "never")), "nothing to resume")
+    assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
+                          "at least two models")

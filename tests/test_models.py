@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from engage.errors import UsageError
+from engage.models import build_model, count_parameters, faces_to_tensor, transfer_backbone
+
+
+@pytest.mark.parametrize("name,params,features", [
+    ("cnn", 16_993_031, 1024), ("vgg", 44_546_503, 1024), ("compact", 1_174_439, 256),
+])
+def test_shapes_and_parameter_counts(name, params, features):
+    model = build_model(name, num_classes=7).eval()
+    assert count_parameters(model) == params
+    x = torch.rand(3, 1, 48, 48)
+    assert model.forward_features(x).shape == (3, features)
+    assert model(x).shape == (3, 7)
+
+
+def test_the_paper_vgg_is_178_mb_and_the_compact_one_ships():
+    assert count_parameters(build_model("vgg", 7)) * 4 / 1e6 == pytest.approx(178.2, abs=0.1)
+    assert count_parameters(build_model("compact", 7)) * 2 / 1e6 < 25  # fp16 file size in MB
+    assert count_parameters(build_model("compact", 7, width=64)) * 2 / 1e6 < 25
+
+
+def test_registry_refuses_unknown_names():
+    with pytest.raises(UsageError, match="unknown model 'resnet'"):
+        build_model("resnet", 7)
+    with pytest.raises(UsageError, match="at least 2 classes"):
+        build_model("vgg", 1)
+
+
+@pytest.mark.parametrize("name", ["compact", "cnn"])
+def test_backbone_transfer_copies_weights_and_leaves_a_fresh_head(name):
+    torch.manual_seed(0)
+    fer = build_model(name, 7)
+    with torch.no_grad():
+        fer.input_mean.fill_(0.5)
+    torch.manual_seed(1)
+    er = build_model(name, 2)
+    head_before = er.head.weight.clone()
+    taken, left = transfer_backbone(er, fer.state_dict())
+    assert left == ["head.bias", "head.weight"]
+    assert len(taken) == len(fer.state_dict()) - 2
+    for key in taken:
+        assert torch.equal(er.state_dict()[key], fer.state_dict()[key]), key
+    assert torch.equal(er.head.weight, head_before) and er.head.weight.shape == (2, fer.head.in_features)
+    assert float(er.input_mean) == 0.5  # the standardisation travels with the backbone
+
+
+def test_faces_to_tensor_normalisations():
+    import numpy as np
+
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    standard = faces_to_tensor(faces)
+    assert standard.shape == (4, 1, 48, 48) and float(standard.max()) <= 1.0
+    paper = faces_to_tensor(faces, "paper")
+    assert torch.allclose(paper.flatten(1).norm(dim=1), torch.full((4,), 100.0), atol=1e-2)

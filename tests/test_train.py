@@ -1,0 +1,108 @@
+"""The training loop on real FER2013 faces: it learns, it resumes exactly, it refuses bad data."""
+
+import numpy as np
+import pytest
+import torch
+
+from engage.checkpoint import load_model, save_model
+from engage.errors import EngageError
+from engage.models import build_model, faces_to_tensor, predict_proba
+from engage.train import TrainConfig, augment, lr_at, resume_training, train
+
+from conftest import make_dataset, real_fer_faces
+
+CLASSES = ("happy", "surprise")
+
+
+@pytest.fixture(scope="module")
+def happy_vs_surprise(shared_data):
+    train_faces, train_labels = real_fer_faces(shared_data, CLASSES, 300)
+    test_faces, test_labels = real_fer_faces(shared_data, CLASSES, 100, split="val")
+    return make_dataset(train_faces, train_labels, CLASSES), make_dataset(test_faces, test_labels, CLASSES)
+
+
+def quick_config(**overrides):
+    values = dict(epochs=4, batch_size=32, lr=0.05, threads=2, save_every_s=1e9, bf16=False)
+    values.update(overrides)
+    return TrainConfig.from_recipe("default", **values)
+
+
+def test_short_real_training_beats_chance_on_held_out_faces(tmp_path, happy_vs_surprise):
+    train_set, test_set = happy_vs_surprise
+    result = train(quick_config(epochs=6), train_set, test_set, str(tmp_path / "run"), log=lambda line: None)
+    proba = predict_proba(result.model, faces_to_tensor(test_set.faces)).numpy()
+    accuracy = float((proba.argmax(1) == test_set.labels).mean())
+    # chance is 0.5 on these 200 unseen validation faces: 0.62 is 3.4 standard deviations above it
+    # (the run reaches 0.675 here; a compact network from scratch on 600 faces learns slowly)
+    assert accuracy > 0.62, accuracy
+    assert len(result.history) == 6 and (tmp_path / "run" / "history.csv").exists()
+    assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "config.json").exists()
+    reloaded, config = load_model(str(tmp_path / "run" / "best.safetensors"))
+    assert config["class_names"] == list(CLASSES) and config["train_config"]["epochs"] == 6
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, happy_vs_surprise):
+    train_set, val_set = happy_vs_surprise
+    small = train_set.subset(np.r_[0:64, 300:364])
+    data_path, val_path = tmp_path / "train.npz", tmp_path / "val.npz"
+    small.save(str(data_path))
+    val_set.subset(np.r_[0:20, 100:120]).save(str(val_path))
+    config = quick_config(epochs=3, data=str(data_path), val=str(val_path))
+    straight = train(config, small, val_set.subset(np.r_[0:20, 100:120]), str(tmp_path / "straight"), log=lambda line: None)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(line):
+        if line.startswith("epoch 1/3"):
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train(quick_config(epochs=3, data=str(data_path), val=str(val_path)), small,
+              val_set.subset(np.r_[0:20, 100:120]), str(tmp_path / "killed"), log=kill_after_first_epoch)
+    resumed = resume_training(str(tmp_path / "killed"), log=lambda line: None)
+    assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in straight.history]
+    for (key, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_fine_tuning_reports_what_it_took(tmp_path, happy_vs_surprise):
+    train_set, val_set = happy_vs_surprise
+    fer = build_model("compact", 7)
+    save_model(str(tmp_path / "fer.safetensors"), fer, {"model": "compact", "num_classes": 7, "class_names": list("abcdefg"),
+                                                       "model_args": {}, "face_settings": {"normalize": "standard"}})
+    lines = []
+    train(quick_config(epochs=1, init=str(tmp_path / "fer.safetensors")), train_set, val_set, str(tmp_path / "er"),
+          log=lines.append)
+    assert any("took" in line and "left 2 fresh (head.bias, head.weight)" in line for line in lines)
+    vgg_init = quick_config(epochs=1, model="vgg", init=str(tmp_path / "fer.safetensors"))
+    with pytest.raises(EngageError, match="is a 'compact' network"):
+        train(vgg_init, train_set, val_set, str(tmp_path / "bad"), log=lambda line: None)
+
+
+def test_bad_training_data_is_refused(tmp_path, happy_vs_surprise):
+    train_set, val_set = happy_vs_surprise
+    one_class = train_set.subset(train_set.labels == 0)
+    with pytest.raises(EngageError, match="one class only \\(happy\\)"):
+        train(quick_config(), one_class, val_set, str(tmp_path / "a"), log=lambda line: None)
+    with pytest.raises(EngageError, match="validation split is empty"):
+        train(quick_config(), train_set, val_set.subset(np.zeros(len(val_set), bool)), str(tmp_path / "b"), log=lambda line: None)
+    with pytest.raises(EngageError, match="training split is empty"):
+        train(quick_config(), train_set.subset(np.zeros(len(train_set), bool)), val_set, str(tmp_path / "c"), log=lambda line: None)
+
+
+def test_paper_schedule_and_augmentation():
+    paper = TrainConfig.from_recipe("paper")
+    assert (paper.lr, paper.batch_size, paper.epochs, paper.schedule) == (0.02, 32, 20, "step")
+    assert lr_at(paper, 0, 10_000) == 0.02 and lr_at(paper, 499, 10_000) == 0.02
+    assert lr_at(paper, 500, 10_000) == pytest.approx(0.016) and lr_at(paper, 1000, 10_000) == pytest.approx(0.0128)
+    default = TrainConfig.from_recipe("default", lr=0.1)
+    assert lr_at(default, 10_000 - 1, 10_000) < 1e-5 and max(lr_at(default, s, 10_000) for s in range(0, 10_000, 50)) <= 0.1
+    batch = torch.rand(16, 1, 48, 48)
+    generator = torch.Generator().manual_seed(0)
+    same = augment(batch, generator, flip=False, pad=0, rotate=0)
+    assert torch.equal(same, batch)
+    moved = augment(batch, torch.Generator().manual_seed(0), flip=True, pad=4, rotate=16)
+    assert moved.shape == batch.shape and not torch.equal(moved, batch)
+    again = augment(batch, torch.Generator().manual_seed(0), flip=True, pad=4, rotate=16)
+    assert torch.equal(moved, again)  # seeded: a resumed run sees the same augmentations

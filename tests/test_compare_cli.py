@@ -67,6 +67,11 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     assert len(history) == 2 and "val_accuracy" in history[0]
     resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"))
     assert resumed.returncode == 0 and "resumed" in resumed.stderr  # nothing left to do, still clean
+    best = (tmp_path / "run" / "best.safetensors").read_bytes()
+    again = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
+                    "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+    assert (tmp_path / "run" / "best.safetensors").read_bytes() == best  # nothing overwritten
 
     evaluated = run_cli("evaluate", "--model", str(tmp_path / "run" / "best.safetensors"), "--data",
                         str(tmp_path / "val.npz"), "--json", "--out", str(tmp_path / "eval"))

@@ -106,3 +106,23 @@ def test_paper_schedule_and_augmentation():
     assert moved.shape == batch.shape and not torch.equal(moved, batch)
     again = augment(batch, torch.Generator().manual_seed(0), flip=True, pad=4, rotate=16)
     assert torch.equal(moved, again)  # seeded: a resumed run sees the same augmentations
+
+
+def test_validation_faces_come_from_the_sources_split(tmp_path):
+    from engage.train import split_datasets
+
+    faces = np.zeros((6, 48, 48), np.uint8)
+    data = make_dataset(faces, [0, 1, 0, 1, 0, 1], ["a", "b"])
+    data.split = np.array(["Training"] * 4 + ["PublicTest"] * 2)  # fer2013.csv's Usage
+    data.save(str(tmp_path / "fer.npz"))
+    train_set, val_set = split_datasets(TrainConfig(data=str(tmp_path / "fer.npz")))
+    assert (len(train_set), len(val_set)) == (4, 2)
+    leaking = make_dataset(faces, [0, 1, 0, 1, 0, 1], ["a", "b"], subjects=["s1", "s1", "s2", "s2", "s1", "s3"])
+    leaking.split = np.array(["train"] * 4 + ["val"] * 2)
+    leaking.save(str(tmp_path / "leak.npz"))
+    with pytest.raises(EngageError, match="s1 on more than one side"):
+        split_datasets(TrainConfig(data=str(tmp_path / "leak.npz")))
+    by_subject = make_dataset(faces, [0, 1, 0, 1, 0, 1], ["a", "b"], subjects=["s1", "s1", "s2", "s2", "s3", "s3"])
+    by_subject.save(str(tmp_path / "subjects.npz"))
+    train_set, val_set = split_datasets(TrainConfig(data=str(tmp_path / "subjects.npz"), val_fraction=0.3))
+    assert not set(train_set.subjects) & set(val_set.subjects) and len(val_set) == 2

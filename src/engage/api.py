@@ -55,13 +55,18 @@ def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
 
 
 def evaluate_model(model: str, data: str, label_column: str = "label", label_map: str | None = None,
-                   subject_pattern: str | None = None, usages: list[str] | None = None, out_dir: str | None = None,
-                   n_boot: int = 1000, log: Callable[[str], None] = print) -> dict:
+                   subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
+                   out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir."""
     from engage.evaluate import evaluation_report, save_plots, write_predictions
 
     classifier = load_classifier(model)
     dataset = load_labelled_faces(data, classifier, label_column, label_map, subject_pattern, usages, log)
+    if split:
+        present = sorted(set(dataset.split.tolist()) - {""})
+        if split not in present:
+            raise EngageError(f"{data} has no split {split!r} (it has: {', '.join(present) or 'no splits'})")
+        dataset = dataset.subset(dataset.split == split)
     labelled = dataset.labels >= 0
     if not labelled.any():
         raise EngageError(f"{data}: no labelled faces to evaluate on")

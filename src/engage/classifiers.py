@@ -63,11 +63,25 @@ def resolve_model(name_or_path: str) -> str:
     raise EngageError(f"model {name_or_path!r} is neither a file nor a shipped model ({names})")
 
 
+def check_card(path: str) -> dict | None:
+    """A shipped model must have its model card and match its sha256; any other file is checked if it has a card."""
+    from engage.cards import card_path, read_card, verify_weights
+
+    card = read_card(path)
+    shipped = os.path.dirname(os.path.abspath(path)) == os.path.abspath(WEIGHTS_DIR)
+    if card is None and shipped:
+        raise EngageError(f"{path}: shipped model without its model card {os.path.basename(card_path(path))}; reinstall engage")
+    if card is not None:
+        verify_weights(path, card)
+    return card
+
+
 def load_classifier(name_or_path: str) -> FaceClassifier:
-    """Load a network or HOG+SVM model file (or a shipped model by name)."""
+    """Load a network or HOG+SVM model file (or a shipped model by name, checked against its model card)."""
     from engage.checkpoint import load_model, read_file
 
     path = resolve_model(name_or_path)
+    check_card(path)
     tensors, meta = read_file(path)
     config = meta.get("config", meta)
     if config.get("model") == "hog-svm":

@@ -130,7 +130,7 @@ Examples:
 @click.option("--out", "-o", "run_dir", required=True, help="Run folder: checkpoints, best model, history.")
 @click.option("--model", default=None, type=click.Choice(["compact", "vgg", "cnn"]), help="Network (default: compact, or --init's).")
 @click.option("--width", type=int, default=None, help="Channel width of the compact network (default 32).")
-@click.option("--init", default=None, help="Model file whose backbone initialises the network (the ER model).")
+@click.option("--init", default=None, help="Model (shipped name, e.g. fer, or file) whose backbone initialises the network (the ER model).")
 @click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="'paper': SGD lr 0.02 x0.8/500 steps, batch 32, 20 epochs; 'default': one-cycle, label smoothing.")
 @click.option("--split", type=click.Choice(["auto", "source", "subject", "none"]), default="auto", show_default=True,
@@ -146,7 +146,7 @@ Examples:
 @click.option("--select", type=click.Choice(["accuracy", "macro_f1", "auc"]), default=None, help="Metric that picks the best epoch.")
 @click.option("--bf16/--fp32", "bf16", default=None, help="bf16 autocast (default: only where the CPU has native bf16).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=0, help="CPU threads (0: all cores).")
+@click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
 def train(task, data, val, run_dir, model, width, init, recipe, split, val_fraction, epochs, batch_size, lr,
           optimizer, schedule, label_smoothing, class_weights, select, bf16, seed, threads) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
@@ -158,9 +158,13 @@ def train(task, data, val, run_dir, model, width, init, recipe, split, val_fract
 
     log = lambda line: click.echo(line, err=True)  # noqa: E731
     if task == "resume":
-        result = resume_training(run_dir, log=log)
+        result = resume_training(run_dir, threads=threads or None, log=log)
     else:
         model_args = {"width": width} if width else {}
+        if init:
+            from engage.classifiers import resolve_model
+
+            init = resolve_model(init)  # a shipped name (fer) or a file
         if init and model is None:
             from engage.checkpoint import read_file
 
@@ -210,16 +214,18 @@ Examples:
 @click.option("--model", "model_name", required=True, help="A shipped model name or a model file (.safetensors).")
 @click.option("--data", required=True, help="A dataset (.npz), image folder, manifest CSV or fer2013.csv.")
 @dataset_options
+@click.option("--split", "split_name", default=None, help="Score only the faces of this split of a .npz (e.g. val).")
 @click.option("--out", "out_dir", default=None, help="Folder for metrics.json, predictions.csv and the plots.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, out_dir, bootstrap, as_json) -> None:
+def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_dir, bootstrap,
+             as_json) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
     from engage.api import evaluate_model
 
     result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
-                            subject_pattern=subject_pattern, usages=list(usage) or None, out_dir=out_dir,
-                            n_boot=bootstrap, log=lambda line: click.echo(line, err=True))
+                            subject_pattern=subject_pattern, usages=list(usage) or None, split=split_name,
+                            out_dir=out_dir, n_boot=bootstrap, log=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
@@ -252,8 +258,9 @@ Examples:
 @click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs for every network (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads per training (0: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
-def compare(data, models, folds, out_dir, recipe, epochs, seed, as_json) -> None:
+def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, as_json) -> None:
     """Train and test several models on the same subject folds; print the paper's table with CIs and a paired test."""
     from engage.compare import format_table, parse_model_specs, run_comparison, save_result
     from engage.dataset import FaceDataset
@@ -263,10 +270,143 @@ def compare(data, models, folds, out_dir, recipe, epochs, seed, as_json) -> None
     overrides = {"recipe": recipe}
     if epochs:
         overrides["epochs"] = epochs
+    if threads:
+        overrides["threads"] = threads
     result = run_comparison(dataset, specs, out_dir, folds=folds, seed=seed, train_overrides=overrides,
                             log=lambda line: click.echo(line, err=True))
     save_result(os.path.join(out_dir, "results.json"), result)
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
+
+
+PREDICT_EXAMPLES = """
+\b
+Examples:
+  engage predict --sample
+  engage predict photos/ group.jpg --csv faces.csv --annotate annotated
+  engage predict lecture.mp4 --every 2 --csv lecture.csv --timeline plots
+  engage predict lecture.mp4 --detector yunet --backend onnx          # the fast settings
+  engage predict --webcam 0 --expressions                             # Ctrl+C stops
+"""
+
+
+@app.command(epilog=PREDICT_EXAMPLES)
+@click.argument("inputs", nargs=-1)
+@click.option("--sample", is_flag=True, help="Score the bundled sample photos.")
+@click.option("--webcam", type=int, default=None, metavar="N", help="Score camera N live (0: the first camera); Ctrl+C stops.")
+@click.option("--model", "model_name", default="engagement", show_default=True,
+              help="A shipped model name or a model file (.safetensors; .onnx with --backend onnx).")
+@click.option("--detector", type=click.Choice(["mtcnn", "yunet", "dlib", "none"]), default=None,
+              help="Face detector (default: the model's own, else mtcnn); 'none': every input is one face crop.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Run the network with PyTorch or onnxruntime (extra 'fast').")
+@click.option("--expressions", is_flag=True, help="Add the FER model's 7 expression probabilities per face.")
+@click.option("--fer-model", default="fer", show_default=True, help="Expression model for --expressions.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Detector confidence threshold.")
+@click.option("--detect-size", type=click.IntRange(64), default=None, metavar="PX",
+              help="Detect faces on frames downscaled to this longest side (faster; small faces are lost).")
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Score every Nth video frame.")
+@click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True, metavar="SECONDS",
+              help="Smooth each face's p_engaged over this time (exponential moving average; 0: off); p_engaged_raw keeps the frame's own.")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop each video or the camera after N scored frames.")
+@click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write one row per face per frame.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input (one per line) instead of the summary.")
+@click.option("--annotate", "annotate_dir", default=None, metavar="DIR",
+              help="Write images / mp4s with boxes, ids and scores drawn, and video timelines, into DIR.")
+@click.option("--timeline", "timeline_dir", default=None, metavar="DIR", help="Write each video's p_engaged timeline (PNG) into DIR.")
+@click.option("--save-crops", "crops_dir", default=None, metavar="DIR", help="Also write every scored 48x48 face as a PNG (personal data).")
+def predict(inputs, sample, webcam, model_name, detector, backend, expressions, fer_model, min_confidence, detect_size,
+            every, smooth, max_frames, csv_path, as_json, annotate_dir, timeline_dir, crops_dir) -> None:
+    """Score every face in images, folders (recursive), globs, videos or a webcam: p_engaged, label, box, face id.
+
+    Prints a summary per input (a picture without a face is reported as such); --csv, --json, --annotate,
+    --timeline and --save-crops add outputs. Nothing else is written.
+    """
+    from engage.predict import Predictor
+    from engage.predict_job import PredictOptions, format_result, run_predict
+    from engage.sources import expand_inputs
+
+    sources = expand_inputs(list(inputs), webcam=webcam, sample=sample)
+    options = PredictOptions(every=every, max_frames=max_frames, csv_path=csv_path, annotate_dir=annotate_dir,
+                             timeline_dir=timeline_dir, crops_dir=crops_dir)
+
+    def make_predictor() -> Predictor:
+        return Predictor(model_name, detector=detector, backend=backend, expressions=expressions,
+                         expression_model=fer_model, min_confidence=min_confidence, detect_size=detect_size,
+                         smoothing_s=smooth)
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False)
+    tasks: dict[str, int] = {}
+
+    def show(line: str) -> None:  # above the progress bar when stdout is the terminal too
+        if out.is_terminal:
+            bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(line)
+
+    def on_result(result: dict) -> None:
+        show(json.dumps(result) if as_json else format_result(result))
+
+    def on_progress(name: str, done: int, total: int | None) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total, rate="")
+        task = bar.tasks[tasks[name]]
+        rate = f"{done / task.elapsed:,.1f}/s" if task.elapsed and task.elapsed > 1 else ""
+        bar.update(tasks[name], completed=done, rate=rate)
+
+    if webcam is not None:
+        err.print(f"scoring webcam:{webcam} live; press Ctrl+C to stop")
+    with bar:
+        run = run_predict(sources, make_predictor, options, on_result=on_result,
+                          warn=lambda line: bar.console.print(f"engage: warning: {line}", markup=False, highlight=False),
+                          progress=on_progress)
+    notes = []
+    if sources.ignored:
+        notes.append(f"ignored {len(sources.ignored)} file(s) that are neither images nor videos")
+    if run.skipped:
+        notes.append(f"skipped {len(run.skipped)} unreadable input(s) (listed above)")
+    if csv_path:
+        notes.append(f"{run.csv_rows} row(s) (one per face per frame) written to {csv_path}")
+    for folder, what in ((annotate_dir, "annotated images / videos"), (timeline_dir, "timelines"), (crops_dir, "face crops")):
+        if folder:
+            notes.append(f"{what} written to {folder}/")
+    for note in notes:
+        if as_json:
+            click.echo(note, err=True)
+        else:
+            click.echo(note)
+
+
+EXPORT_EXAMPLES = """
+\b
+Examples:
+  engage export --format onnx --model engagement --out engagement.onnx
+  engage predict lecture.mp4 --model engagement.onnx --backend onnx --detector yunet
+"""
+
+
+@app.command(epilog=EXPORT_EXAMPLES)
+@click.option("--model", "model_name", default="engagement", show_default=True, help="A shipped model name or a model file.")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Export format.")
+@click.option("--out", "-o", "out_path", default=None, help="File to write (default: MODEL.onnx in the current folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+def export(model_name, fmt, out_path, as_json) -> None:
+    """Export a model for onnxruntime (one self-contained file: weights, classes, face settings).
+
+    Before writing, checks that onnxruntime's probabilities match PyTorch's (max abs difference <= 1e-4) on
+    the real faces of the bundled sample and on random faces.
+    """
+    from engage.export import export_onnx
+
+    if out_path is None:
+        out_path = os.path.splitext(os.path.basename(model_name))[0] + "." + fmt
+    report = export_onnx(model_name, out_path)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    click.echo(f"{out_path}: {report['bytes'] / 1e6:.1f} MB, classes {', '.join(report['class_names'])}; "
+               f"onnxruntime matches PyTorch on {report['checked_faces']} faces ({report['real_faces']} real) "
+               f"within {report['max_abs_difference']:.1e}")
 
 
 def print_preprocess_summary(result, out_path: str, crops_dir: str | None) -> None:

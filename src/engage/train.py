@@ -192,6 +192,9 @@ def train(
     """Train (or resume) one network; keeps best.safetensors by the validation score after every epoch."""
     config.validate()
     check_training_data(train_data, val_data)
+    if not resume and os.path.exists(os.path.join(run_dir, "last.safetensors")):
+        raise EngageError(f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
+                          "or choose another --out (nothing was changed)")
     if config.bf16 is None:
         config.bf16 = cpu_has_bf16()
     os.makedirs(run_dir, exist_ok=True)
@@ -319,6 +322,9 @@ def task_defaults(task: str, init: str | None) -> dict:
     raise UsageError(f"unknown task {task!r}; choose fer or engagement")
 
 
+SOURCE_SPLIT_NAMES = {"train": "train", "Training": "train", "val": "val", "validation": "val", "PublicTest": "val"}
+
+
 def split_datasets(config: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
     """Load the training data and pick its validation faces as the config says; refuse leaking splits."""
     from engage.splits import check_no_leak, subject_split
@@ -336,13 +342,15 @@ def split_datasets(config: TrainConfig) -> tuple[FaceDataset, FaceDataset | None
             raise EngageError(f"{config.val} shares subject(s) {', '.join(sorted(shared)[:5])} with {config.data}; "
                               "validation must hold unseen subjects")
         return data, val
+    # a source's own split: 'train'/'val' (manifest column, --split subject) or fer2013.csv's Training/PublicTest
+    source_split = np.array([SOURCE_SPLIT_NAMES.get(name, "") for name in data.split.tolist()], dtype=str)
     mode = config.split
     if mode == "auto":
-        mode = "source" if {"train", "val"} <= set(data.split.tolist()) else ("subject" if data.has_subjects else "none")
+        mode = "source" if {"train", "val"} <= set(source_split.tolist()) else ("subject" if data.has_subjects else "none")
     if mode == "source":
-        if not {"train", "val"} <= set(data.split.tolist()):
+        if not {"train", "val"} <= set(source_split.tolist()):
             raise EngageError(f"{config.data} has no train/val split; use --split subject or give --val")
-        split = data.split
+        split = source_split
     elif mode == "subject":
         split = subject_split(data.subjects, config.val_fraction, config.seed)
     elif mode == "none":
@@ -360,8 +368,11 @@ def run_training(config: TrainConfig, run_dir: str, log: Callable[[str], None] =
     return train(config, train_data, val_data, run_dir, resume=False, log=log)
 
 
-def resume_training(run_dir: str, log: Callable[[str], None] = print) -> TrainResult:
-    """Continue a killed run exactly where it stopped, from its own checkpoint and config."""
+def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Continue a killed run exactly where it stopped, from its own checkpoint and config.
+
+    threads: CPU threads for the rest of the run (e.g. another machine, or a core now busy elsewhere).
+    """
     from engage.checkpoint import read_file
 
     last = os.path.join(run_dir, "last.safetensors")
@@ -369,5 +380,7 @@ def resume_training(run_dir: str, log: Callable[[str], None] = print) -> TrainRe
         raise EngageError(f"{run_dir}: nothing to resume (no last.safetensors)")
     _, meta = read_file(last)
     config = TrainConfig(**meta["config"]["train_config"])
+    if threads:
+        config.threads = threads
     train_data, val_data = split_datasets(config)
     return train(config, train_data, val_data, run_dir, resume=True, log=log)

@@ -1,0 +1,77 @@
+"""Ship a trained model: fp16 weights into src/engage/weights/NAME.safetensors with its model card.
+
+    python scripts/ship_model.py --model runs/fer/best.safetensors --name fer --val fer_val.npz \
+        --data "FER2013 train (28,709 faces)" --command "engage train fer ..."
+
+The card says how the model was made (architecture, pre-processing, data and its terms, recipe, the
+command) and how well the shipped fp16 weights score on the validation data (with 95% bootstrap CIs);
+it records the weights' sha256, which the loader checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+
+from engage.api import evaluate_model
+from engage.cards import write_card
+from engage.checkpoint import load_model, save_model
+from engage.classifiers import WEIGHTS_DIR
+from engage.models import count_parameters
+
+TERMS = ("Trained on research datasets under their owners' terms (academic, non-commercial use): "
+         "use these weights for research and consented studies only.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="best.safetensors of a training run")
+    parser.add_argument("--name", required=True, help="shipped name (fer, engagement, ...)")
+    parser.add_argument("--val", required=True, help="validation dataset (.npz) the card's figures come from")
+    parser.add_argument("--label-map", default=None, help="label map for --val (as engage evaluate)")
+    parser.add_argument("--split", default=None, help="score only --val's faces of this split (e.g. val)")
+    parser.add_argument("--task", required=True, help="one line: what the model predicts")
+    parser.add_argument("--data", required=True, help="training data, in words")
+    parser.add_argument("--validation", required=True, help="validation data, in words")
+    parser.add_argument("--command", action="append", required=True, help="a command that made it (repeatable)")
+    parser.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
+    args = parser.parse_args()
+
+    network, config = load_model(args.model)
+    os.makedirs(WEIGHTS_DIR, exist_ok=True)
+    target = os.path.join(WEIGHTS_DIR, f"{args.name}.safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = os.path.join(tmp, os.path.basename(target))
+        save_model(staged, network, config, half=True)
+        report = evaluate_model(staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000, log=lambda line: None)
+        os.replace(staged, target)
+    figures = {key: report[key] for key in ("n", "accuracy", "macro_f1", "f1", "auc", "ece", "per_class_recall",
+                                           "confusion_matrix", "ci95", "ci_method", "f1_definition") if key in report}
+    train_config = config.get("train_config", {})
+    card = {
+        "name": args.name,
+        "task": args.task,
+        "classes": config["class_names"],
+        "architecture": {"model": config["model"], "model_args": config.get("model_args", {}),
+                         "parameters": count_parameters(network), "dtype": "float16 (computed in float32)"},
+        "preprocessing": config.get("face_settings", {}),
+        "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
+                     "best_epoch": config.get("metrics", {}).get("epoch"), "commands": args.command},
+        "validation": {"data": args.validation, **figures,
+                       "subjects": sorted(report.get("per_subject", {})), "per_subject": report.get("per_subject", {})},
+        "notes": args.note,
+        "date": datetime.date.today().isoformat(),
+        "intended_use": "research and consented studies; not for judging, grading or monitoring people",
+    }
+    card = write_card(target, card)
+    print(f"shipped {target} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}...): "
+          f"validation accuracy {report['accuracy']:.4f} [{report['ci95']['accuracy'][0]:.4f}, "
+          f"{report['ci95']['accuracy'][1]:.4f}]" + (f", auc {report['auc']:.4f}" if "auc" in report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

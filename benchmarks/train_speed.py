@@ -1,6 +1,6 @@
 """Training throughput (images/s) of each network, fp32 vs bf16 autocast, channels_last, in one run.
 
-    python benchmarks/train_speed.py [--steps 20] [--batch 64] [--models compact,vgg,cnn]
+    python benchmarks/train_speed.py [--steps 20] [--batch 64] [--models compact,vgg,cnn] [--threads N]
 
 The baseline is fp32 of the same network measured in the same run: the ratio is what to read.
 """
@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--models", default="compact,compact:48,compact:64,cnn,vgg")
+    parser.add_argument("--threads", type=int, default=0, help="0: all cores (a busy machine: use 1)")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"CPU has native bf16: {cpu_has_bf16()}")
     for spec in args.models.split(","):

@@ -38,9 +38,13 @@ def main() -> int:
     parser.add_argument("--validation", required=True, help="validation data, in words")
     parser.add_argument("--command", action="append", required=True, help="a command that made it (repeatable)")
     parser.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
+    parser.add_argument("--test-time-flip", action="store_true",
+                        help="average each face's logits with its mirror image's (recorded in the model's config)")
     args = parser.parse_args()
 
     network, config = load_model(args.model)
+    if args.test_time_flip:
+        config = dict(config, test_time_flip=True)
     os.makedirs(WEIGHTS_DIR, exist_ok=True)
     target = os.path.join(WEIGHTS_DIR, f"{args.name}.safetensors")
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +60,8 @@ def main() -> int:
         "task": args.task,
         "classes": config["class_names"],
         "architecture": {"model": config["model"], "model_args": config.get("model_args", {}),
-                         "parameters": count_parameters(network), "dtype": "float16 (computed in float32)"},
+                         "parameters": count_parameters(network), "dtype": "float16 (computed in float32)",
+                         "test_time_flip": bool(config.get("test_time_flip"))},
         "preprocessing": config.get("face_settings", {}),
         "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
                      "best_epoch": config.get("metrics", {}).get("epoch"), "commands": args.command},

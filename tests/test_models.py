@@ -55,3 +55,20 @@ def test_faces_to_tensor_normalisations():
     assert standard.shape == (4, 1, 48, 48) and float(standard.max()) <= 1.0
     paper = faces_to_tensor(faces, "paper")
     assert torch.allclose(paper.flatten(1).norm(dim=1), torch.full((4,), 100.0), atol=1e-2)
+
+
+def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_path):
+    from engage.checkpoint import load_model, model_config, save_model
+
+    torch.manual_seed(0)
+    model = build_model("compact", 3, width=8).eval()
+    x = torch.rand(4, 1, 48, 48)
+    plain, mirrored = model(x), model(x.flip(-1))
+    assert not torch.allclose(plain, mirrored)
+    model.test_time_flip = True
+    assert torch.allclose(model(x), (plain + mirrored) / 2, atol=1e-6)
+    assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)  # mirror-invariant by construction
+    config = model_config("compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True)
+    save_model(str(tmp_path / "m.safetensors"), model, config)
+    loaded, _ = load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.test_time_flip and torch.allclose(loaded(x), model(x), atol=1e-6)

@@ -98,6 +98,7 @@ def load_model(path: str) -> tuple[FaceNet, dict]:
         raise EngageError(f"{path}: weights do not fit a {config['model']!r} network ({problem}); "
                           "the file is of another architecture or was altered")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.test_time_flip = bool(config.get("test_time_flip", False))
     model.eval()
     return model, config
 

@@ -335,7 +335,8 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
                          smoothing_s=smooth)
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False)
+                   TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
+                   disable=not err.is_terminal)
     tasks: dict[str, int] = {}
 
     def show(line: str) -> None:  # above the progress bar when stdout is the terminal too
@@ -354,13 +355,13 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
         rate = f"{done / task.elapsed:,.1f}/s" if task.elapsed and task.elapsed > 1 else ""
         bar.update(tasks[name], completed=done, rate=rate)
 
-    if webcam is not None:
-        err.print(f"scoring webcam:{webcam} live; press Ctrl+C to stop")
+    def to_stderr(line: str) -> None:
+        bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     with bar:
-        run = run_predict(sources, make_predictor, options, on_result=on_result,
-                          warn=lambda line: bar.console.print(f"engage: warning: {line}", markup=False, highlight=False),
-                          progress=on_progress)
-    notes = []
+        run = run_predict(sources, make_predictor, options, on_result=on_result, progress=on_progress,
+                          warn=lambda line: to_stderr(f"engage: warning: {line}"), log=to_stderr)
+    notes = [f"{len(run.results)} input(s) scored in {run.seconds:.1f} s with {run.setup}"]
     if sources.ignored:
         notes.append(f"ignored {len(sources.ignored)} file(s) that are neither images nor videos")
     if run.skipped:

@@ -18,6 +18,15 @@ from engage.faces import FACE_SIZE, FaceSettings, normalize_paper
 FORMAT = "engage-faces/1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's temp files are private (0600)
+
+
 def atomic_write(path: str, write) -> None:
     """Call write(tmp_path) then rename over path, so a crash never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -26,6 +35,7 @@ def atomic_write(path: str, write) -> None:
     os.close(handle)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

@@ -23,6 +23,7 @@ class FaceNet(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("input_mean", torch.zeros(1))
         self.register_buffer("input_std", torch.ones(1))
+        self.test_time_flip = False  # in eval mode, average the logits of the face and its mirror image
         self.features: nn.Module
         self.head: nn.Linear
 
@@ -34,7 +35,10 @@ class FaceNet(nn.Module):
         return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        logits = self.forward_head(self.forward_features(x))
+        if self.test_time_flip and not self.training:
+            logits = (logits + self.forward_head(self.forward_features(x.flip(-1)))) / 2
+        return logits
 
     def reset_head(self, num_classes: int) -> None:
         """A fresh classifier for another task (the ER model: FER backbone, 2-class head)."""

@@ -1,0 +1,131 @@
+"""End-to-end prediction speed (frames/s) on a 640x480 video of real faces, for every detector and backend and
+for the paper's pipeline (dlib's CNN detector + the full `vgg`), all measured in the same run.
+
+    python benchmarks/predict_fps.py [--model engagement] [--frames 150] [--seconds 15] [--rounds 2]
+
+"End to end" is what `engage predict VIDEO` does per frame: decode, detect, crop, score every face (batched),
+track and smooth; model loading is excluded. Each setting runs `--rounds` times in turn (round robin, so a
+burst of load from other jobs hits every setting alike) for at most `--seconds` each, and its best round is
+reported, with the ratio to the paper's pipeline measured in the same run. The paper's `vgg` is untrained
+(random weights): its speed does not depend on its weights, its scores are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+# (detector, backend, --detect-size (None: the default), model: None = --model, 'vgg' = the paper's network)
+SETTINGS = [
+    ("mtcnn", "torch", None, None),
+    ("mtcnn", "onnx", None, None),
+    ("yunet", "torch", None, None),
+    ("yunet", "onnx", None, None),  # the fast settings
+    ("yunet", "onnx", 640, None),  # YuNet on the full frame, for comparison
+    ("dlib", "torch", None, None),
+    ("dlib", "onnx", None, None),
+    ("dlib", "torch", None, "vgg"),  # the paper's pipeline
+    ("yunet", "torch", None, "vgg"),  # the paper's network behind the fast detector: what the network costs
+]
+PAPER = ("dlib", "torch", None, "vgg")
+FAST = ("yunet", "onnx", None, None)
+VIDEO_FPS = 30.0
+
+
+def paper_model(folder: str) -> str:
+    """The paper's VGG (44.5M parameters) with a 2-class head, untrained, saved as a model file."""
+    from engage.checkpoint import model_config, save_model
+    from engage.faces import FaceSettings
+    from engage.models import build_model
+
+    path = os.path.join(folder, "paper-vgg-untrained.safetensors")
+    settings = FaceSettings(detector="dlib", normalize="paper").to_dict()
+    save_model(path, build_model("vgg", 2), model_config("vgg", 2, ["disengaged", "engaged"], face_settings=settings))
+    return path
+
+
+def detected_side(predictor, frame_side: int = 640) -> str:
+    """The longest side of the frames the detector looked at."""
+    from engage.predict import half_size
+
+    if predictor.half_size_detection:
+        return f"{half_size(__import__('numpy').zeros((480, frame_side)))} (half)"
+    return str(min(frame_side, predictor.detector.max_side))
+
+
+def measure(predictor, video: str, frames: int, seconds: float) -> tuple[float, int, float]:
+    """(frames/s, frames scored, faces per frame) for one pass over the video, stopped after `seconds`."""
+    for _ in predictor.predict_video(video, max_frames=2):  # warm up: first calls allocate
+        pass
+    scored = faces = 0
+    started = time.perf_counter()
+    for frame in predictor.predict_video(video, max_frames=frames):
+        scored += 1
+        faces += len(frame.faces)
+        if time.perf_counter() - started > seconds and scored >= 10:
+            break
+    elapsed = time.perf_counter() - started
+    return scored / elapsed, scored, faces / max(scored, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="engagement", help="model for the engage settings (shipped name or file)")
+    parser.add_argument("--frames", type=int, default=150, help="frames in the test video (5 s at 30 frames/s)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time limit per setting and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    from engage.demo import write_demo_video
+    from engage.errors import EngageError
+    from engage.predict import Predictor
+
+    folder = tempfile.mkdtemp(prefix="engage-bench-")
+    video = os.path.join(folder, "faces-640x480.mp4")
+    write_demo_video(video, frames=args.frames, fps=VIDEO_FPS)
+    vgg = paper_model(folder)
+    print(f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    predictors = {}
+    for setting in SETTINGS:
+        detector, backend, size, model = setting
+        try:
+            started = time.perf_counter()
+            predictors[setting] = Predictor(vgg if model == "vgg" else args.model, detector=detector, backend=backend,
+                                            detect_size=size)
+            load = time.perf_counter() - started
+            print(f"loaded {detector}/{backend}{'' if size is None else f'@{size}'}/{model or args.model} in {load:.1f} s",
+                  flush=True)
+        except EngageError as error:
+            print(f"{detector}/{backend}/{model or args.model}: skipped ({error})", flush=True)
+    best: dict[tuple, tuple[float, int, float]] = {}
+    for round_index in range(args.rounds):
+        for setting, predictor in predictors.items():
+            result = measure(predictor, video, args.frames, args.seconds)
+            if setting not in best or result[0] > best[setting][0]:
+                best[setting] = result
+            print(f"round {round_index + 1}: {setting[0]}/{setting[1]}/{setting[2] or 'default'}/{setting[3] or 'engage'}: "
+                  f"{result[0]:.1f} frames/s ({result[1]} frames)", flush=True)
+    paper_fps = best.get(PAPER, (float("nan"),))[0]
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| detector | detect size | network | backend | frames | faces/frame | frames/s | x real time (30 fps) | x paper's pipeline |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for setting, (fps, frames, faces) in best.items():
+        detector, backend, size, model = setting
+        network = "vgg (paper, untrained)" if model == "vgg" else os.path.basename(args.model)
+        rate = f"{fps:.1f}" if fps >= 10 else f"{fps:.2f}"
+        print(f"| {detector} | {detected_side(predictors[setting])} | {network} | {backend} | {frames} | {faces:.2f} | "
+              f"{rate} | {fps / VIDEO_FPS:.2f} | {fps / paper_fps:.1f} |")
+    fast = best.get(FAST)
+    if fast:
+        verdict = "meets" if fast[0] >= 60 else "misses"
+        print(f"\nfast settings (--detector yunet --backend onnx): {fast[0]:.1f} frames/s, {verdict} the target of "
+              f"60 frames/s; {fast[0] / paper_fps:.0f}x the paper's pipeline (dlib + vgg)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

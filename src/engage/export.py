@@ -1,0 +1,159 @@
+"""ONNX: export a model (network, classes and face settings in one .onnx file) and score faces with onnxruntime.
+
+The exported graph takes (N, 1, 48, 48) float32 faces, exactly what `models.faces_to_tensor` makes, and
+returns (N, C) probabilities (the softmax is inside the graph). The model's config (class names, face
+settings, the source's tensor checksum) travels in the file's metadata, so an .onnx file is self-contained.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+from engage.errors import EngageError, UsageError
+
+META_KEY = "engage"
+OPSET = 17
+PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities between PyTorch and onnxruntime
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise EngageError("the ONNX backend needs onnx and onnxruntime (extra 'fast'): pip install 'engage[fast]'") from None
+    return onnx, onnxruntime
+
+
+def onnx_bytes(network, config: dict) -> bytes:
+    """The network (in eval mode, softmax appended) as an ONNX model with a dynamic batch size."""
+    import torch
+
+    onnx, _ = _require_onnx()
+    wrapper = torch.nn.Sequential(network, torch.nn.Softmax(dim=1)).eval()
+    buffer = io.BytesIO()
+    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():  # the TorchScript exporter: ~1 s here, no onnxscript needed (dynamo: ~10 s)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (torch.zeros(2, 1, 48, 48),), buffer, input_names=["faces"],
+                          output_names=["probabilities"], opset_version=OPSET,
+                          dynamic_axes={"faces": {0: "n"}, "probabilities": {0: "n"}}, **options)
+    model = onnx.load_from_string(buffer.getvalue())
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(config)
+    model.producer_name = "engage"
+    return model.SerializeToString()
+
+
+class OnnxClassifier:
+    """An ONNX model as faces -> probabilities, with FaceClassifier's interface (class_names, face_settings,
+    predict_proba)."""
+
+    def __init__(self, model: bytes, name: str, config: dict | None = None, threads: int | None = None):
+        _, ort = _require_onnx()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 1  # a frame holds a few faces: one thread, no spinning, is fastest
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise EngageError(f"{name}: not a valid ONNX model ({str(error).splitlines()[0][:160]})") from None
+        if config is None:
+            metadata = self.session.get_modelmeta().custom_metadata_map
+            if META_KEY not in metadata:
+                raise EngageError(f"{name}: an ONNX model without engage's config; export it with 'engage export'")
+            config = json.loads(metadata[META_KEY])
+        self.name = name
+        self.config = config
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: str, threads: int | None = None) -> "OnnxClassifier":
+        """An .onnx file written by `engage export`."""
+        if not os.path.isfile(path):
+            raise EngageError(f"{path}: no such model file")
+        with open(path, "rb") as handle:
+            return cls(handle.read(), path, threads=threads)
+
+    @classmethod
+    def from_classifier(cls, classifier, threads: int | None = None) -> "OnnxClassifier":
+        """Export a loaded network in memory (nothing is written) and open it with onnxruntime."""
+        if classifier.network is None:
+            raise UsageError(f"{classifier.name}: only networks run on the ONNX backend (this is a HOG+SVM model); "
+                             "use --backend torch")
+        return cls(onnx_bytes(classifier.network, classifier.config), classifier.name, classifier.config, threads)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def face_settings(self) -> dict:
+        return dict(self.config.get("face_settings") or {})
+
+    @property
+    def normalize(self) -> str:
+        return self.face_settings.get("normalize", "standard")
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 1, 48, 48) float32 network inputs to (N, C) probabilities."""
+        if len(inputs) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
+        from engage.models import faces_to_tensor
+
+        inputs = faces_to_tensor(faces, self.normalize).numpy()
+        parts = [self.run(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def sample_faces(face_settings: dict) -> np.ndarray:
+    """The real faces of the bundled sample photos, cropped the way the model expects (for parity checks)."""
+    from engage.faces import FaceSettings, create_detector, extract_faces
+    from engage.sample import sample_images
+
+    settings = FaceSettings.from_dict(face_settings) if face_settings else FaceSettings()
+    detector = create_detector(settings.detector or "mtcnn")
+    faces = [face for rgb in sample_images().values() for face, _ in extract_faces(rgb, detector, settings)]
+    return np.stack(faces)
+
+
+def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> dict:
+    """Write `model` (shipped name or file) as a self-contained .onnx file, after checking that onnxruntime's
+    probabilities match PyTorch's within PARITY_TOLERANCE on real faces (the sample's, unless given) and on
+    random ones. Nothing is written if they do not."""
+    from engage.classifiers import load_classifier
+    from engage.files import write_file
+
+    classifier = load_classifier(model)
+    if classifier.network is None:
+        raise UsageError(f"{model}: only networks can be exported to ONNX (this is a HOG+SVM model)")
+    data = onnx_bytes(classifier.network, classifier.config)
+    onnx_model = OnnxClassifier(data, model, classifier.config)
+    if check_faces is None:
+        check_faces = sample_faces(classifier.face_settings)
+    random_faces = np.random.default_rng(0).integers(0, 256, (32, 48, 48), dtype=np.uint8)
+    faces = np.concatenate([check_faces.astype(np.uint8), random_faces])
+    difference = float(np.abs(classifier.predict_proba(faces) - onnx_model.predict_proba(faces)).max())
+    if difference > PARITY_TOLERANCE:
+        raise EngageError(f"{model}: onnxruntime differs from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
+                          "not exported")
+    write_file(out, lambda tmp: _write_bytes(tmp, data))
+    return {"model": model, "out": out, "format": "onnx", "opset": OPSET, "class_names": classifier.class_names,
+            "bytes": len(data), "checked_faces": int(len(faces)), "real_faces": int(len(check_faces)),
+            "max_abs_difference": difference}

@@ -1,0 +1,112 @@
+"""Predictor on real photos: every face found, biggest first, sensible boxes, scores exactly as `engage evaluate`
+computes them, any image form, and plain answers for pictures without a face."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engage.errors import EngageError, UsageError
+
+from conftest import write_image
+pytest_plugins = ["predict_fixtures"]  # the shared model and predictor fixtures
+
+# The astronaut's face in scikit-image's astronaut photo (x, y, w, h), labelled by hand.
+ASTRONAUT_FACE = (180, 60, 92, 118)
+# How engage.sample tiles the astronaut into its 'group' picture: (scale, x, y).
+GROUP_PLACEMENTS = [(1.0, 0, 0), (0.6, 540, 40), (0.4, 800, 260)]
+
+FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def box_iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_group_picture_every_face_biggest_first_in_the_right_place(predictor, sample_images):
+    faces = predictor.predict(sample_images["group.png"])
+    assert len(faces) == 3
+    assert [face.face_id for face in faces] == [1, 2, 3]
+    areas = [face.box.area for face in faces]
+    assert areas == sorted(areas, reverse=True) and areas[0] > 4 * areas[2]
+    for face, (scale, x, y) in zip(faces, GROUP_PLACEMENTS):
+        fx, fy, fw, fh = ASTRONAUT_FACE
+        expected = (x + scale * fx, y + scale * fy, scale * fw, scale * fh)
+        assert box_iou(face.box.as_list(), expected) > 0.5, (face.box, expected)
+        assert face.det_conf > 0.9
+
+
+def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, sample_images, engagement_model):
+    """The biggest face is cropped exactly as pre-processing did at training, so the score is what
+    `engage evaluate` would give for this photo."""
+    from engage.classifiers import load_classifier
+    from engage.faces import FaceSettings, extract_face
+
+    classifier = load_classifier(engagement_model)
+    assert classifier.class_names == ["disengaged", "engaged"]
+    for name in ("astronaut.png", "cameraman.png"):
+        rgb = sample_images[name]
+        crop = extract_face(rgb, predictor.detector, FaceSettings.from_dict(classifier.face_settings))
+        expected = classifier.predict_proba(crop.face[None])[0]
+        face = predictor.predict(rgb)[0]
+        assert np.array_equal(face.face, crop.face)  # the very same 48x48 pixels
+        np.testing.assert_allclose([face.probabilities["disengaged"], face.probabilities["engaged"]], expected, atol=1e-6)
+        assert face.p_engaged == pytest.approx(float(expected[1]), abs=1e-6)
+        assert face.p_engaged == face.p_engaged_raw
+        assert face.label == ("engaged" if face.p_engaged >= 0.5 else "disengaged")
+
+
+def test_path_array_gray_and_pil_give_the_same_faces(predictor, sample_images, tmp_path):
+    rgb = sample_images["astronaut.png"]
+    path = write_image(tmp_path / "astronaut.png", rgb)
+    from_array = predictor.predict(rgb)
+    for image in (str(path), path, Image.fromarray(rgb)):
+        faces = predictor.predict(image)
+        assert [f.box for f in faces] == [f.box for f in from_array]
+        assert faces[0].p_engaged == pytest.approx(from_array[0].p_engaged, abs=1e-6)
+    gray = predictor.predict(sample_images["cameraman.png"][:, :, 0])  # a 2-D gray array
+    assert len(gray) == 1
+
+
+def test_no_face_is_an_empty_result(predictor, sample_images):
+    assert predictor.predict(sample_images["coffee.png"]) == []
+
+
+def test_a_batch_scores_like_single_images(predictor, sample_images):
+    images = [sample_images[n] for n in ("group.png", "coffee.png", "astronaut.png")]
+    batch = predictor.predict_batch(images)
+    assert [len(faces) for faces in batch] == [3, 0, 1]
+    single = predictor.predict(images[2])
+    assert batch[2][0].p_engaged == pytest.approx(single[0].p_engaged, abs=1e-5)
+
+
+def test_expressions_are_the_fer_models_seven_probabilities(predictor, sample_images):
+    face = predictor.predict(sample_images["astronaut.png"])[0]
+    assert list(face.expressions) == FER_CLASSES
+    assert sum(face.expressions.values()) == pytest.approx(1.0, abs=1e-4)
+    assert face.expression == "happy"  # she is smiling broadly
+    as_dict = face.to_dict()
+    assert as_dict["expression"] == "happy" and as_dict["box"] == face.box.as_list()
+
+
+def test_fast_settings_find_the_same_faces(fast_predictor, predictor, sample_images):
+    assert fast_predictor.half_size_detection and fast_predictor.backend == "onnx"
+    for name, count in (("astronaut.png", 1), ("group.png", 3), ("cameraman.png", 1), ("coffee.png", 0)):
+        fast = fast_predictor.predict(sample_images[name])
+        slow = predictor.predict(sample_images[name])
+        assert len(fast) == count
+        for a, b in zip(fast, slow):
+            assert box_iou(a.box.as_list(), b.box.as_list()) > 0.5
+
+
+def test_bad_settings_and_models_are_clear_errors(engagement_model):
+    from engage.predict import Predictor
+
+    with pytest.raises(UsageError, match="unknown detector 'retina'"):
+        Predictor(engagement_model, detector="retina")
+    with pytest.raises(UsageError, match="unknown backend"):
+        Predictor(engagement_model, backend="tensorrt")
+    with pytest.raises(EngageError, match="'no-such-model' is neither a file nor a shipped model"):
+        Predictor("no-such-model")

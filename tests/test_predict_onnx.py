@@ -1,0 +1,64 @@
+"""The fast path: an exported ONNX model scores real faces like PyTorch (max abs difference <= 1e-4)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytest_plugins = ["predict_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def real_faces(engagement_model, fast_extra):
+    """The 5 real faces of the bundled sample, cropped as the engagement model expects, plus flipped copies."""
+    from engage.classifiers import load_classifier
+    from engage.export import sample_faces
+
+    faces = sample_faces(load_classifier(engagement_model).face_settings)
+    assert len(faces) == 5
+    return np.concatenate([faces, faces[:, :, ::-1]])
+
+
+@pytest.mark.parametrize("which", ["engagement", "fer"])
+def test_onnxruntime_matches_pytorch_on_real_faces(which, engagement_model, fer_model, real_faces):
+    from engage.classifiers import load_classifier
+    from engage.export import OnnxClassifier
+
+    classifier = load_classifier(engagement_model if which == "engagement" else fer_model)
+    onnx_model = OnnxClassifier.from_classifier(classifier)
+    assert onnx_model.class_names == classifier.class_names
+    torch_proba = classifier.predict_proba(real_faces)
+    onnx_proba = onnx_model.predict_proba(real_faces)
+    assert onnx_proba.shape == torch_proba.shape == (10, len(classifier.class_names))
+    assert np.abs(onnx_proba - torch_proba).max() <= 1e-4
+    assert np.array_equal(onnx_proba.argmax(1), torch_proba.argmax(1))
+
+
+def test_export_writes_a_self_contained_file_that_predict_uses(engagement_model, predictor, sample_images, tmp_path,
+                                                               fast_extra):
+    out = tmp_path / "engagement.onnx"
+    result = run_cli("export", "--format", "onnx", "--model", engagement_model, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["max_abs_difference"] <= 1e-4 and report["real_faces"] == 5
+    assert out.stat().st_size > 100_000 and [p.name for p in tmp_path.iterdir()] == ["engagement.onnx"]
+    scored = run_cli("predict", "--sample", "--model", str(out), "--backend", "onnx", "--json")
+    assert scored.returncode == 0, scored.stderr
+    results = {r["source"]: r for r in map(json.loads, scored.stdout.splitlines())}
+    for name in ("astronaut.png", "group.png"):
+        expected = predictor.predict(sample_images[name])
+        got = results[name]["faces"]
+        assert [f["box"] for f in got] == [f.box.as_list() for f in expected]
+        assert [f["p_engaged"] for f in got] == pytest.approx([f.p_engaged for f in expected], abs=2e-4)
+
+
+def test_an_onnx_file_needs_the_onnx_backend(tmp_path, fast_extra):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not really")
+    result = run_cli("predict", "--sample", "--model", str(model))
+    assert result.returncode == 2 and "use --backend onnx" in result.stderr and "Traceback" not in result.stderr
+    broken = run_cli("predict", "--sample", "--model", str(model), "--backend", "onnx")
+    assert broken.returncode == 1 and "not a valid ONNX model" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1

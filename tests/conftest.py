@@ -52,6 +52,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def assert_one_line_error(result, *words) -> str:
+    """A failed command that said one line on stderr (holding every word given), with no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def real_fer_faces(shared_data: Path, classes: tuple[str, ...], per_class: int, split: str = "train", offset: int = 0):
     """(faces, labels) of real FER2013 images of the given classes, read straight from the image folders."""
     from engage.images import read_image

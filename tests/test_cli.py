@@ -7,16 +7,7 @@ import pytest
 
 from engage.dataset import FaceDataset
 
-from conftest import run_cli, write_image
-
-
-def assert_one_line_error(result, *words):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+from conftest import assert_one_line_error, run_cli, write_image
 
 
 def test_sample_run_finds_faces_and_writes_crops(tmp_path):

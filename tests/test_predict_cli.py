@@ -7,19 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import run_cli, write_image
+from conftest import assert_one_line_error, run_cli, write_image
 
 pytest_plugins = ["predict_fixtures"]
-
-
-def one_line_error(result, *words):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def test_sample_run_prints_a_summary_per_photo_and_writes_nothing(engagement_model, tmp_path):
@@ -99,7 +89,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_i
         "annotate-over-input": ["a.png", "overwrite an input"],
     }[case]
     result = run_cli("predict", *args, "--csv", str(out_csv))
-    one_line_error(result, *expected)
+    assert_one_line_error(result, *expected)
     assert not out_csv.exists()
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []  # no temp file left
 

@@ -13,14 +13,10 @@ from engage.errors import EngageError
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 
-@dataclass
-class FaceClassifier:
-    """A model ready to score 48x48 faces: predict_proba(faces) -> (N, C), with its classes and settings."""
+class ModelInfo:
+    """What every loaded model tells from its config: its classes and the pre-processing it was trained with."""
 
-    name: str
     config: dict
-    network: torch.nn.Module | None = None
-    svm: object | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -33,6 +29,16 @@ class FaceClassifier:
     @property
     def normalize(self) -> str:
         return self.face_settings.get("normalize", "standard")
+
+
+@dataclass
+class FaceClassifier(ModelInfo):
+    """A model ready to score 48x48 faces: predict_proba(faces) -> (N, C), with its classes and settings."""
+
+    name: str
+    config: dict
+    network: torch.nn.Module | None = None
+    svm: object | None = None
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""

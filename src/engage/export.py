@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from engage.classifiers import ModelInfo
 from engage.errors import EngageError, UsageError
 
 META_KEY = "engage"
@@ -51,7 +52,7 @@ def onnx_bytes(network, config: dict) -> bytes:
     return model.SerializeToString()
 
 
-class OnnxClassifier:
+class OnnxClassifier(ModelInfo):
     """An ONNX model as faces -> probabilities, with FaceClassifier's interface (class_names, face_settings,
     predict_proba)."""
 
@@ -89,18 +90,6 @@ class OnnxClassifier:
             raise UsageError(f"{classifier.name}: only networks run on the ONNX backend (this is a HOG+SVM model); "
                              "use --backend torch")
         return cls(onnx_bytes(classifier.network, classifier.config), classifier.name, classifier.config, threads)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.config["class_names"])
-
-    @property
-    def face_settings(self) -> dict:
-        return dict(self.config.get("face_settings") or {})
-
-    @property
-    def normalize(self) -> str:
-        return self.face_settings.get("normalize", "standard")
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """(N, 1, 48, 48) float32 network inputs to (N, C) probabilities."""

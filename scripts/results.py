@@ -174,7 +174,7 @@ def main() -> int:
     # 5. a 4-level DAiSEE frame model: FER-initialised, best epoch on a subject split of DAiSEE train
     daisee_run = steps.path("daisee4")
     daisee_train_cmd = steps.run(
-        f"engage train engagement --init fer --data {data['daisee_train']} --split subject --select macro_f1"
+        f"engage train engagement --init fer --data {data['daisee_train']} --split subject --select macro_f1 --no-class-weights"
         f"{threads} --out {daisee_run}", os.path.join(daisee_run, "best.safetensors"))
     daisee4, daisee4_cmd = evaluate(steps, os.path.join(daisee_run, "best.safetensors"), data["daisee_val"], "daisee4")
 

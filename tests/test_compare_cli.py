@@ -38,7 +38,7 @@ def wacv_small(shared_data, tmp_path_factory):
 
 def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_small):
     args = ["compare", "--data", str(wacv_small), "--models", "compact,hog-svm", "--folds", "3", "--epochs", "1",
-            "--out", str(tmp_path / "cmp")]
+            "--threads", "1", "--out", str(tmp_path / "cmp")]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "compact" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
@@ -65,7 +65,7 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     assert "best epoch" in result.stdout and "epoch 2/2" in result.stderr
     history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert len(history) == 2 and "val_accuracy" in history[0]
-    resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"))
+    resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"), "--threads", "1")
     assert resumed.returncode == 0 and "resumed" in resumed.stderr  # nothing left to do, still clean
     best = (tmp_path / "run" / "best.safetensors").read_bytes()
     again = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
@@ -130,3 +130,12 @@ def test_training_data_problems_are_one_line(tmp_path):
     assert_one_line_error(run_cli("train", "resume", "--out", str(tmp_path / "never")), "nothing to resume")
     assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
                           "at least two models")
+
+
+def test_fine_tuning_from_the_shipped_fer_model_by_name(tmp_path, wacv_small):
+    result = run_cli("train", "engagement", "--init", "fer", "--data", str(wacv_small), "--split", "subject",
+                     "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "er"))
+    assert result.returncode == 0, result.stderr
+    assert "weights/fer.safetensors: took 50 tensors (backbone), left 2 fresh (head.bias, head.weight)" in result.stderr
+    missing = run_cli("train", "engagement", "--init", "no-such-model", "--data", str(wacv_small), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "neither a file nor a shipped model (engagement, engagement3, fer)" in missing.stderr

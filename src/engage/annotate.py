@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from engage.errors import EngageError
-from engage.files import write_file
+from engage.dataset import atomic_write
 from engage.results import FaceResult, VideoSummary
 
 ENGAGED_RGB = (40, 180, 60)
@@ -56,7 +56,7 @@ def save_image(path: str, rgb: np.ndarray) -> None:
                                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise EngageError(f"{path}: could not encode the annotated image")
-    write_file(path, encoded.tofile)
+    atomic_write(path, encoded.tofile)
 
 
 def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
@@ -88,6 +88,6 @@ def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
         axes.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     try:
-        write_file(path, lambda tmp: figure.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     finally:
         plt.close(figure)

@@ -127,7 +127,7 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     probabilities match PyTorch's within PARITY_TOLERANCE on real faces (the sample's, unless given) and on
     random ones. Nothing is written if they do not."""
     from engage.classifiers import load_classifier
-    from engage.files import write_file
+    from engage.dataset import atomic_write
 
     classifier = load_classifier(model)
     if classifier.network is None:
@@ -142,7 +142,7 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     if difference > PARITY_TOLERANCE:
         raise EngageError(f"{model}: onnxruntime differs from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
                           "not exported")
-    write_file(out, lambda tmp: _write_bytes(tmp, data))
+    atomic_write(out, lambda tmp: _write_bytes(tmp, data))
     return {"model": model, "out": out, "format": "onnx", "opset": OPSET, "class_names": classifier.class_names,
             "bytes": len(data), "checked_faces": int(len(faces)), "real_faces": int(len(check_faces)),
             "max_abs_difference": difference}

@@ -1,35 +1,39 @@
-"""Output files of predict and export: written atomically (temp file beside the target, then rename), with
-the user's usual permissions (mkstemp's temp files are private, 0600)."""
+"""Streamed output files of predict (CSV rows, mp4 frames): written to a temporary file beside the target
+and renamed into place on commit, with the user's usual permissions, so a failed or interrupted run never
+leaves half a file. Whole files written at once use `engage.dataset.atomic_write`."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable
 
-from engage.dataset import FILE_MODE, atomic_write
-
-
-def temp_beside(path: str, suffix: str) -> str:
-    """A new empty temporary file in the target's folder (created if needed), for a later os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    return tmp_path
+from engage.dataset import FILE_MODE
 
 
-def commit(tmp_path: str, path: str) -> None:
-    """Give the finished temp file the usual permissions and rename it over the target."""
-    os.chmod(tmp_path, FILE_MODE)
-    os.replace(tmp_path, path)
+class StagedFile:
+    """A temporary file beside `path`; subclasses open a writer on `tmp_path` and close it in `_close`."""
 
+    def __init__(self, path: str, suffix: str):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        handle, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+        os.close(handle)
 
-def discard(tmp_path: str) -> None:
-    if os.path.exists(tmp_path):
-        os.unlink(tmp_path)
+    def _close(self) -> None:
+        raise NotImplementedError
 
+    def commit(self) -> None:
+        """Finish the file and rename it over the target."""
+        self._close()
+        os.chmod(self.tmp_path, FILE_MODE)
+        os.replace(self.tmp_path, self.path)
 
-def write_file(path: str, write: Callable[[str], object]) -> None:
-    """Call write(tmp) and rename tmp over path; a failure leaves nothing behind."""
-    atomic_write(path, write)
+    def discard(self) -> None:
+        """Drop the temporary file; the target is left as it was."""
+        self._close()
+        self._remove()
+
+    def _remove(self) -> None:
+        if os.path.exists(self.tmp_path):
+            os.unlink(self.tmp_path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engage.faces import FaceBox
-from engage.files import commit, discard, temp_beside
+from engage.files import StagedFile
 
 # One row per face per frame (OpenFace-style stable names); images are frame 0 at time 0.
 CSV_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label")
@@ -102,13 +102,12 @@ def csv_columns(expression_names: list[str] | None = None) -> list[str]:
     return columns
 
 
-class CsvWriter:
+class CsvWriter(StagedFile):
     """Streams rows to a temporary file beside `path` and renames it over `path` on commit, so memory stays
     constant and a failed or interrupted run never leaves half a CSV."""
 
     def __init__(self, path: str, columns: list[str]):
-        self.path = path
-        self.tmp_path = temp_beside(path, ".csv")
+        super().__init__(path, ".csv")
         self._file = open(self.tmp_path, "w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=columns)
         self._writer.writeheader()
@@ -118,13 +117,8 @@ class CsvWriter:
         self._writer.writerows(rows)
         self.rows += len(rows)
 
-    def commit(self) -> None:
+    def _close(self) -> None:
         self._file.close()
-        commit(self.tmp_path, self.path)
-
-    def discard(self) -> None:
-        self._file.close()
-        discard(self.tmp_path)
 
     def __enter__(self) -> "CsvWriter":
         return self

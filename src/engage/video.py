@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from engage.errors import EngageError
-from engage.files import commit, discard, temp_beside
+from engage.files import StagedFile
 
 # Whatever OpenCV's FFmpeg backend reads; other extensions are still tried when named explicitly.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"})
@@ -107,17 +107,16 @@ class VideoSource:
         self.close()
 
 
-class Mp4Writer:
+class Mp4Writer(StagedFile):
     """Writes RGB frames to an mp4 (codec mp4v) through a temporary file renamed on commit: never half a video."""
 
     def __init__(self, path: str, fps: float, width: int, height: int):
         _quiet_opencv()
-        self.path = path
-        self.tmp_path = temp_beside(path, ".mp4")
+        super().__init__(path, ".mp4")
         self.size = (width, height)
         self._writer = cv2.VideoWriter(self.tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, self.size)
         if not self._writer.isOpened():
-            discard(self.tmp_path)
+            self._remove()
             raise EngageError(f"{path}: OpenCV cannot write mp4 video here (codec mp4v unavailable?)")
         self.frames = 0
 
@@ -127,13 +126,8 @@ class Mp4Writer:
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
-    def commit(self) -> None:
+    def _close(self) -> None:
         self._writer.release()
-        commit(self.tmp_path, self.path)
-
-    def discard(self) -> None:
-        self._writer.release()
-        discard(self.tmp_path)
 
 
 def write_video(path: str, frames: list[np.ndarray] | Iterator[np.ndarray], fps: float = DEFAULT_FPS) -> int:

@@ -33,8 +33,8 @@ DAISEE_BASELINES = [("InceptionNet, frame level", 47.1), ("C3D, trained from scr
 
 
 class Steps:
-    def __init__(self, work: str, threads: int):
-        self.work, self.threads = work, threads
+    def __init__(self, work: str):
+        self.work = work
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work, *parts)
@@ -135,7 +135,7 @@ def main() -> int:
     args = parser.parse_args()
     if not os.path.isdir(SHARED):
         sys.exit(f"results: the real data is not at {SHARED}")
-    steps = Steps(os.path.abspath(args.work), args.threads)
+    steps = Steps(os.path.abspath(args.work))
     os.makedirs(os.path.join(REPO, "docs", "results"), exist_ok=True)
     threads = f" --threads {args.threads}" if args.threads else ""
     data = prepare(steps)

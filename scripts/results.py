@@ -92,15 +92,14 @@ def prepare(steps: Steps) -> dict[str, str]:
 
 
 def oof_predictions(compare_dir: str, dataset, labels: list[str], folds: int) -> dict[str, np.ndarray]:
-    from engage.compare import fold_assignment
+    from engage.compare import fold_assignment, fold_cache
 
     fold_of = fold_assignment(dataset, folds, 0)
     result = {}
     for label in labels:
         proba = np.full((len(dataset), 2), np.nan, np.float32)
         for fold in range(folds):
-            key = label.replace(" ", "_").replace("(", "").replace(")", "")
-            proba[fold_of == fold] = np.load(os.path.join(compare_dir, f"fold{fold}-{key}.npy"))
+            proba[fold_of == fold] = np.load(fold_cache(compare_dir, fold, label))
         result[label] = proba
     return result, fold_of
 
@@ -131,7 +130,9 @@ def main() -> int:
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "results"), help="data and runs (not committed)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per training (0: all cores)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "RESULTS.md"))
-    parser.add_argument("--models", default="cnn,vgg,compact,er:fer,hog-svm", help="the rows of the paper's table")
+    parser.add_argument("--models", default=None,
+                        help="the rows of the paper's table (default: cnn, vgg, compact from scratch at width 32 and at "
+                             "fer's width, er:fer, hog-svm)")
     args = parser.parse_args()
     if not os.path.isdir(SHARED):
         sys.exit(f"results: the real data is not at {SHARED}")
@@ -148,7 +149,9 @@ def main() -> int:
     fer, fer_cmd = evaluate(steps, "fer", data["fer_val"], "fer")
     # 2. the paper's table
     compare_dir = steps.path("compare")
-    specs = args.models
+    fer_width = fer_card["architecture"]["model_args"].get("width", 32)
+    specs = args.models or ",".join(["cnn", "vgg", "compact"] + ([f"compact:width={fer_width}"] if fer_width != 32 else [])
+                                    + ["er:fer", "hog-svm"])
     results_json = os.path.join(compare_dir, "results.json")
     compare_cmd = steps.run(f"engage compare --data {data['wacv']} --models {specs} --folds 5{threads} --out {compare_dir}",
                             results_json)
@@ -165,6 +168,9 @@ def main() -> int:
     best_baseline = max(baselines, key=lambda label: compared["models"][label]["auc"]["mean"])
     paired = {metric: paired_test(wacv, fold_of, oof[er_label], oof[best_baseline], metric, 5)
               for metric in ("auc", "accuracy")}
+    same_network = next((label for label in (f"compact:width={fer_width}", "compact") if label in compared["models"]), None)
+    same = (paired_test(wacv, fold_of, oof[er_label], oof[same_network], "auc", 5)
+            if same_network and same_network != best_baseline else None)
     # 3. the shipped engagement model, its own validation students; 4. across datasets
     engagement, engagement_cmd = evaluate(steps, "engagement", data["wacv"], "engagement-wacv-val", "--split val")
     daisee_top, daisee_top_cmd = evaluate(steps, "engagement", data["daisee_val"], "engagement-daisee-top",
@@ -226,13 +232,15 @@ def main() -> int:
     add("| model | accuracy | F1 | AUC | paper (acc / F1 / AUC) |")
     add("| --- | --- | --- | --- | --- |")
     names = {"cnn": "CNN (paper's baseline)", "vgg": "VGG from scratch (paper's network)",
-             "compact": "compact from scratch", "hog-svm": "HOG + SVM"}
+             "compact": "compact from scratch (width 32)", f"compact:width={fer_width}":
+             f"compact from scratch (width {fer_width}, as `fer`)", "hog-svm": "HOG + SVM"}
     for label, row in compared["models"].items():
         cells = [f"{pct(row[m]['mean'])} [{100 * row[m]['ci95'][0]:.1f}, {100 * row[m]['ci95'][1]:.1f}]"
                  for m in ("accuracy", "f1", "auc")]
         key = "er" if label.startswith("er") else label
         paper = " / ".join(f"{v:.2f}" for v in PAPER[key]) if key in PAPER else "-"
-        shown = f"ER: {label.split('(')[1].rstrip(')')} initialised from `fer`" if key == "er" else names.get(label, label)
+        shown = (f"ER: {label.split('(')[1].rstrip(')')} (width {fer_width}) initialised from `fer`" if key == "er"
+                 else names.get(label, label))
         add(f"| {shown} | {' | '.join(cells)} | {paper} |")
     add("")
     for metric, result in paired.items():
@@ -240,6 +248,12 @@ def main() -> int:
             f"{100 * result['difference']:+.2f} points, 95% CI [{100 * result['difference_ci95'][0]:+.2f}, "
             f"{100 * result['difference_ci95'][1]:+.2f}] (bootstrap over students), p = {result['p_bootstrap_subjects']:.3f}; "
             f"paired t-test over folds p = {result['p_paired_t_folds']:.3f}.")
+        add("")
+    if same:
+        add(f"Paired, ER minus the same network from scratch ({same_network}), auc: {100 * same['difference']:+.2f} points, "
+            f"95% CI [{100 * same['difference_ci95'][0]:+.2f}, {100 * same['difference_ci95'][1]:+.2f}], "
+            f"p {'< 0.001' if same['p_bootstrap_subjects'] < 0.001 else '= %.3f' % same['p_bootstrap_subjects']}; paired t-test over folds p = {same['p_paired_t_folds']:.3f} "
+            "(the paper's comparison: one network, with and without pre-training on expressions).")
         add("")
     add("Per-fold AUC (%):")
     add("")

@@ -37,13 +37,15 @@ def wacv_small(shared_data, tmp_path_factory):
 
 
 def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_small):
-    args = ["compare", "--data", str(wacv_small), "--models", "compact,hog-svm", "--folds", "3", "--epochs", "1",
+    args = ["compare", "--data", str(wacv_small), "--models", "compact:width=8,hog-svm", "--folds", "3", "--epochs", "1",
             "--threads", "1", "--out", str(tmp_path / "cmp")]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "compact" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
+    assert "compact:width=8" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
     result = json.loads((tmp_path / "cmp" / "results.json").read_text())
-    assert result["folds"] == 3 and result["subjects"] == 6 and set(result["models"]) == {"compact", "hog-svm"}
+    assert result["folds"] == 3 and result["subjects"] == 6 and set(result["models"]) == {"compact:width=8", "hog-svm"}
+    network, _ = load_model(str(tmp_path / "cmp" / "fold0-compact:width=8" / "best.safetensors"))
+    assert network.head.in_features == 64  # width 8: the last block has 8 x 8 channels
     for row in result["models"].values():
         assert len(row["auc"]["per_fold"]) == 3 and 0 <= row["auc"]["mean"] <= 1
         assert row["accuracy"]["ci95"][0] <= row["accuracy"]["mean"] <= row["accuracy"]["ci95"][1]
@@ -130,6 +132,8 @@ def test_training_data_problems_are_one_line(tmp_path):
     assert_one_line_error(run_cli("train", "resume", "--out", str(tmp_path / "never")), "nothing to resume")
     assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
                           "at least two models")
+    assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact:depth=3,cnn",
+                                  "--out", str(out)), "bad network arguments in 'compact:depth=3'")
 
 
 def test_fine_tuning_from_the_shipped_fer_model_by_name(tmp_path, wacv_small):

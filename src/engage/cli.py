@@ -252,7 +252,7 @@ Examples:
 
 @app.command(epilog=COMPARE_EXAMPLES)
 @click.option("--data", required=True, help="A binary dataset with subject ids (.npz from 'engage preprocess').")
-@click.option("--models", required=True, help="Comma-separated: cnn, vgg, compact, hog-svm, er:FER_MODEL.")
+@click.option("--models", required=True, help="Comma-separated: cnn, vgg, compact, compact:width=N, hog-svm, er:FER_MODEL.")
 @click.option("--folds", type=click.IntRange(2), default=5, show_default=True, help="Subject-grouped folds.")
 @click.option("--out", "out_dir", required=True, help="Folder for fold predictions (reused on re-runs) and results.json.")
 @click.option("--recipe", type=click.Choice(["default", "paper"]), default="default", show_default=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,14 +24,17 @@ class ModelSpec:
     kind: str  # 'network', 'er' or 'hog-svm'
     model: str | None = None
     init: str | None = None
+    model_args: dict = field(default_factory=dict)
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
-    """'cnn,vgg,er:runs/fer/best.safetensors,hog-svm' to specs."""
+    """'cnn,vgg,compact:width=48,er:runs/fer/best.safetensors,hog-svm' to specs."""
     specs = []
     for item in [part.strip() for part in text.split(",") if part.strip()]:
         if item in NETWORKS:
             specs.append(ModelSpec(item, "network", model=item))
+        elif item.split(":")[0] in NETWORKS:
+            specs.append(ModelSpec(item, "network", model=item.split(":")[0], model_args=_parse_args(item)))
         elif item == "hog-svm":
             specs.append(ModelSpec(item, "hog-svm"))
         elif item.startswith("er:"):
@@ -43,10 +46,32 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
             model = meta.get("config", meta)["model"]
             specs.append(ModelSpec(f"er ({model})", "er", model=model, init=path))
         else:
-            raise UsageError(f"unknown model {item!r} in --models; use cnn, vgg, compact, hog-svm or er:FER_MODEL_FILE")
+            raise UsageError(f"unknown model {item!r} in --models; use cnn, vgg, compact[:width=N], hog-svm or er:FER_MODEL_FILE")
     if len(specs) < 2:
         raise UsageError("--models needs at least two models to compare")
     return specs
+
+
+def _parse_args(item: str) -> dict:
+    """'compact:width=48' to {'width': 48}: integer arguments of a network."""
+    args = {}
+    for pair in item.split(":", 1)[1].split(":"):
+        key, _, value = pair.partition("=")
+        if not key or not value.isdigit():
+            raise UsageError(f"bad network arguments in {item!r}; write e.g. compact:width=48")
+        args[key] = int(value)
+    from engage.models import build_model
+
+    try:
+        build_model(item.split(":")[0], 2, **args)
+    except TypeError:
+        raise UsageError(f"bad network arguments in {item!r}; write e.g. compact:width=48") from None
+    return args
+
+
+def fold_cache(out_dir: str, fold: int, label: str) -> str:
+    """Where one model's test-fold probabilities are kept (a rerun reuses them)."""
+    return os.path.join(out_dir, f"fold{fold}-{label.replace(' ', '_').replace('(', '').replace(')', '')}.npy")
 
 
 def fold_assignment(dataset: FaceDataset, folds: int, seed: int) -> np.ndarray:
@@ -82,6 +107,8 @@ def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test
 
         meta = read_file(spec.init)[1]
         config.model_args = meta.get("config", meta).get("model_args", {})
+    elif spec.model_args:
+        config.model_args = dict(spec.model_args)
     result = train(config, train_set, val, run_dir, log=lambda line: None)
     log(f"    best epoch {result.best_metrics.get('epoch')}: val auc {result.best_metrics.get('val_auc')}")
     return predict_proba(result.model, faces_to_tensor(test.faces, train_set.settings.normalize)).numpy()
@@ -104,7 +131,7 @@ def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, f
         inner = subject_split(rest.subjects, val_fraction, seed + fold)
         train_set, val, test = rest.subset(inner == "train"), rest.subset(inner == "val"), dataset.subset(test_mask)
         for spec in specs:
-            cache = os.path.join(out_dir, f"fold{fold}-{spec.label.replace(' ', '_').replace('(', '').replace(')', '')}.npy")
+            cache = fold_cache(out_dir, fold, spec.label)
             if os.path.exists(cache):
                 proba = np.load(cache)
             else:

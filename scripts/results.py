@@ -203,7 +203,11 @@ def main() -> int:
     add(f"`{fer_card['architecture']['model']}` network, width {fer_card['architecture']['model_args'].get('width')}, "
         f"{fer_card['architecture']['parameters']:,} parameters, trained on FER2013 train (28,709 faces); best epoch "
         f"chosen on FER2013 val (PublicTest, {fer['n']:,} faces), which is also what is reported here, so the figure "
-        "is slightly optimistic. The official PrivateTest split is kept aside for independent measurement.")
+        "is slightly optimistic. The official PrivateTest split is kept aside for independent measurement."
+        + (" It averages each face's logits with its mirror image's (test-time flip), also chosen on val."
+           if fer_card["architecture"].get("test_time_flip") else "")
+        + (" It is below the project's 70% floor (aim 73%); the notes in its model card "
+           "(`src/engage/weights/fer.json`) say what was tried." if fer["accuracy"] < 0.70 else ""))
     add("")
     add(f"`{fer_cmd}`")
     add("")

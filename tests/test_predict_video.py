@@ -129,6 +129,16 @@ def test_tracker_keeps_ids_through_motion_and_gives_new_ids_after_gaps_and_jumps
     assert tracker.update([box(95, 0)], 2.0) == [4]  # face 1 unseen for 1.8 s: its track ended
 
 
+def test_tracker_keeps_ids_of_faces_that_cross():
+    tracker = IouTracker()
+    for frame in range(31):  # two faces walk past each other at 300 px/s, 30 frames/s, fully overlapping mid-way
+        time_s = frame / 30
+        ids = tracker.update([box(10 * frame, 100), box(305 - 10 * frame, 100)], time_s)
+        assert ids == [1, 2], (frame, ids)
+    # face 1 missed for 0.3 s while it kept walking: it is found 90 px on (more than a box side), where it should be
+    assert tracker.update([box(390, 100)], 30 / 30 + 0.3) == [1]
+
+
 def test_ema_smoother_weighs_by_elapsed_time():
     smoother = EmaSmoother(seconds=2.0)
     assert smoother.update(1, 0.0, 1.0) == 1.0

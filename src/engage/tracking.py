@@ -1,7 +1,8 @@
 """Stable face ids across video frames (an IoU / centre-distance tracker) and per-face temporal smoothing.
 
-Limits of the tracker: it matches boxes by position only (no appearance model), so two faces that cross
-or overlap heavily can swap ids; a face unseen for longer than `max_gap_s` (occluded, turned away, out of
+Each track predicts where its face is now from its last box and its velocity (constant motion, at most one
+box side ahead), so two faces that walk past each other keep their ids. Limits: there is no appearance
+model, so faces that stop or turn while overlapping heavily can still swap ids; a face unseen for longer than `max_gap_s` (occluded, turned away, out of
 the picture, a camera cut) comes back with a new id; a face that jumps further than `max_shift` box
 widths between two scored frames (fast motion with a large `--every`) gets a new id.
 """
@@ -39,11 +40,32 @@ class Track:
     face_id: int
     box: FaceBox
     last_seen_s: float
+    velocity: tuple[float, float] | None = None  # of the box centre, px per second (None: seen once)
+
+    def predicted(self, time_s: float) -> FaceBox:
+        """The last box moved on by the velocity, at most one box side."""
+        if self.velocity is None:
+            return self.box
+        dt = max(time_s - self.last_seen_s, 0.0)
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        side = (self.box.w + self.box.h) / 2.0
+        scale = min(1.0, side / max(math.hypot(dx, dy), 1e-9))
+        return FaceBox(int(round(self.box.x + dx * scale)), int(round(self.box.y + dy * scale)),
+                       self.box.w, self.box.h, self.box.confidence)
+
+    def move_to(self, box: FaceBox, time_s: float) -> None:
+        dt = time_s - self.last_seen_s
+        if dt > 0:
+            measured = (((box.x + box.w / 2.0) - (self.box.x + self.box.w / 2.0)) / dt,
+                        ((box.y + box.h / 2.0) - (self.box.y + self.box.h / 2.0)) / dt)
+            old = self.velocity or measured  # smoothed: detector jitter should not throw the prediction
+            self.velocity = ((old[0] + measured[0]) / 2.0, (old[1] + measured[1]) / 2.0)
+        self.box, self.last_seen_s = box, time_s
 
 
 class IouTracker:
-    """Gives every face a stable id (1, 2, ... in order of first appearance) by matching it to the last box of
-    each live track: by IoU first, by centre distance when boxes no longer overlap (optimal assignment)."""
+    """Gives every face a stable id (1, 2, ... in order of first appearance) by matching it to where each live
+    track's face should be now: by IoU first, by centre distance when boxes no longer overlap (optimal assignment)."""
 
     def __init__(self, min_iou: float = 0.2, max_shift: float = 1.0, max_gap_s: float = 1.0):
         self.min_iou = min_iou
@@ -52,11 +74,12 @@ class IouTracker:
         self.tracks: list[Track] = []
         self.next_id = 1
 
-    def _cost(self, track: Track, box: FaceBox) -> float:
-        overlap = iou(track.box, box)
+    def _cost(self, track: Track, box: FaceBox, time_s: float) -> float:
+        expected = track.predicted(time_s)
+        overlap = iou(expected, box)
         if overlap >= self.min_iou:
             return 1.0 - overlap  # 0..0.8: overlapping boxes always win over distant ones
-        shift = centre_shift(track.box, box)
+        shift = min(centre_shift(expected, box), centre_shift(track.box, box))  # a face that stopped is near its last box
         return 1.0 + shift if shift <= self.max_shift else math.inf
 
     def update(self, boxes: list[FaceBox], time_s: float) -> list[int]:
@@ -64,13 +87,12 @@ class IouTracker:
         self.tracks = [t for t in self.tracks if time_s - t.last_seen_s <= self.max_gap_s]
         ids = [0] * len(boxes)
         if self.tracks and boxes:
-            cost = np.array([[self._cost(track, box) for box in boxes] for track in self.tracks])
+            cost = np.array([[self._cost(track, box, time_s) for box in boxes] for track in self.tracks])
             finite = np.where(np.isfinite(cost), cost, 1e6)
             for row, col in zip(*linear_sum_assignment(finite)):
                 if np.isfinite(cost[row, col]):
-                    track = self.tracks[row]
-                    track.box, track.last_seen_s = boxes[col], time_s
-                    ids[col] = track.face_id
+                    self.tracks[row].move_to(boxes[col], time_s)
+                    ids[col] = self.tracks[row].face_id
         for index, box in enumerate(boxes):
             if ids[index] == 0:
                 ids[index] = self.next_id

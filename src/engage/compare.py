@@ -31,10 +31,9 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     """'cnn,vgg,compact:width=48,er:runs/fer/best.safetensors,hog-svm' to specs."""
     specs = []
     for item in [part.strip() for part in text.split(",") if part.strip()]:
-        if item in NETWORKS:
-            specs.append(ModelSpec(item, "network", model=item))
-        elif item.split(":")[0] in NETWORKS:
-            specs.append(ModelSpec(item, "network", model=item.split(":")[0], model_args=_parse_args(item)))
+        name, _, args = item.partition(":")
+        if name in NETWORKS:
+            specs.append(ModelSpec(item, "network", model=name, model_args=_parse_args(name, args) if args else {}))
         elif item == "hog-svm":
             specs.append(ModelSpec(item, "hog-svm"))
         elif item.startswith("er:"):
@@ -52,20 +51,15 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     return specs
 
 
-def _parse_args(item: str) -> dict:
-    """'compact:width=48' to {'width': 48}: integer arguments of a network."""
-    args = {}
-    for pair in item.split(":", 1)[1].split(":"):
-        key, _, value = pair.partition("=")
-        if not key or not value.isdigit():
-            raise UsageError(f"bad network arguments in {item!r}; write e.g. compact:width=48")
-        args[key] = int(value)
+def _parse_args(name: str, text: str) -> dict:
+    """('compact', 'width=48') to {'width': 48}: integer arguments of a network."""
     from engage.models import build_model
 
     try:
-        build_model(item.split(":")[0], 2, **args)
-    except TypeError:
-        raise UsageError(f"bad network arguments in {item!r}; write e.g. compact:width=48") from None
+        args = {key: int(value) for key, _, value in (pair.partition("=") for pair in text.split(":"))}
+        build_model(name, 2, **args)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad network arguments in {name + ':' + text!r}; write e.g. compact:width=48") from None
     return args
 
 

@@ -2,9 +2,10 @@
 
 Each track predicts where its face is now from its last box and its velocity (constant motion, at most one
 box side ahead), so two faces that walk past each other keep their ids. Limits: there is no appearance
-model, so faces that stop or turn while overlapping heavily can still swap ids; a face unseen for longer than `max_gap_s` (occluded, turned away, out of
-the picture, a camera cut) comes back with a new id; a face that jumps further than `max_shift` box
-widths between two scored frames (fast motion with a large `--every`) gets a new id.
+model, so faces that stop or turn while overlapping heavily can still swap ids; a face unseen for longer
+than `max_gap_s` (occluded, turned away, out of the picture, a camera cut) comes back with a new id; a face
+that jumps further than `max_shift` box widths between two scored frames (fast motion with a large `--every`)
+gets a new id.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ def iou(a: FaceBox, b: FaceBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def centre(box: FaceBox) -> tuple[float, float]:
+    return box.x + box.w / 2.0, box.y + box.h / 2.0
+
+
 def centre_shift(a: FaceBox, b: FaceBox) -> float:
     """Distance between the box centres, in units of the boxes' mean side."""
-    dx = (a.x + a.w / 2.0) - (b.x + b.w / 2.0)
-    dy = (a.y + a.h / 2.0) - (b.y + b.h / 2.0)
+    (ax, ay), (bx, by) = centre(a), centre(b)
+    dx, dy = ax - bx, ay - by
     side = (a.w + a.h + b.w + b.h) / 4.0
     return math.hypot(dx, dy) / max(side, 1.0)
 
@@ -56,8 +61,8 @@ class Track:
     def move_to(self, box: FaceBox, time_s: float) -> None:
         dt = time_s - self.last_seen_s
         if dt > 0:
-            measured = (((box.x + box.w / 2.0) - (self.box.x + self.box.w / 2.0)) / dt,
-                        ((box.y + box.h / 2.0) - (self.box.y + self.box.h / 2.0)) / dt)
+            (x1, y1), (x0, y0) = centre(box), centre(self.box)
+            measured = ((x1 - x0) / dt, (y1 - y0) / dt)
             old = self.velocity or measured  # smoothed: detector jitter should not throw the prediction
             self.velocity = ((old[0] + measured[0]) / 2.0, (old[1] + measured[1]) / 2.0)
         self.box, self.last_seen_s = box, time_s

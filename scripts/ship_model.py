@@ -1,10 +1,10 @@
-"""Ship a trained model: fp16 weights into src/engage/weights/NAME.safetensors with its model card.
+"""Ship a trained model: fp16 (or int8) weights into src/engage/weights/NAME.safetensors with its model card.
 
     python scripts/ship_model.py --model runs/fer/best.safetensors --name fer --val fer_val.npz \
         --data "FER2013 train (28,709 faces)" --command "engage train fer ..."
 
 The card says how the model was made (architecture, pre-processing, data and its terms, recipe, the
-command) and how well the shipped fp16 weights score on the validation data (with 95% bootstrap CIs);
+command) and how well the shipped weights (as stored) score on the validation data (with 95% bootstrap CIs);
 it records the weights' sha256, which the loader checks.
 """
 
@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average each face's logits with its mirror image's (recorded in the model's config)")
+    parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
+                        help="how the weights are stored: float16, or int8 per output channel (half the size)")
     args = parser.parse_args()
 
     network, config = load_model(args.model)
@@ -49,7 +51,7 @@ def main() -> int:
     target = os.path.join(WEIGHTS_DIR, f"{args.name}.safetensors")
     with tempfile.TemporaryDirectory() as tmp:
         staged = os.path.join(tmp, os.path.basename(target))
-        save_model(staged, network, config, half=True)
+        save_model(staged, network, config, storage=args.storage)
         report = evaluate_model(staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000, log=lambda line: None)
         os.replace(staged, target)
     figures = {key: report[key] for key in ("n", "accuracy", "macro_f1", "f1", "auc", "ece", "per_class_recall",
@@ -60,7 +62,7 @@ def main() -> int:
         "task": args.task,
         "classes": config["class_names"],
         "architecture": {"model": config["model"], "model_args": config.get("model_args", {}),
-                         "parameters": count_parameters(network), "dtype": "float16 (computed in float32)",
+                         "parameters": count_parameters(network), "dtype": f"{args.storage} (computed in float32)",
                          "test_time_flip": bool(config.get("test_time_flip"))},
         "preprocessing": config.get("face_settings", {}),
         "training": {"data": args.data, "terms": TERMS, "recipe": train_config,

@@ -72,3 +72,38 @@ def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_
     save_model(str(tmp_path / "m.safetensors"), model, config)
     loaded, _ = load_model(str(tmp_path / "m.safetensors"))
     assert loaded.test_time_flip and torch.allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from engage.checkpoint import load_model, model_config, save_model
+    from engage.errors import EngageError
+
+    torch.manual_seed(0)
+    model = build_model("compact", 3, width=16).eval()
+    x = torch.rand(64, 1, 48, 48)
+    reference = torch.softmax(model(x), dim=1)
+    config = model_config("compact", 3, ["a", "b", "c"], {"width": 16})
+    sizes = {}
+    for storage in ("float32", "float16", "int8"):
+        path = tmp_path / f"{storage}.safetensors"
+        save_model(str(path), model, config, storage=storage)
+        sizes[storage] = path.stat().st_size
+        loaded, loaded_config = load_model(str(path))
+        assert loaded_config["dtype"] == storage
+        assert all(p.dtype == torch.float32 for p in loaded.parameters())  # always computed in float32
+        probabilities = torch.softmax(loaded(x), dim=1)
+        assert (probabilities - reference).abs().max() < (1e-6 if storage == "float32" else 0.02), storage
+        assert (probabilities.argmax(1) == reference.argmax(1)).float().mean() >= 0.95
+    assert sizes["float16"] < 0.55 * sizes["float32"] and sizes["int8"] < 0.55 * sizes["float16"]
+    with pytest.raises(ValueError, match="storage must be one of"):
+        save_model(str(tmp_path / "x.safetensors"), model, config, storage="int4")
+    # an int8 weight that lost its scale is refused, not read as whole numbers
+    tensors = load_file(str(tmp_path / "int8.safetensors"))
+    scale_key = next(k for k in tensors if k.endswith(".int8_scale"))
+    del tensors[scale_key]
+    save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"engage": '{"model": "compact", "num_classes": 3, '
+              '"class_names": ["a", "b", "c"], "model_args": {"width": 16}, "kind": "model"}'})
+    with pytest.raises(EngageError, match="int8 weights without a fitting scale"):
+        load_model(str(tmp_path / "broken.safetensors"))

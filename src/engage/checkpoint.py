@@ -71,12 +71,52 @@ def model_config(model_name: str, num_classes: int, class_names: list[str], mode
                 model_args=dict(model_args or {}), face_settings=dict(face_settings or {}), **extra)
 
 
-def save_model(path: str, model: FaceNet, config: dict, half: bool = False) -> None:
-    """A self-contained model file (weights + config); half=True stores fp16 (what we ship)."""
-    state = model.state_dict()
-    if half:
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    _write(path, {f"model.{k}": v for k, v in state.items()}, dict(config, kind="model", dtype="float16" if half else "float32"))
+STORAGE = ("float32", "float16", "int8")
+SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: weight ~= int8 * scale, the scale kept in float32."""
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    values = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return values.reshape(weight.shape), scale
+
+
+def _stored(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    if storage not in STORAGE:
+        raise ValueError(f"storage must be one of {STORAGE}, not {storage!r}")
+    if storage == "float32":
+        return dict(state)
+    stored = {}
+    for key, value in state.items():
+        if storage == "int8" and value.is_floating_point() and value.dim() >= 2:
+            stored[key], stored[key + SCALE_SUFFIX] = quantize_int8(value)
+        else:
+            stored[key] = value.half() if value.is_floating_point() else value
+    return stored
+
+
+def _restored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float32 weights from any storage: int8 tensors are multiplied back by their scales."""
+    restored = {}
+    for key, value in state.items():
+        if key.endswith(SCALE_SUFFIX):
+            continue
+        scale = state.get(key + SCALE_SUFFIX)
+        if value.dtype == torch.int8 and scale is None:
+            raise RuntimeError(f"no scale for {key}")
+        if scale is not None:
+            value = (value.float().reshape(value.shape[0], -1) * scale.float()[:, None]).reshape(value.shape)
+        restored[key] = value.float() if value.is_floating_point() else value
+    return restored
+
+
+def save_model(path: str, model: FaceNet, config: dict, storage: str = "float32") -> None:
+    """A self-contained model file (weights + config); storage "float16" or "int8" (weights per output
+    channel, the rest float16) makes the small files we ship; computation is always float32."""
+    state = _stored(model.state_dict(), storage)
+    _write(path, {f"model.{k}": v for k, v in state.items()}, dict(config, kind="model", dtype=storage))
 
 
 def load_model(path: str) -> tuple[FaceNet, dict]:
@@ -87,7 +127,10 @@ def load_model(path: str) -> tuple[FaceNet, dict]:
         model = build_model(config["model"], config["num_classes"], **config.get("model_args", {}))
     except (KeyError, TypeError) as error:
         raise EngageError(f"{path}: its config does not describe an engage network ({error})") from None
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        state = _restored({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as error:
+        raise EngageError(f"{path}: int8 weights without a fitting scale ({error}); the file was altered or damaged") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -97,7 +140,7 @@ def load_model(path: str) -> tuple[FaceNet, dict]:
                    else f"shape mismatch at {wrong[:3]}")
         raise EngageError(f"{path}: weights do not fit a {config['model']!r} network ({problem}); "
                           "the file is of another architecture or was altered")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(state)
     model.test_time_flip = bool(config.get("test_time_flip", False))
     model.eval()
     return model, config

@@ -62,9 +62,14 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     make_dataset(train_faces, train_labels, classes).save(str(tmp_path / "train.npz"))
     make_dataset(val_faces, val_labels, classes).save(str(tmp_path / "val.npz"))
     result = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
-                     "--epochs", "2", "--out", str(tmp_path / "run"))
+                     "--epochs", "2", "--scale", "0.1", "--erase", "0.25", "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "best epoch" in result.stdout and "epoch 2/2" in result.stderr
+    recorded = json.load(open(tmp_path / "run" / "config.json"))
+    recorded = recorded.get("train_config", recorded)
+    assert (recorded["scale"], recorded["erase"], recorded["pad"]) == (0.1, 0.25, 4)  # resume needs no flags
+    bad = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--erase", "2", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--erase" in bad.stderr and not (tmp_path / "bad").exists()
     history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert len(history) == 2 and "val_accuracy" in history[0]
     resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"), "--threads", "1")

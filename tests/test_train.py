@@ -7,6 +7,7 @@ import torch
 from engage.checkpoint import load_model, save_model
 from engage.errors import EngageError
 from engage.models import build_model, faces_to_tensor, predict_proba
+from engage.errors import UsageError
 from engage.train import TrainConfig, augment, lr_at, resume_training, train
 
 from conftest import make_dataset, real_fer_faces
@@ -106,6 +107,28 @@ def test_paper_schedule_and_augmentation():
     assert moved.shape == batch.shape and not torch.equal(moved, batch)
     again = augment(batch, torch.Generator().manual_seed(0), flip=True, pad=4, rotate=16)
     assert torch.equal(moved, again)  # seeded: a resumed run sees the same augmentations
+
+
+def test_zoom_and_random_erasing():
+    ones = torch.ones(2000, 1, 48, 48)
+    erased = augment(ones, torch.Generator().manual_seed(0), flip=False, pad=0, rotate=0, erase=0.5)
+    blanked = (erased == 0).float().mean(dim=(1, 2, 3))
+    assert 0.45 < (blanked > 0).float().mean() < 0.55  # about half the faces lose a rectangle
+    assert 0.01 < blanked[blanked > 0].min() and blanked.max() <= 0.2 + 1e-6  # of 2-20% of the face
+    assert set(erased.unique().tolist()) == {0.0, 1.0}  # nothing else changes
+    # the blanked pixels form one rectangle: their rows and columns span exactly their count
+    rows, cols = (erased[0, 0] == 0).nonzero(as_tuple=True) if blanked[0] > 0 else (erased[1, 0] == 0).nonzero(as_tuple=True)
+    assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
+    zoomed = augment(ones, torch.Generator().manual_seed(0), flip=False, pad=0, rotate=0, scale=0.2)
+    border = zoomed.mean(dim=(1, 2, 3)) < 0.999  # zooming out leaves an empty border, zooming in does not
+    assert 0.4 < border.float().mean() < 0.6
+    assert zoomed[border].mean(dim=(1, 2, 3)).min() > 0.8 ** 2 * 0.9  # never smaller than 80%
+    # without zoom or erasing the random stream is unchanged, so older runs resume as they were
+    batch = torch.rand(16, 1, 48, 48)
+    assert torch.equal(augment(batch, torch.Generator().manual_seed(0), True, 4, 16),
+                       augment(batch, torch.Generator().manual_seed(0), True, 4, 16, 0.0, 0.0))
+    with pytest.raises(UsageError, match="augmentation"):
+        TrainConfig.from_recipe("default", erase=1.5).validate()
 
 
 def test_validation_faces_come_from_the_sources_split(tmp_path):

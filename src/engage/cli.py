@@ -144,11 +144,18 @@ Examples:
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None)
 @click.option("--class-weights/--no-class-weights", default=None, help="Weight the loss by inverse class frequency.")
 @click.option("--select", type=click.Choice(["accuracy", "macro_f1", "auc"]), default=None, help="Metric that picks the best epoch.")
+@click.option("--shift", "pad", type=click.IntRange(0), default=None, help="Augmentation: random shift up to this many px (default 4).")
+@click.option("--rotate", type=click.FloatRange(0), default=None, help="Augmentation: random rotation up to this many degrees (default 16).")
+@click.option("--scale", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Augmentation: random zoom by up to this fraction (default 0; 0.2: 80-120%).")
+@click.option("--erase", type=click.FloatRange(0, 1), default=None,
+              help="Augmentation: probability of blanking a random rectangle of the face (default 0).")
 @click.option("--bf16/--fp32", "bf16", default=None, help="bf16 autocast (default: only where the CPU has native bf16).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
 def train(task, data, val, run_dir, model, width, init, recipe, split, val_fraction, epochs, batch_size, lr,
-          optimizer, schedule, label_smoothing, class_weights, select, bf16, seed, threads) -> None:
+          optimizer, schedule, label_smoothing, class_weights, select, pad, rotate, scale, erase, bf16, seed,
+          threads) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
 
     Writes RUN/best.safetensors (best epoch by validation score), RUN/last.safetensors (resumable),
@@ -174,7 +181,8 @@ def train(task, data, val, run_dir, model, width, init, recipe, split, val_fract
         overrides = dict(task_defaults(task, init))
         overrides.update({k: v for k, v in dict(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
-            label_smoothing=label_smoothing, class_weights=class_weights, select=select).items() if v is not None})
+            label_smoothing=label_smoothing, class_weights=class_weights, select=select, pad=pad, rotate=rotate,
+            scale=scale, erase=erase).items() if v is not None})
         if recipe == "paper":  # the paper's recipe wins over the task's defaults unless the user said otherwise
             for key in ("epochs", "lr"):
                 if locals()[key] is None:

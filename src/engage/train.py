@@ -57,6 +57,8 @@ class TrainConfig:
     flip: bool = True
     pad: int = 4  # random translation of up to this many pixels (the paper's 4-px pad + random crop)
     rotate: float = 16.0  # degrees
+    scale: float = 0.0  # random zoom by up to this fraction (0.2: 80-120%)
+    erase: float = 0.0  # probability of random erasing (blank a rectangle of 2-20% of the face)
     bf16: bool | None = None  # None: bf16 autocast only where the CPU has native bf16 (AVX-512 BF16 / AMX)
     channels_last: bool = True
     seed: int = 0
@@ -87,6 +89,8 @@ class TrainConfig:
             raise UsageError(f"schedule must be step, cosine or onecycle, got {self.schedule!r}")
         if self.select not in ("accuracy", "macro_f1", "auc"):
             raise UsageError(f"select must be accuracy, macro_f1 or auc, got {self.select!r}")
+        if not (0 <= self.scale < 1 and 0 <= self.erase <= 1 and self.pad >= 0 and self.rotate >= 0):
+            raise UsageError("augmentation: scale must be in [0, 1), erase in [0, 1], shift and rotate >= 0")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UsageError("epochs must be >= 1, batch size >= 2 and lr > 0")
 
@@ -112,23 +116,46 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: int, rotate: float) -> torch.Tensor:
-    """Random flip, translation (up to pad px) and rotation (up to rotate degrees) of a whole batch at once."""
+def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: int, rotate: float,
+            scale: float = 0.0, erase: float = 0.0) -> torch.Tensor:
+    """Random flip, translation (up to pad px), rotation (up to rotate degrees), zoom (by up to +-scale) and
+    random erasing (a rectangle of 2-20% of the face blanked with probability erase) of a whole batch at once."""
     n, _, height, width = batch.shape
     if flip:
         flipped = torch.rand(n, generator=generator) < 0.5
         batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
-    if pad <= 0 and rotate <= 0:
-        return batch
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
-    shift = torch.randint(-pad, pad + 1, (n, 2), generator=generator).float() if pad > 0 else torch.zeros(n, 2)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([
-        torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
-        torch.stack([sin, cos, shift[:, 1] * 2 / height], dim=1),
-    ], dim=1)
-    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if pad > 0 or rotate > 0 or scale > 0:
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
+        shift = torch.randint(-pad, pad + 1, (n, 2), generator=generator).float() if pad > 0 else torch.zeros(n, 2)
+        zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale if scale > 0 else torch.ones(n)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([
+            torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
+            torch.stack([sin, cos, shift[:, 1] * 2 / height], dim=1),
+        ], dim=1)
+        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+        batch = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if erase > 0:
+        batch = random_erase(batch, generator, erase)
+    return batch
+
+
+def random_erase(batch: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+    """Blank one random rectangle (2-20% of the area, aspect 0.3-3.3) in each face with the given probability
+    (Zhong et al. 2020): the network cannot lean on one region such as the mouth alone."""
+    n, _, height, width = batch.shape
+    chosen = torch.rand(n, generator=generator) < probability
+    area = (0.02 + torch.rand(n, generator=generator) * 0.18) * height * width
+    aspect = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(3.3))
+    box_h = torch.sqrt(area * aspect).clamp(1, height).floor()
+    box_w = torch.sqrt(area / aspect).clamp(1, width).floor()
+    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).floor()
+    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).floor()
+    rows = torch.arange(height, dtype=torch.float32)[None, :, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None]) & chosen[:, None, None])
+    return batch.masked_fill(inside[:, None], 0.0)
 
 
 def validation_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
@@ -265,7 +292,7 @@ def train(
             index = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             torch.manual_seed(config.seed * 7_919 + step)  # dropout: a function of the step, for exact resume
-            batch = augment(inputs[index], generator, config.flip, config.pad, config.rotate)
+            batch = augment(inputs[index], generator, config.flip, config.pad, config.rotate, config.scale, config.erase)
             if config.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:

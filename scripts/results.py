@@ -205,7 +205,12 @@ def main() -> int:
         f"chosen on FER2013 val (PublicTest, {fer['n']:,} faces), which is also what is reported here, so the figure "
         "is slightly optimistic. The official PrivateTest split is kept aside for independent measurement."
         + (" It averages each face's logits with its mirror image's (test-time flip), also chosen on val."
-           if fer_card["architecture"].get("test_time_flip") else "")
+           if fer_card["architecture"].get("test_time_flip") and not fer_card["architecture"].get("test_time_views")
+           else "")
+        + (f" It averages the logits of {len(fer_card['architecture']['test_time_views'])} shifted / zoomed views of "
+           "each face" + (", each with its mirror image" if fer_card["architecture"].get("test_time_flip") else "")
+           + " (test-time augmentation, `engage.views`), also chosen on val; its model card's notes give the figures "
+           "with fewer views." if fer_card["architecture"].get("test_time_views") else "")
         + (" It is below the project's 70% floor (aim 73%); the notes in its model card "
            "(`src/engage/weights/fer.json`) say what was tried." if fer["accuracy"] < 0.70 else ""))
     add("")

@@ -21,6 +21,7 @@ from engage.cards import write_card
 from engage.checkpoint import load_model, save_model
 from engage.classifiers import WEIGHTS_DIR
 from engage.models import count_parameters
+from engage.views import PRESETS
 
 TERMS = ("Trained on research datasets under their owners' terms (academic, non-commercial use): "
          "use these weights for research and consented studies only.")
@@ -40,6 +41,8 @@ def main() -> int:
     parser.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average each face's logits with its mirror image's (recorded in the model's config)")
+    parser.add_argument("--test-time-views", choices=sorted(PRESETS), default=None,
+                        help="also average over these shifted / zoomed views (engage.views; recorded in the config)")
     parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
                         help="how the weights are stored: float16, or int8 per output channel (half the size)")
     args = parser.parse_args()
@@ -47,6 +50,8 @@ def main() -> int:
     network, config = load_model(args.model)
     if args.test_time_flip:
         config = dict(config, test_time_flip=True)
+    if args.test_time_views:
+        config = dict(config, test_time_views=[list(view) for view in PRESETS[args.test_time_views]])
     os.makedirs(WEIGHTS_DIR, exist_ok=True)
     target = os.path.join(WEIGHTS_DIR, f"{args.name}.safetensors")
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +68,8 @@ def main() -> int:
         "classes": config["class_names"],
         "architecture": {"model": config["model"], "model_args": config.get("model_args", {}),
                          "parameters": count_parameters(network), "dtype": f"{args.storage} (computed in float32)",
-                         "test_time_flip": bool(config.get("test_time_flip"))},
+                         "test_time_flip": bool(config.get("test_time_flip")),
+                         "test_time_views": config.get("test_time_views", [])},
         "preprocessing": config.get("face_settings", {}),
         "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
                      "best_epoch": config.get("metrics", {}).get("epoch"), "commands": args.command},

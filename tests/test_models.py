@@ -107,3 +107,48 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
               '"class_names": ["a", "b", "c"], "model_args": {"width": 16}, "kind": "model"}'})
     with pytest.raises(EngageError, match="int8 weights without a fitting scale"):
         load_model(str(tmp_path / "broken.safetensors"))
+
+
+def test_a_view_moves_and_zooms_the_face_and_keeps_its_size():
+    from engage.views import view
+
+    face = torch.zeros(1, 1, 48, 48)
+    face[0, 0, 20, 30] = 1.0
+    moved = view(face, 2, -3, 1.0)  # 2 px right, 3 px up
+    assert moved.shape == face.shape and moved[0, 0, 17, 32] == 1.0 and float(moved.sum()) == 1.0
+    assert torch.equal(view(face, 0, 0, 1.0), face)
+    ramp = torch.linspace(0, 1, 48).repeat(48, 1)[None, None]  # brightness grows to the right
+    for zoom in (0.9, 1.1):
+        zoomed = view(ramp, 0, 0, zoom)
+        assert zoomed.shape == ramp.shape
+        row = zoomed[0, 0, 24]
+        if zoom > 1:  # zooming in crops the ramp's ends
+            assert row[0] > 0.02 and row[-1] < 0.98
+        else:  # zooming out squeezes it and repeats its edge pixels outward
+            assert row[0] < 0.01 and row[-1] > 0.99 and row[0] == row[1] and row[-1] == row[-2]
+    assert not torch.allclose(view(ramp, 0, 0, 1.1), ramp) and not torch.allclose(view(ramp, 0, 0, 0.9), ramp)
+
+
+def test_test_time_views_average_every_view_and_its_mirror_and_travel_with_the_file(tmp_path):
+    from engage.checkpoint import load_model, model_config, save_model
+    from engage.errors import EngageError
+    from engage.views import SHIFT_ZOOM, view
+
+    torch.manual_seed(0)
+    model = build_model("compact", 3, width=8).eval()
+    x = torch.rand(5, 1, 48, 48)
+    expected = sum(model(view(x, *v)) + model(view(x, *v).flip(-1)) for v in SHIFT_ZOOM) / (2 * len(SHIFT_ZOOM))
+    model.test_time_flip, model.test_time_views = True, SHIFT_ZOOM
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    config = model_config("compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True,
+                          test_time_views=[list(v) for v in SHIFT_ZOOM])
+    save_model(str(tmp_path / "m.safetensors"), model, config)
+    loaded, _ = load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.test_time_views == SHIFT_ZOOM and torch.allclose(loaded(x), expected, atol=1e-5)
+    for bad in ([[0, 0]], [[20, 0, 1.0]], [[0, 0, 3.0]], [[0.5, 0, 1.0]], "abc"):
+        save_model(str(tmp_path / "bad.safetensors"), model, dict(config, test_time_views=bad))
+        with pytest.raises(EngageError, match=r"test_time_views: each view must be \[dx, dy, zoom\]"):
+            load_model(str(tmp_path / "bad.safetensors"))
+    model.train()  # training sees one view (same dropout draw, same batch statistics)
+    one = [torch.manual_seed(1) and model.forward_head(model.forward_features(x)), torch.manual_seed(1) and model(x)]
+    assert torch.allclose(*one)

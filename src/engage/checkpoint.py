@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from engage.dataset import atomic_write
 from engage.errors import EngageError
 from engage.models import FaceNet, build_model
+from engage.views import checked_views
 
 META_KEY = "engage"
 
@@ -142,6 +143,8 @@ def load_model(path: str) -> tuple[FaceNet, dict]:
                           "the file is of another architecture or was altered")
     model.load_state_dict(state)
     model.test_time_flip = bool(config.get("test_time_flip", False))
+    model.test_time_views = checked_views(config.get("test_time_views"), f"{path}: test_time_views")
+    model.to(memory_format=torch.channels_last)  # 1.6-1.9x faster inference on a CPU (benchmarks/inference_speed.py)
     model.eval()
     return model, config
 

@@ -40,7 +40,7 @@ class FaceClassifier(ModelInfo):
     network: torch.nn.Module | None = None
     svm: object | None = None
 
-    def predict_proba(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
         if self.svm is not None:
             return self.svm.predict_proba(faces).astype(np.float32)

@@ -9,6 +9,7 @@ from torch import nn
 
 from engage.errors import UsageError
 from engage.faces import FACE_SIZE
+from engage.views import each_view
 
 
 class FaceNet(nn.Module):
@@ -24,6 +25,7 @@ class FaceNet(nn.Module):
         self.register_buffer("input_mean", torch.zeros(1))
         self.register_buffer("input_std", torch.ones(1))
         self.test_time_flip = False  # in eval mode, average the logits of the face and its mirror image
+        self.test_time_views: tuple = ()  # in eval mode, average over these (dx, dy, zoom) views (engage.views)
         self.features: nn.Module
         self.head: nn.Linear
 
@@ -35,10 +37,10 @@ class FaceNet(nn.Module):
         return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.forward_head(self.forward_features(x))
-        if self.test_time_flip and not self.training:
-            logits = (logits + self.forward_head(self.forward_features(x.flip(-1)))) / 2
-        return logits
+        if self.training or not (self.test_time_flip or self.test_time_views):
+            return self.forward_head(self.forward_features(x))
+        views = list(each_view(x, self.test_time_views, self.test_time_flip))
+        return sum(self.forward_head(self.forward_features(one)) for one in views) / len(views)
 
     def reset_head(self, num_classes: int) -> None:
         """A fresh classifier for another task (the ER model: FER backbone, 2-class head)."""
@@ -157,7 +159,7 @@ def faces_to_tensor(faces, normalize: str = "standard") -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: FaceNet, inputs: torch.Tensor, batch_size: int = 512, bf16: bool = False) -> torch.Tensor:
+def predict_proba(model: FaceNet, inputs: torch.Tensor, batch_size: int = 32, bf16: bool = False) -> torch.Tensor:
     """Class probabilities (N, C) in float32 for (N, 1, 48, 48) inputs, in eval mode, in batches."""
     was_training = model.training
     model.eval()

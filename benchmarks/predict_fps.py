@@ -2,6 +2,7 @@
 for the paper's pipeline (dlib's CNN detector + the full `vgg`), all measured in the same run.
 
     python benchmarks/predict_fps.py [--model engagement] [--frames 150] [--seconds 15] [--rounds 2]
+    python benchmarks/predict_fps.py --expressions   # the fast settings with --expressions, per --expression-views
 
 "End to end" is what `engage predict VIDEO` does per frame: decode, detect, crop, score every face (batched),
 track and smooth; model loading is excluded. Each setting runs `--rounds` times in turn (round robin, so a
@@ -77,6 +78,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=150, help="frames in the test video (5 s at 30 frames/s)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time limit per setting and round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--expressions", action="store_true",
+                        help="instead: the fast settings without and with --expressions, for each --expression-views")
     args = parser.parse_args()
 
     from engage.demo import write_demo_video
@@ -86,6 +89,8 @@ def main() -> int:
     folder = tempfile.mkdtemp(prefix="engage-bench-")
     video = os.path.join(folder, "faces-640x480.mp4")
     write_demo_video(video, frames=args.frames, fps=VIDEO_FPS)
+    if args.expressions:
+        return expressions_cost(args, video)
     vgg = paper_model(folder)
     print(f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -124,6 +129,26 @@ def main() -> int:
         verdict = "meets" if fast[0] >= 60 else "misses"
         print(f"\nfast settings (--detector yunet --backend onnx): {fast[0]:.1f} frames/s, {verdict} the target of "
               f"60 frames/s; {fast[0] / paper_fps:.0f}x the paper's pipeline (dlib + vgg)")
+    return 0
+
+
+def expressions_cost(args, video: str) -> int:
+    """Frames/s of the fast settings without expressions (the baseline) and with each --expression-views."""
+    from engage.predict import Predictor
+
+    variants = {"no expressions": {}}
+    variants.update({f"--expressions --expression-views {views}": dict(expressions=True, expression_views=views)
+                     for views in ("model", "flip", "one")})
+    predictors = {name: Predictor(args.model, detector=FAST[0], backend=FAST[1], **kwargs)
+                  for name, kwargs in variants.items()}
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, predictor in predictors.items():
+            best[name] = max(best.get(name, 0.0), measure(predictor, video, args.frames, args.seconds)[0])
+    baseline = best["no expressions"]
+    print(f"fast settings ({FAST[0]}, {FAST[1]}), best of {args.rounds} rounds:")
+    for name, fps in best.items():
+        print(f"  {name:40s} {fps:6.1f} frames/s  x{fps / baseline:.2f}")
     return 0
 
 

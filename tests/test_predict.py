@@ -91,6 +91,26 @@ def test_expressions_are_the_fer_models_seven_probabilities(predictor, sample_im
     assert as_dict["expression"] == "happy" and as_dict["box"] == face.box.as_list()
 
 
+def test_expression_views_trade_views_for_speed_and_stay_close(engagement_model, fer_model, predictor, sample_images):
+    from engage.classifiers import load_classifier
+    from engage.errors import UsageError
+    from engage.predict import Predictor, load_scoring_model
+
+    faces = load_classifier(fer_model)
+    assert len(faces.network.test_time_views) == 8 and faces.network.test_time_flip  # 'model': as the card says
+    group = sample_images["group.png"]
+    full = [face.expressions for face in predictor.predict(group)]
+    for views, flip in (("flip", True), ("one", False)):
+        fewer = Predictor(engagement_model, expressions=True, expression_model=fer_model, expression_views=views)
+        assert fewer.expression_model.network.test_time_views == () and fewer.expression_model.network.test_time_flip == flip
+        changed = [face.expressions for face in fewer.predict(group)]
+        assert len(changed) == len(full) == 3
+        gaps = [max(abs(a[k] - b[k]) for k in a) for a, b in zip(full, changed)]
+        assert max(gaps) < 0.25 and max(gaps) > 1e-4, gaps  # other views, so other (but similar) probabilities
+    with pytest.raises(UsageError, match="unknown views 'all'"):
+        load_scoring_model(fer_model, views="all")
+
+
 def test_fast_settings_find_the_same_faces(fast_predictor, predictor, sample_images):
     assert fast_predictor.half_size_detection and fast_predictor.backend == "onnx"
     for name, count in (("astronaut.png", 1), ("group.png", 3), ("cameraman.png", 1), ("coffee.png", 0)):

@@ -35,6 +35,15 @@ def test_json_is_one_object_per_input(engagement_model):
     assert face["probabilities"]["engaged"] == pytest.approx(face["p_engaged"], abs=1e-4)
 
 
+def test_expressions_with_fewer_test_time_views(engagement_model, fer_model, sample_images, tmp_path):
+    photo = write_image(tmp_path / "astronaut.png", sample_images["astronaut.png"])
+    result = run_cli("predict", str(photo), "--model", engagement_model, "--expressions", "--fer-model", fer_model,
+                     "--expression-views", "one", "--json")
+    assert result.returncode == 0, result.stderr
+    face = json.loads(result.stdout)["faces"][0]
+    assert face["expression"] == "happy" and sum(face["expressions"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_images, tmp_path):
     photos = tmp_path / "photos"
     write_image(photos / "astronaut.jpg", sample_images["astronaut.png"])
@@ -66,7 +75,7 @@ def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_i
 
 
 @pytest.mark.parametrize("case", ["broken-video", "missing-camera", "unknown-model", "empty-folder", "missing-path",
-                                  "corrupt-image", "annotate-over-input"])
+                                  "corrupt-image", "annotate-over-input", "views-of-an-onnx-model"])
 def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_images):
     out_csv = tmp_path / "out" / "faces.csv"
     args = {
@@ -78,6 +87,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_i
         "corrupt-image": lambda: [str(_write(tmp_path / "cut.jpg", b"\xff\xd8\xff\xe0" + bytes(100)))],
         "annotate-over-input": lambda: [str(write_image(tmp_path / "in" / "a.png", sample_images["astronaut.png"])),
                                         "--annotate", str(tmp_path / "in")],
+        "views-of-an-onnx-model": lambda: ["--sample", "--expressions", "--backend", "onnx", "--fer-model",
+                                           str(tmp_path / "fer.onnx"), "--expression-views", "one"],
     }[case]()
     expected = {
         "broken-video": ["talk.mp4", "cannot be opened as a video"],
@@ -87,6 +98,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_i
         "missing-path": ["nowhere.jpg", "no such file or folder"],
         "corrupt-image": ["cut.jpg"],
         "annotate-over-input": ["a.png", "overwrite an input"],
+        "views-of-an-onnx-model": ["fer.onnx", "test-time views are built in"],
     }[case]
     result = run_cli("predict", *args, "--csv", str(out_csv))
     assert_one_line_error(result, *expected)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engage.errors import EngageError
+from engage.errors import EngageError, UsageError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+VIEWS = ("model", "flip", "one")  # test-time views: as the model file records, the face and its mirror, the face alone
 
 
 class ModelInfo:
@@ -48,6 +49,16 @@ class FaceClassifier(ModelInfo):
 
         inputs = faces_to_tensor(faces, self.normalize)
         return predict_proba(self.network, inputs, batch_size=batch_size).numpy()
+
+    def set_views(self, views: str) -> "FaceClassifier":
+        """Test-time views: 'model' (as the model file records; the shipped fer: 16), 'flip' (the face and its
+        mirror image) or 'one' (the face alone: fastest). Returns self."""
+        if views not in VIEWS:
+            raise UsageError(f"views must be one of: {', '.join(VIEWS)}; got {views!r}")
+        if views != "model" and self.network is not None:
+            self.network.test_time_flip, self.network.test_time_views = views == "flip", ()
+            self.config = dict(self.config, test_time_flip=views == "flip", test_time_views=[])
+        return self
 
 
 def shipped_models() -> dict[str, str]:

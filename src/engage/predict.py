@@ -35,18 +35,24 @@ def positive_class(class_names: list[str]) -> str | None:
     return class_names[1] if len(class_names) == 2 else None
 
 
-def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int | None = None):
-    """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend."""
-    from engage.classifiers import load_classifier
+def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"):
+    """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
+
+    views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
+    from engage.classifiers import VIEWS, load_classifier
     from engage.export import OnnxClassifier
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if views not in VIEWS:
+        raise UsageError(f"unknown views {views!r}; choose one of: {', '.join(VIEWS)}")
     if str(name_or_path).lower().endswith(".onnx"):
         if backend != "onnx":
             raise UsageError(f"{name_or_path} is an ONNX model: use --backend onnx")
+        if views != "model":
+            raise UsageError(f"{name_or_path} is an ONNX model: its test-time views are built in; use a .safetensors file")
         return OnnxClassifier.load(str(name_or_path), threads=threads)
-    classifier = load_classifier(str(name_or_path))
+    classifier = load_classifier(str(name_or_path)).set_views(views)
     return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
 
 
@@ -121,7 +127,8 @@ class Predictor:
 
     model: shipped name or file (.safetensors; .onnx with backend 'onnx'). detector: None for the model's
     own (mtcnn when it records none), 'mtcnn', 'yunet', 'dlib' or 'none' (each image is one face crop).
-    backend: 'torch' or 'onnx' (onnxruntime). expressions: also score every face with expression_model.
+    backend: 'torch' or 'onnx' (onnxruntime). expressions: also score every face with expression_model, with
+    expression_views 'model' (as its file records: the shipped fer averages 16 views), 'flip' or 'one' (fastest).
     detect_size: longest side of the frame the detector sees (default: the detector's own limit; YuNet
     looks at half-size frames, see below). smoothing_s: time constant of p_engaged's moving average in
     video. threads: CPU threads for detector and network (1 is fastest for a few faces per frame).
@@ -129,7 +136,7 @@ class Predictor:
 
     def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
                  expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
-                 min_confidence: float | None = None, detect_size: int | None = None, smoothing_s: float = 1.0,
+                 expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None, smoothing_s: float = 1.0,
                  threads: int | None = 1):
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
@@ -141,7 +148,8 @@ class Predictor:
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
         self.positive_class = positive_class(self.class_names)
-        self.expression_model = load_scoring_model(expression_model, backend, threads) if expressions else None
+        self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
+                                 if expressions else None)
         self.expression_names = self.expression_model.class_names if self.expression_model else None
         self.expression_settings = (FaceSettings.from_dict(self.expression_model.face_settings)
                                     if self.expression_model else None)

@@ -136,8 +136,8 @@ class Predictor:
 
     def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
                  expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
-                 expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None, smoothing_s: float = 1.0,
-                 threads: int | None = 1):
+                 expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None,
+                 smoothing_s: float = 1.0, threads: int | None = 1):
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
         self.model_name = str(model)

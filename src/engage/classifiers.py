@@ -54,7 +54,7 @@ class FaceClassifier(ModelInfo):
         """Test-time views: 'model' (as the model file records; the shipped fer: 16), 'flip' (the face and its
         mirror image) or 'one' (the face alone: fastest). Returns self."""
         if views not in VIEWS:
-            raise UsageError(f"views must be one of: {', '.join(VIEWS)}; got {views!r}")
+            raise UsageError(f"unknown views {views!r}; choose one of: {', '.join(VIEWS)}")
         if views != "model" and self.network is not None:
             self.network.test_time_flip, self.network.test_time_views = views == "flip", ()
             self.config = dict(self.config, test_time_flip=views == "flip", test_time_views=[])

@@ -39,8 +39,10 @@ class FaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not (self.test_time_flip or self.test_time_views):
             return self.forward_head(self.forward_features(x))
-        views = list(each_view(x, self.test_time_views, self.test_time_flip))
-        return sum(self.forward_head(self.forward_features(one)) for one in views) / len(views)
+        total, count = 0, 0
+        for one in each_view(x, self.test_time_views, self.test_time_flip):  # one view in memory at a time
+            total, count = total + self.forward_head(self.forward_features(one)), count + 1
+        return total / count
 
     def reset_head(self, num_classes: int) -> None:
         """A fresh classifier for another task (the ER model: FER backbone, 2-class head)."""

@@ -39,13 +39,11 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
     """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
 
     views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
-    from engage.classifiers import VIEWS, load_classifier
+    from engage.classifiers import load_classifier
     from engage.export import OnnxClassifier
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if views not in VIEWS:
-        raise UsageError(f"unknown views {views!r}; choose one of: {', '.join(VIEWS)}")
     if str(name_or_path).lower().endswith(".onnx"):
         if backend != "onnx":
             raise UsageError(f"{name_or_path} is an ONNX model: use --backend onnx")

@@ -1,7 +1,7 @@
 """Test-time views of a face batch: shifted and zoomed copies whose logits a network averages.
 
 A view is (dx, dy, zoom): move the face dx px right and dy px down, then scale it about the centre
-by zoom (>1 zooms in); borders are filled with the edge pixels, as the training augmentation does.
+by zoom (>1 zooms in); borders are filled with the edge pixels (training's augmentation fills zeros).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from engage.checkpoint import load_model, save_model
 from engage.dataset import FaceDataset
@@ -135,6 +136,14 @@ def test_training_data_problems_are_one_line(tmp_path):
     assert_one_line_error(run_cli("train", "engagement", "--data", str(tmp_path / "onesubject.npz"), "--split", "subject",
                                   "--out", str(out)), "at least 2 subjects")
     assert_one_line_error(run_cli("train", "resume", "--out", str(tmp_path / "never")), "nothing to resume")
+    two = tmp_path / "two.npz"
+    make_dataset(faces, [0, 1] * 4, ["a", "b"]).save(str(two))
+    assert_one_line_error(run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "tpu",
+                                  "--out", str(out)), "device must be auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "cuda",
+                                      "--out", str(out)), "PyTorch sees no CUDA GPU here")
+    assert not out.exists()  # nothing was written for a refused run
     assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
                           "at least two models")
     assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact:depth=3,cnn",

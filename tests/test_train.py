@@ -8,7 +8,7 @@ from engage.checkpoint import load_model, save_model
 from engage.errors import EngageError
 from engage.models import build_model, faces_to_tensor, predict_proba
 from engage.errors import UsageError
-from engage.train import TrainConfig, augment, lr_at, resume_training, train
+from engage.train import TrainConfig, augment, lr_at, resolve_device, resume_training, train
 
 from conftest import make_dataset, real_fer_faces
 
@@ -107,6 +107,18 @@ def test_paper_schedule_and_augmentation():
     assert moved.shape == batch.shape and not torch.equal(moved, batch)
     again = augment(batch, torch.Generator().manual_seed(0), flip=True, pad=4, rotate=16)
     assert torch.equal(moved, again)  # seeded: a resumed run sees the same augmentations
+
+
+def test_training_device_is_chosen_and_checked():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("tpu", "gpu", "cuda:x"):
+        with pytest.raises(UsageError, match="device must be auto, cpu or cuda"):
+            TrainConfig.from_recipe("default", device=bad).validate()
+    # the augmentations draw on the generator's device and keep the batch there
+    batch = torch.rand(8, 1, 48, 48)
+    moved = augment(batch, torch.Generator("cpu").manual_seed(0), True, 8, 16, 0.2, 0.5)
+    assert moved.device == batch.device and moved.shape == batch.shape and not torch.equal(moved, batch)
 
 
 def test_zoom_and_random_erasing():

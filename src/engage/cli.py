@@ -150,11 +150,14 @@ Examples:
               help="Augmentation: random zoom by up to this fraction (default 0; 0.2: 80-120%).")
 @click.option("--erase", type=click.FloatRange(0, 1), default=None,
               help="Augmentation: probability of blanking a random rectangle of the face (default 0).")
-@click.option("--bf16/--fp32", "bf16", default=None, help="bf16 autocast (default: only where the CPU has native bf16).")
+@click.option("--bf16/--fp32", "bf16", default=None,
+              help="bf16 autocast (default: where the device computes bf16 natively: a CUDA GPU, or a CPU with AVX-512 BF16).")
+@click.option("--device", default=None,
+              help="auto (default: a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N; with resume: the run's own.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
 def train(task, data, val, run_dir, model, width, init, recipe, split, val_fraction, epochs, batch_size, lr,
-          optimizer, schedule, label_smoothing, class_weights, select, pad, rotate, scale, erase, bf16, seed,
+          optimizer, schedule, label_smoothing, class_weights, select, pad, rotate, scale, erase, bf16, device, seed,
           threads) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
 
@@ -165,7 +168,7 @@ def train(task, data, val, run_dir, model, width, init, recipe, split, val_fract
 
     log = lambda line: click.echo(line, err=True)  # noqa: E731
     if task == "resume":
-        result = resume_training(run_dir, threads=threads or None, log=log)
+        result = resume_training(run_dir, threads=threads or None, log=log, device=device)
     else:
         model_args = {"width": width} if width else {}
         if init:
@@ -189,7 +192,7 @@ def train(task, data, val, run_dir, model, width, init, recipe, split, val_fract
                     overrides.pop(key, None)
         config = TrainConfig.from_recipe(
             recipe, task=task, model=model or "compact", model_args=model_args, init=init, data=data, val=val,
-            split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, **overrides)
+            split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, device=device, **overrides)
         result = run_training(config, run_dir, log=log)
     best = ", ".join(f"{k} {v}" for k, v in result.best_metrics.items() if k.startswith("val_"))
     click.echo(f"best epoch {result.best_metrics.get('epoch')}: {best}; model: {os.path.join(result.run_dir, 'best.safetensors')}")

@@ -162,15 +162,16 @@ def faces_to_tensor(faces, normalize: str = "standard") -> torch.Tensor:
 
 @torch.no_grad()
 def predict_proba(model: FaceNet, inputs: torch.Tensor, batch_size: int = 32, bf16: bool = False) -> torch.Tensor:
-    """Class probabilities (N, C) in float32 for (N, 1, 48, 48) inputs, in eval mode, in batches."""
+    """Class probabilities (N, C) in float32 on the CPU for (N, 1, 48, 48) inputs on the model's device, in eval
+    mode, in batches."""
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(batch)
-        outputs.append(torch.softmax(logits.float(), dim=1))
+        outputs.append(torch.softmax(logits.float(), dim=1).cpu())
     model.train(was_training)
     if not outputs:
         return torch.zeros((0, model.num_classes))

@@ -59,7 +59,8 @@ class TrainConfig:
     rotate: float = 16.0  # degrees
     scale: float = 0.0  # random zoom by up to this fraction (0.2: 80-120%)
     erase: float = 0.0  # probability of random erasing (blank a rectangle of 2-20% of the face)
-    bf16: bool | None = None  # None: bf16 autocast only where the CPU has native bf16 (AVX-512 BF16 / AMX)
+    bf16: bool | None = None  # None: bf16 autocast where the device computes bf16 natively (AVX-512 BF16 / AMX, CUDA)
+    device: str = "auto"  # 'auto' (a CUDA GPU if there is one, else the CPU), 'cpu', 'cuda' or 'cuda:N'
     channels_last: bool = True
     seed: int = 0
     threads: int = 0  # 0: all cores
@@ -93,6 +94,22 @@ class TrainConfig:
             raise UsageError("augmentation: scale must be in [0, 1), erase in [0, 1], shift and rotate >= 0")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UsageError("epochs must be >= 1, batch size >= 2 and lr > 0")
+        resolve_device(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a run trains on: 'auto' takes a CUDA GPU where PyTorch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r}: PyTorch sees no CUDA GPU here; use --device cpu")
+    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -121,13 +138,15 @@ def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: in
     """Random flip, translation (up to pad px), rotation (up to rotate degrees), zoom (by up to +-scale) and
     random erasing (a rectangle of 2-20% of the face blanked with probability erase) of a whole batch at once."""
     n, _, height, width = batch.shape
+    on = dict(generator=generator, device=generator.device)  # the batch's device: a CUDA run draws on the GPU
     if flip:
-        flipped = torch.rand(n, generator=generator) < 0.5
+        flipped = torch.rand(n, **on) < 0.5
         batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
     if pad > 0 or rotate > 0 or scale > 0:
-        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate)
-        shift = torch.randint(-pad, pad + 1, (n, 2), generator=generator).float() if pad > 0 else torch.zeros(n, 2)
-        zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale if scale > 0 else torch.ones(n)
+        angle = (torch.rand(n, **on) * 2 - 1) * math.radians(rotate)
+        shift = (torch.randint(-pad, pad + 1, (n, 2), **on).float() if pad > 0
+                 else torch.zeros(n, 2, device=batch.device))
+        zoom = 1 + (torch.rand(n, **on) * 2 - 1) * scale if scale > 0 else torch.ones(n, device=batch.device)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack([
             torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
@@ -144,18 +163,24 @@ def random_erase(batch: torch.Tensor, generator: torch.Generator, probability: f
     """Blank one random rectangle (2-20% of the area, aspect 0.3-3.3) in each face with the given probability
     (Zhong et al. 2020): the network cannot lean on one region such as the mouth alone."""
     n, _, height, width = batch.shape
-    chosen = torch.rand(n, generator=generator) < probability
-    area = (0.02 + torch.rand(n, generator=generator) * 0.18) * height * width
-    aspect = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * math.log(3.3))
+    on = dict(generator=generator, device=generator.device)
+    chosen = torch.rand(n, **on) < probability
+    area = (0.02 + torch.rand(n, **on) * 0.18) * height * width
+    aspect = torch.exp((torch.rand(n, **on) * 2 - 1) * math.log(3.3))
     box_h = torch.sqrt(area * aspect).clamp(1, height).floor()
     box_w = torch.sqrt(area / aspect).clamp(1, width).floor()
-    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).floor()
-    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).floor()
-    rows = torch.arange(height, dtype=torch.float32)[None, :, None]
-    cols = torch.arange(width, dtype=torch.float32)[None, None, :]
+    top = (torch.rand(n, **on) * (height - box_h + 1)).floor()
+    left = (torch.rand(n, **on) * (width - box_w + 1)).floor()
+    rows = torch.arange(height, dtype=torch.float32, device=batch.device)[None, :, None]
+    cols = torch.arange(width, dtype=torch.float32, device=batch.device)[None, None, :]
     inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
               & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None]) & chosen[:, None, None])
     return batch.masked_fill(inside[:, None], 0.0)
+
+
+def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise EngageError(f"the loss became {float(loss_sum)} by step {step}; lower --lr")
 
 
 def validation_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
@@ -222,8 +247,9 @@ def train(
     if not resume and os.path.exists(os.path.join(run_dir, "last.safetensors")):
         raise EngageError(f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
                           "or choose another --out (nothing was changed)")
+    device = resolve_device(config.device)
     if config.bf16 is None:
-        config.bf16 = cpu_has_bf16()
+        config.bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     os.makedirs(run_dir, exist_ok=True)
     threads = config.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -248,8 +274,10 @@ def train(
         # per-channel standardisation, measured on the training faces and stored in the model
         model.input_mean.fill_(float(inputs.mean()))
         model.input_std.fill_(float(inputs.std().clamp_min(1e-6)))
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    inputs, labels = inputs.to(device), labels.to(device)
 
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -260,7 +288,7 @@ def train(
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
     weights = _class_weights(train_data.labels, num_classes) if config.class_weights else None
-    criterion = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=config.label_smoothing)
     n = len(train_data)
     steps_per_epoch = max(1, n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -278,44 +306,47 @@ def train(
         log(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
     else:
         atomic_write(os.path.join(run_dir, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(meta, indent=1)))
-    log(f"{config.model}: {count_parameters(model):,} parameters; {n:,} training faces, "
+    log(f"{config.model} on {device}: {count_parameters(model):,} parameters; {n:,} training faces, "
         f"{len(val_data) if val_data is not None else 0:,} validation faces; {config.epochs} epochs of {steps_per_epoch} steps")
 
     best_model_path = os.path.join(run_dir, "best.safetensors")
+    val_inputs = faces_to_tensor(val_data.faces, normalize).to(device) if val_data is not None else None
     last_save = time.monotonic()
     for epoch in range(state["epoch"], config.epochs):
         model.train()
-        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(n))
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(n)).to(device)
+        started, seen = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no wait for the GPU at every step
         for step_in_epoch in range(state["step_in_epoch"], steps_per_epoch):
             step = epoch * steps_per_epoch + step_in_epoch
             index = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            generator = torch.Generator(device).manual_seed(config.seed * 1_000_003 + step)
             torch.manual_seed(config.seed * 7_919 + step)  # dropout: a function of the step, for exact resume
             batch = augment(inputs[index], generator, config.flip, config.pad, config.rotate, config.scale, config.erase)
             if config.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step, total_steps)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(batch)
             loss = criterion(logits.float(), labels[index])
-            if not torch.isfinite(loss):
-                raise EngageError(f"the loss became {loss.item()} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             seen += len(index)
-            loss_sum += loss.item() * len(index)
+            loss_sum += loss.detach() * len(index)
             state.update(step=step + 1, step_in_epoch=step_in_epoch + 1)
+            if device.type == "cpu" or step_in_epoch + 1 == steps_per_epoch or step % 50 == 0:
+                _check_finite(loss_sum, step)  # a non-finite loss sum: some step's loss was inf or nan
             if time.monotonic() - last_save > config.save_every_s and step_in_epoch + 1 < steps_per_epoch:
+                _check_finite(loss_sum, step)
                 save_checkpoint(last_path, model, optimizer, meta, state)
                 last_save = time.monotonic()
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "step": state["step"], "lr": round(lr_at(config, state["step"] - 1, total_steps), 6),
-               "train_loss": round(loss_sum / max(seen, 1), 5), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
+               "train_loss": round(float(loss_sum) / max(seen, 1), 5), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
         if val_data is not None:
-            proba = predict_proba(model, faces_to_tensor(val_data.faces, normalize), bf16=config.bf16).numpy()
+            proba = predict_proba(model, val_inputs, batch_size=32 if device.type == "cpu" else 512, bf16=config.bf16).numpy()
             row.update({f"val_{k}": round(v, 5) for k, v in validation_metrics(val_data.labels, proba).items()})
             score = row.get(f"val_{config.select}", row["val_accuracy"])
         else:
@@ -395,10 +426,12 @@ def run_training(config: TrainConfig, run_dir: str, log: Callable[[str], None] =
     return train(config, train_data, val_data, run_dir, resume=False, log=log)
 
 
-def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str], None] = print) -> TrainResult:
+def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str], None] = print,
+                    device: str | None = None) -> TrainResult:
     """Continue a killed run exactly where it stopped, from its own checkpoint and config.
 
     threads: CPU threads for the rest of the run (e.g. another machine, or a core now busy elsewhere).
+    device: where the rest of the run trains, if not where it started (its random draws then differ).
     """
     from engage.checkpoint import read_file
 
@@ -409,5 +442,7 @@ def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str
     config = TrainConfig(**meta["config"]["train_config"])
     if threads:
         config.threads = threads
+    if device:
+        config.device = device
     train_data, val_data = split_datasets(config)
     return train(config, train_data, val_data, run_dir, resume=True, log=log)

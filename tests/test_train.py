@@ -67,6 +67,36 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, happy_vs
         assert torch.equal(a, b), key
 
 
+def test_a_run_started_on_a_gpu_resumes_where_it_is_told(tmp_path, happy_vs_surprise):
+    from engage.checkpoint import _write, read_file
+
+    train_set, val_set = happy_vs_surprise
+    small, val = train_set.subset(np.r_[0:64, 300:364]), val_set.subset(np.r_[0:20, 100:120])
+    small.save(str(tmp_path / "train.npz"))
+    val.save(str(tmp_path / "val.npz"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(line):
+        if line.startswith("epoch 1/2"):
+            raise Killed()
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(quick_config(epochs=2, data=str(tmp_path / "train.npz"), val=str(tmp_path / "val.npz")), small, val,
+              str(run), log=kill_after_first_epoch)
+    tensors, meta = read_file(str(run / "last.safetensors"))
+    meta["config"]["train_config"]["device"] = "cuda:0"  # as a GPU run's checkpoint records it
+    _write(str(run / "last.safetensors"), tensors, meta)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="sees no CUDA GPU"):
+            resume_training(str(run), log=lambda line: None)
+    resumed = resume_training(str(run), device="cpu", log=lambda line: None)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert read_file(str(run / "last.safetensors"))[1]["config"]["train_config"]["device"] == "cpu"
+
+
 def test_fine_tuning_reports_what_it_took(tmp_path, happy_vs_surprise):
     train_set, val_set = happy_vs_surprise
     fer = build_model("compact", 7)

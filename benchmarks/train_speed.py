@@ -15,7 +15,7 @@ import torch
 
 from engage.errors import UsageError
 from engage.models import build_model, count_parameters
-from engage.train import augment, cpu_has_bf16, resolve_device
+from engage.train import augment, native_bf16, resolve_device
 
 
 def images_per_second(name: str, model_args: dict, bf16: bool, steps: int, batch: int,
@@ -61,9 +61,8 @@ def main() -> None:
     except UsageError as error:
         raise SystemExit(f"train_speed: {error}") from None
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"native bf16: {native}")
+          f"native bf16: {native_bf16(device)}")
     for spec in args.models.split(","):
         name, _, width = spec.partition(":")
         model_args = {"width": int(width)} if width else {}

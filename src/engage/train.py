@@ -122,6 +122,11 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 autocast is fast on this device: a CUDA GPU that supports it, or a CPU with native bf16."""
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+
+
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate at a step: a pure function of the step, so a resumed run follows the same curve."""
     if config.schedule == "step":
@@ -249,7 +254,7 @@ def train(
                           "or choose another --out (nothing was changed)")
     device = resolve_device(config.device)
     if config.bf16 is None:
-        config.bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        config.bf16 = native_bf16(device)
     os.makedirs(run_dir, exist_ok=True)
     threads = config.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -288,7 +293,9 @@ def train(
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
     weights = _class_weights(train_data.labels, num_classes) if config.class_weights else None
-    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=config.label_smoothing)
+    if weights is not None:
+        weights = weights.to(device)
+    criterion = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     n = len(train_data)
     steps_per_epoch = max(1, n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -336,10 +343,10 @@ def train(
             seen += len(index)
             loss_sum += loss.detach() * len(index)
             state.update(step=step + 1, step_in_epoch=step_in_epoch + 1)
-            if device.type == "cpu" or step_in_epoch + 1 == steps_per_epoch or step % 50 == 0:
-                _check_finite(loss_sum, step)  # a non-finite loss sum: some step's loss was inf or nan
-            if time.monotonic() - last_save > config.save_every_s and step_in_epoch + 1 < steps_per_epoch:
-                _check_finite(loss_sum, step)
+            save_now = time.monotonic() - last_save > config.save_every_s and step_in_epoch + 1 < steps_per_epoch
+            if device.type == "cpu" or save_now or step_in_epoch + 1 == steps_per_epoch or step % 50 == 0:
+                _check_finite(loss_sum, step)  # a non-finite sum: some step's loss was inf or nan; never saved
+            if save_now:
                 save_checkpoint(last_path, model, optimizer, meta, state)
                 last_save = time.monotonic()
         seconds = time.perf_counter() - started

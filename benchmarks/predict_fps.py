@@ -3,6 +3,7 @@ for the paper's pipeline (dlib's CNN detector + the full `vgg`), all measured in
 
     python benchmarks/predict_fps.py [--model engagement] [--frames 150] [--seconds 15] [--rounds 2]
     python benchmarks/predict_fps.py --expressions   # the fast settings with --expressions, per --expression-views
+    python benchmarks/predict_fps.py --against OLD.safetensors   # the fast settings: --model against another model
 
 "End to end" is what `engage predict VIDEO` does per frame: decode, detect, crop, score every face (batched),
 track and smooth; model loading is excluded. Each setting runs `--rounds` times in turn (round robin, so a
@@ -78,6 +79,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=150, help="frames in the test video (5 s at 30 frames/s)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time limit per setting and round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--against", default=None, metavar="MODEL",
+                        help="instead: the fast settings with --model and with this model (e.g. the previous shipped "
+                             "one), round robin in the same run, with their ratio")
     parser.add_argument("--expressions", action="store_true",
                         help="instead: the fast settings without and with --expressions, for each --expression-views")
     args = parser.parse_args()
@@ -91,6 +95,8 @@ def main() -> int:
     write_demo_video(video, frames=args.frames, fps=VIDEO_FPS)
     if args.expressions:
         return expressions_cost(args, video)
+    if args.against:
+        return against(args, video)
     vgg = paper_model(folder)
     print(f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -149,6 +155,23 @@ def expressions_cost(args, video: str) -> int:
     print(f"fast settings ({FAST[0]}, {FAST[1]}), best of {args.rounds} rounds:")
     for name, fps in best.items():
         print(f"  {name:40s} {fps:6.1f} frames/s  x{fps / baseline:.2f}")
+    return 0
+
+
+def against(args, video: str) -> int:
+    """Frames/s of the fast settings with --model and with --against, measured round robin in one run."""
+    from engage.predict import Predictor
+
+    models = {"model": args.model, "against": args.against}
+    predictors = {name: Predictor(path, detector=FAST[0], backend=FAST[1]) for name, path in models.items()}
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, predictor in predictors.items():
+            best[name] = max(best.get(name, 0.0), measure(predictor, video, args.frames, args.seconds)[0])
+    print(f"fast settings ({FAST[0]}, {FAST[1]}), best of {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}:")
+    for name, path in models.items():
+        print(f"  {path:50s} {best[name]:6.1f} frames/s")
+    print(f"  ratio {args.model} / {args.against}: x{best['model'] / best['against']:.3f}")
     return 0
 
 

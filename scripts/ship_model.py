@@ -31,7 +31,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="best.safetensors of a training run")
     parser.add_argument("--name", required=True, help="shipped name (fer, engagement, ...)")
-    parser.add_argument("--val", required=True, help="validation dataset (.npz) the card's figures come from")
+    parser.add_argument("--val", default=None, help="validation dataset (.npz) the card's figures come from")
+    parser.add_argument("--crossval", default=None,
+                        help="crossval.json of 'engage train --cv': the card's figures are its cross-fitted ones")
+    parser.add_argument("--meaning", default=None, help="what the positive class means, in words")
+    parser.add_argument("--mapping", action="append", default=[],
+                        help="DATASET=how its labels map to the classes (repeatable; one per data set trained on)")
     parser.add_argument("--label-map", default=None, help="label map for --val (as engage evaluate)")
     parser.add_argument("--split", default=None, help="score only --val's faces of this split (e.g. val)")
     parser.add_argument("--task", required=True, help="one line: what the model predicts")
@@ -46,6 +51,8 @@ def main() -> int:
     parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
                         help="how the weights are stored: float16, or int8 per output channel (half the size)")
     args = parser.parse_args()
+    if not args.val and not args.crossval:
+        parser.error("give --val (a validation dataset) or --crossval (a cross-validation report)")
 
     network, config = load_model(args.model)
     if args.test_time_flip:
@@ -57,10 +64,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         staged = os.path.join(tmp, os.path.basename(target))
         save_model(staged, network, config, storage=args.storage)
-        report = evaluate_model(staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000, log=lambda line: None)
+        report = (evaluate_model(staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000,
+                                 log=lambda line: None) if args.val else None)
         os.replace(staged, target)
-    figures = {key: report[key] for key in ("n", "accuracy", "macro_f1", "f1", "auc", "ece", "per_class_recall",
-                                           "confusion_matrix", "ci95", "ci_method", "f1_definition") if key in report}
+    figures = {key: report[key] for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "f1", "auc", "ece",
+                                           "per_class_recall", "confusion_matrix", "ci95", "ci_method", "f1_definition",
+                                           "decision") if key in report} if report else {}
+    if args.crossval:
+        import json
+
+        with open(args.crossval) as handle:
+            crossval = json.load(handle)
+        figures = {"cross_validation": {key: crossval[key] for key in (
+            "folds", "method", "epoch_rule", "calibration_rule", "decision_rule", "chosen_epoch", "threshold",
+            "calibration", "cross_fitted", "uncalibrated_at_0.5", "epoch_curve_per_corpus")}, **figures}
     train_config = config.get("train_config", {})
     card = {
         "name": args.name,
@@ -71,18 +88,24 @@ def main() -> int:
                          "test_time_flip": bool(config.get("test_time_flip")),
                          "test_time_views": config.get("test_time_views", [])},
         "preprocessing": config.get("face_settings", {}),
+        "meaning": args.meaning,
+        "decision": config.get("decision") or {"positive_class": None, "threshold": 0.5, "rule": "default: 0.5"},
+        "calibration": config.get("calibration"),
+        "label_mapping": dict(item.split("=", 1) for item in args.mapping),
         "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
                      "best_epoch": config.get("metrics", {}).get("epoch"), "commands": args.command},
         "validation": {"data": args.validation, **figures,
-                       "subjects": sorted(report.get("per_subject", {})), "per_subject": report.get("per_subject", {})},
+                       "subjects": sorted((report or {}).get("per_subject", {})),
+                       "per_subject": (report or {}).get("per_subject", {})},
         "notes": args.note,
         "date": datetime.date.today().isoformat(),
         "intended_use": "research and consented studies; not for judging, grading or monitoring people",
     }
     card = write_card(target, card)
-    print(f"shipped {target} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}...): "
-          f"validation accuracy {report['accuracy']:.4f} [{report['ci95']['accuracy'][0]:.4f}, "
-          f"{report['ci95']['accuracy'][1]:.4f}]" + (f", auc {report['auc']:.4f}" if "auc" in report else ""))
+    summary = (f"validation accuracy {report['accuracy']:.4f} [{report['ci95']['accuracy'][0]:.4f}, "
+               f"{report['ci95']['accuracy'][1]:.4f}]" + (f", auc {report['auc']:.4f}" if "auc" in report else "")
+               if report else "cross-validated figures in the card")
+    print(f"shipped {target} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}...): {summary}")
     return 0
 
 

@@ -45,7 +45,8 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     assert "compact:width=8" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
     result = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert result["folds"] == 3 and result["subjects"] == 6 and set(result["models"]) == {"compact:width=8", "hog-svm"}
-    network, _ = load_model(str(tmp_path / "cmp" / "fold0-compact:width=8" / "best.safetensors"))
+    [run_dir] = [p for p in (tmp_path / "cmp").glob("fold0-compact:width=8-*") if p.is_dir()]
+    network, _ = load_model(str(run_dir / "best.safetensors"))
     assert network.head.in_features == 64  # width 8: the last block has 8 x 8 channels
     for row in result["models"].values():
         assert len(row["auc"]["per_fold"]) == 3 and 0 <= row["auc"]["mean"] <= 1
@@ -157,3 +158,58 @@ def test_fine_tuning_from_the_shipped_fer_model_by_name(tmp_path, wacv_small):
     assert "weights/fer.safetensors: took 50 tensors (backbone), left 2 fresh (head.bias, head.weight)" in result.stderr
     missing = run_cli("train", "engagement", "--init", "no-such-model", "--data", str(wacv_small), "--out", str(tmp_path / "x"))
     assert missing.returncode == 1 and "neither a file nor a shipped model (engagement, engagement3, fer)" in missing.stderr
+
+
+def test_the_fold_cache_is_keyed_by_everything_that_changes_it(tmp_path, wacv_small):
+    from engage.compare import parse_model_specs, run_comparison
+
+    dataset = FaceDataset.load(str(wacv_small))
+    specs = parse_model_specs("compact:width=8,hog-svm")
+    out = str(tmp_path / "cmp")
+    logged = []
+    first = run_comparison(dataset, specs, out, folds=3, train_overrides={"epochs": 1, "threads": 1}, log=logged.append)
+    assert sum(line.startswith("fold") for line in logged) == 6  # 2 models x 3 folds trained
+    logged.clear()
+    again = run_comparison(dataset, specs, out, folds=3, train_overrides={"epochs": 1, "threads": 2}, log=logged.append)
+    assert logged == [] and again["models"] == first["models"]  # threads change nothing: every fold reused
+    run_comparison(dataset, specs, out, folds=3, train_overrides={"epochs": 2, "threads": 1}, log=logged.append)
+    assert sum("compact" in line for line in logged if line.startswith("fold")) == 3  # another recipe: retrained
+    assert not any("hog-svm" in line for line in logged)  # ... but HOG+SVM does not depend on epochs
+    logged.clear()
+    changed = dataset.subset(np.arange(len(dataset)))
+    changed.labels = 1 - changed.labels  # other data, same file name
+    run_comparison(changed, specs, out, folds=3, train_overrides={"epochs": 1, "threads": 1}, log=logged.append)
+    assert sum(line.startswith("fold") for line in logged) == 6  # nothing stale was reused
+    caches = list((tmp_path / "cmp").glob("fold0-hog-svm-*.npz"))
+    assert len(caches) == 2  # one per data
+
+
+def test_an_interrupted_fold_continues_its_training(tmp_path, wacv_small, monkeypatch):
+    import engage.train
+    from engage.compare import parse_model_specs, run_comparison
+
+    dataset = FaceDataset.load(str(wacv_small))
+    specs = parse_model_specs("compact:width=8,hog-svm")
+    overrides = {"epochs": 2, "threads": 1}
+    straight = run_comparison(dataset, specs, str(tmp_path / "straight"), folds=3, train_overrides=overrides,
+                              log=lambda line: None)
+    original = engage.train.train
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_the_second_epoch(config, train_set, val, run_dir, resume=False, log=print, on_epoch=None):
+        def stop(epoch, model):
+            if epoch == 2 and "fold1" in run_dir:  # after epoch 1 was saved
+                raise Killed()
+        return original(config, train_set, val, run_dir, resume=resume, log=log, on_epoch=stop)
+
+    monkeypatch.setattr(engage.train, "train", killed_in_the_second_epoch)
+    with pytest.raises(Killed):
+        run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides, log=lambda line: None)
+    monkeypatch.setattr(engage.train, "train", original)
+    logged = []
+    resumed = run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides,
+                             log=logged.append)
+    assert any("continuing the interrupted run" in line for line in logged)
+    assert resumed["models"] == straight["models"]

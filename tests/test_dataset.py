@@ -50,3 +50,50 @@ def test_mismatched_arrays_are_a_bug_not_a_dataset():
     with pytest.raises(ValueError, match="labels"):
         FaceDataset(dataset.faces, dataset.labels[:2], dataset.class_names, dataset.subjects, dataset.paths,
                     dataset.boxes, dataset.det_conf, dataset.face_source, dataset.split, dataset.fold)
+
+
+def test_colour_faces_landmarks_and_corpus_travel_with_the_file(tmp_path):
+    rng = np.random.default_rng(1)
+    dataset = tiny_dataset()
+    dataset.faces = rng.integers(0, 256, (6, 64, 64, 3)).astype(np.uint8)
+    dataset.meta["settings"] = {"detector": "mtcnn", "normalize": "standard", "size": 64, "color": True}
+    dataset.landmarks = rng.random((6, 5, 2)).astype(np.float32)
+    dataset.corpus = np.array(["wacv"] * 6)
+    dataset.save(str(tmp_path / "c.npz"))
+    loaded = FaceDataset.load(str(tmp_path / "c.npz"))
+    assert loaded.faces.shape == (6, 64, 64, 3) and np.array_equal(loaded.landmarks, dataset.landmarks)
+    assert loaded.corpora == ["wacv"]
+    # faces that do not have the shape their settings say are refused
+    dataset.meta["settings"] = {"detector": "mtcnn", "normalize": "standard", "size": 48}
+    dataset.save(str(tmp_path / "bad.npz"))
+    with pytest.raises(EngageError, match="faces have shape \\(6, 64, 64, 3\\); its face settings say \\(N, 48, 48\\)"):
+        FaceDataset.load(str(tmp_path / "bad.npz"))
+    # a file written before data sets were named: its corpus is its file name
+    old = tiny_dataset()
+    old.corpus = np.array([""] * 6)
+    path = tmp_path / "daisee_val.npz"
+    old.save(str(path))
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files if k != "corpus"}
+    np.savez_compressed(path, **arrays)
+    assert FaceDataset.load(str(path)).corpora == ["daisee_val"]
+
+
+def test_concatenating_data_sets_keeps_their_students_apart():
+    from engage.dataset import concatenate
+
+    a, b = tiny_dataset(), tiny_dataset(4)
+    a.corpus, b.corpus = np.array(["wacv"] * 6), np.array(["daisee"] * 4)
+    both = concatenate([a, b], ["a.npz", "b.npz"])
+    assert len(both) == 10 and both.corpora == ["wacv", "daisee"]
+    assert "wacv/s0" in both.subjects and "daisee/s0" in both.subjects  # the same id in two sets: two students
+    c = tiny_dataset()
+    c.corpus = np.array(["wacv"] * 6)
+    same = concatenate([a, c], ["a.npz", "c.npz"])
+    assert "s0" in same.subjects  # one corpus: ids as they are
+    b.meta = {"settings": {"detector": None, "normalize": "paper"}}
+    with pytest.raises(EngageError, match="b.npz: face settings .* differ from a.npz's"):
+        concatenate([a, b], ["a.npz", "b.npz"])
+    b.meta, b.class_names = dict(a.meta), ["bored", "engaged"]
+    with pytest.raises(EngageError, match="classes"):
+        concatenate([a, b], ["a.npz", "b.npz"])

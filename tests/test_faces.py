@@ -97,3 +97,71 @@ def test_optional_detectors_find_the_astronaut(name, astronaut):
     boxes = detector.detect(astronaut)
     assert len(boxes) == 1
     assert abs(boxes[0].x + boxes[0].w / 2 - 225) < 25 and abs(boxes[0].y + boxes[0].h / 2 - 120) < 30
+
+
+@pytest.mark.parametrize("name", ["mtcnn", "yunet"])
+def test_detectors_give_five_landmarks_in_place(name, astronaut):
+    try:
+        detector = create_detector(name)
+    except EngageError as error:
+        pytest.skip(f"{name} is not installed: {error}")
+    box = detector.detect(astronaut)[0]
+    assert box.landmarks is not None and len(box.landmarks) == 5
+    (eye_x1, eye_y1), (eye_x2, eye_y2), (nose_x, nose_y), (mouth_x1, mouth_y1), (mouth_x2, mouth_y2) = box.landmarks
+    assert eye_x1 < nose_x < eye_x2 and mouth_x1 < mouth_x2  # in image order, left to right
+    assert max(eye_y1, eye_y2) < nose_y < min(mouth_y1, mouth_y2)  # eyes above the nose above the mouth
+    for x, y in box.landmarks:
+        assert box.x <= x <= box.x + box.w and box.y <= y <= box.y + box.h
+
+
+def test_pad_keeps_the_face_centred_where_clip_moves_the_box():
+    from engage.faces import cut_face
+
+    image = np.full((100, 100), 200, np.uint8)
+    image[48:52, 8:12] = 0  # a dark mark at the centre of a face at the left edge
+    corner = FaceBox(0, 40, 20, 20)
+    clipped = cut_face(image, corner, FaceSettings(margin=0.5, size=32))
+    padded = cut_face(image, corner, FaceSettings(margin=0.5, border="pad", size=32))
+    assert clipped.shape == padded.shape == (32, 32)
+    # pad: the 40-px square stays centred on the face (x -10..30), the outside repeats the edge pixels
+    assert np.unravel_index(padded.argmin(), padded.shape)[1] in range(14, 18)
+    # clip: the square is moved right to fit inside the image (x 0..40), so the face sits off centre
+    assert np.unravel_index(clipped.argmin(), clipped.shape)[1] in range(6, 10)
+    assert padded[:, :6].min() > 150  # the padded edge repeats the bright border, no black fill
+    assert cut_face(image, FaceBox(80, 80, 20, 20), FaceSettings(margin=0.5, border="pad", size=16)).shape == (16, 16)
+
+
+def test_align_turns_a_tilted_face_upright():
+    import cv2
+
+    from engage.faces import cut_face
+
+    upright = np.zeros((200, 200), np.uint8)
+    cv2.circle(upright, (80, 90), 8, 255, -1)  # two eyes
+    cv2.circle(upright, (120, 90), 8, 255, -1)
+    cv2.rectangle(upright, (85, 130), (115, 138), 180, -1)  # a mouth
+    rotation = cv2.getRotationMatrix2D((100, 100), -20, 1.0)  # tilt the face 20 degrees clockwise
+    tilted = cv2.warpAffine(upright, rotation, (200, 200))
+    eyes = [tuple(rotation @ np.array([x, y, 1.0])) for x, y in ((80, 90), (120, 90))]
+    landmarks = (*eyes, (100.0, 110.0), (85.0, 134.0), (115.0, 134.0))
+    box = FaceBox(50, 50, 100, 100, 1.0, landmarks)
+    settings = FaceSettings(align=True, border="pad")
+    aligned = cut_face(tilted, box, settings).astype(float)
+    reference = cut_face(upright, FaceBox(50, 50, 100, 100), FaceSettings(border="pad")).astype(float)
+    unaligned = cut_face(tilted, box, FaceSettings(border="pad")).astype(float)
+    assert np.abs(aligned - reference).mean() < 0.3 * np.abs(unaligned - reference).mean()
+    no_landmarks = FaceBox(50, 50, 100, 100)  # a detector without landmarks: the face is cut as it is
+    assert np.array_equal(cut_face(tilted, no_landmarks, settings), unaligned.astype(np.uint8))
+
+
+def test_colour_and_size_settings_shape_the_crop(astronaut):
+    detector = create_detector("mtcnn")
+    colour = extract_face(astronaut, detector, FaceSettings(color=True, size=64))
+    assert colour.face.shape == (64, 64, 3) and colour.found.landmarks is not None
+    gray = extract_face(astronaut, detector, FaceSettings())
+    assert gray.face.shape == (48, 48)
+    assert colour.face[..., 0].mean() > colour.face[..., 2].mean()  # her skin and the red suit: red > blue
+    with pytest.raises(UsageError, match="multiple of 16"):
+        FaceSettings(size=50)
+    with pytest.raises(UsageError, match="border"):
+        FaceSettings(border="mirror")

@@ -191,3 +191,60 @@ def test_validation_faces_come_from_the_sources_split(tmp_path):
     by_subject.save(str(tmp_path / "subjects.npz"))
     train_set, val_set = split_datasets(TrainConfig(data=str(tmp_path / "subjects.npz"), val_fraction=0.3))
     assert not set(train_set.subjects) & set(val_set.subjects) and len(val_set) == 2
+
+
+def test_best_epoch_selection_fails_loudly_instead_of_falling_back(tmp_path, happy_vs_surprise):
+    from engage.train import selection_score
+
+    train_set, val_set = happy_vs_surprise
+    small = train_set.subset(np.r_[0:32, 300:332])
+    one_class = val_set.subset(np.arange(20))  # happy only
+    with pytest.raises(EngageError, match="one class only \\(happy\\).*auc cannot pick"):
+        train(quick_config(epochs=1, select="auc"), small, one_class, str(tmp_path / "one"), log=lambda line: None)
+    assert not (tmp_path / "one").exists()  # refused before anything was written
+    three = make_dataset(val_set.faces[:30], np.arange(30) % 3, ("a", "b", "c"))
+    with pytest.raises(EngageError, match="needs a binary task"):
+        train(quick_config(epochs=1, select="auc"), make_dataset(small.faces, np.arange(64) % 3, ("a", "b", "c")),
+              three, str(tmp_path / "three"), log=lambda line: None)
+    with pytest.raises(UsageError, match="select must be one of"):
+        quick_config(select="loss").validate()
+    config = quick_config(select="auc")
+    with pytest.raises(EngageError, match="validation auc is nan"):
+        selection_score({"epoch": 3, "val_accuracy": 0.9, "val_auc": float("nan")}, config)
+    with pytest.raises(EngageError, match="epoch 2 has no validation auc"):
+        selection_score({"epoch": 2, "val_accuracy": 0.9}, config)
+    assert selection_score({"epoch": 1, "val_auc": 0.75}, config) == 0.75
+
+
+def test_balanced_sampling_gives_every_corpus_and_subject_the_same_weight():
+    from engage.train import epoch_order, sampling_weights
+
+    # corpus a: 2 subjects with 90 and 10 faces; corpus b: 1 subject with 20 faces
+    data = make_dataset(np.zeros((120, 48, 48), np.uint8), np.arange(120) % 2, CLASSES,
+                        ["s1"] * 90 + ["s2"] * 10 + ["t1"] * 20)
+    data.corpus = np.array(["a"] * 100 + ["b"] * 20)
+    weights = sampling_weights(data, "corpus,subject")
+    assert weights[:90].sum() == pytest.approx(0.25) and weights[90:100].sum() == pytest.approx(0.25)
+    assert weights[100:].sum() == pytest.approx(0.5)
+    order = epoch_order(quick_config(epoch_size=20000), len(data), 0, weights)
+    assert len(order) == 20000 and abs(np.mean(order >= 100) - 0.5) < 0.02 and abs(np.mean(order >= 90) - 0.75) < 0.02
+    assert np.array_equal(order, epoch_order(quick_config(epoch_size=20000), len(data), 0, weights))  # resumable
+    plain = epoch_order(quick_config(), len(data), 0, None)
+    assert sorted(plain.tolist()) == list(range(120))  # no balance: one pass over every face, as before
+    assert sampling_weights(data, "corpus")[:100].sum() == pytest.approx(0.5)
+
+
+def test_freezing_keeps_the_initialised_first_blocks_fixed(tmp_path, happy_vs_surprise):
+    train_set, val_set = happy_vs_surprise
+    donor = build_model("compact", 2, width=8)
+    save_model(str(tmp_path / "donor.safetensors"), donor,
+               {"model": "compact", "num_classes": 2, "class_names": list(CLASSES), "model_args": {"width": 8},
+                "face_settings": {"normalize": "standard"}})
+    config = quick_config(epochs=1, init=str(tmp_path / "donor.safetensors"), freeze=2, model_args={"width": 8})
+    result = train(config, train_set.subset(np.r_[0:64, 300:364]), None, str(tmp_path / "run"), log=lambda line: None)
+    before, after = donor.state_dict(), result.model.state_dict()
+    for key in ("features.0.weight", "features.1.running_mean", "features.11.weight"):  # blocks 1 and 2
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["features.16.weight"], after["features.16.weight"])  # block 3 learnt
+    with pytest.raises(UsageError, match="--freeze"):
+        quick_config(freeze=1).validate()

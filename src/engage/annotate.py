@@ -78,7 +78,7 @@ def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
             label += f", {summary.positive_label} {100 * stats.share(summary.positive_label):.0f}% of the time"
         axes.plot(points[:, 0], points[:, 1], "-", color=colour, linewidth=1.5, label=label)
         axes.plot(points[:, 0], points[:, 2], ".", color=colour, markersize=2, alpha=0.35)
-    axes.axhline(0.5, color="gray", linestyle="--", linewidth=0.8)
+    axes.axhline(summary.threshold, color="gray", linestyle="--", linewidth=0.8)
     axes.set_ylim(-0.02, 1.02)
     axes.set_xlim(left=0)
     axes.set_xlabel("time (s)")

@@ -19,6 +19,7 @@ def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str
     """A dataset file as is, or raw images pre-processed with the model's own recorded face settings."""
     if data.endswith(".npz"):
         dataset = FaceDataset.load(data)
+        check_face_settings(dataset.settings.to_dict(), classifier.face_settings, data, classifier.name)
         if label_map:
             from engage.data import parse_label_map
 
@@ -44,6 +45,22 @@ def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str
     return dataset
 
 
+CROP_FIELDS = ("detector", "margin", "square", "border", "align", "size", "color", "normalize")
+
+
+def check_face_settings(data_settings: dict, model_settings: dict, data: str, model: str) -> None:
+    """Faces must be cut as the model was trained: a dataset file made with other crop settings is refused."""
+    from engage.faces import FaceSettings
+
+    if not model_settings:
+        return
+    ours, theirs = FaceSettings.from_dict(data_settings).to_dict(), FaceSettings.from_dict(model_settings).to_dict()
+    differ = [f"{name} {ours[name]!r} (model: {theirs[name]!r})" for name in CROP_FIELDS if ours[name] != theirs[name]]
+    if differ:
+        raise EngageError(f"{data}: its faces were cut otherwise than {model} was trained ({', '.join(differ)}); "
+                          "pre-process the images with the model's settings, or give the images themselves")
+
+
 def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
     """The dataset's labels as indices of the model's classes; labels the model does not know are an error."""
     unknown = sorted(set(dataset.class_names[i] for i in np.unique(dataset.labels[dataset.labels >= 0])) - set(class_names))
@@ -54,14 +71,19 @@ def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
     return np.where(dataset.labels >= 0, index[np.maximum(dataset.labels, 0)], -1)
 
 
-def evaluate_model(model: str, data: str, label_column: str = "label", label_map: str | None = None,
+def evaluate_model(model: str, data: str | list[str], label_column: str = "label", label_map: str | None = None,
                    subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
                    out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir."""
     from engage.evaluate import evaluation_report, save_plots, write_predictions
 
+    from engage.dataset import concatenate
+
     classifier = load_classifier(model)
-    dataset = load_labelled_faces(data, classifier, label_column, label_map, subject_pattern, usages, log)
+    sources = [data] if isinstance(data, str) else list(data)
+    dataset = concatenate([load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
+                           for source in sources], sources)
+    data = ", ".join(sources)
     if split:
         present = sorted(set(dataset.split.tolist()) - {""})
         if split not in present:
@@ -75,13 +97,15 @@ def evaluate_model(model: str, data: str, label_column: str = "label", label_map
     if len(np.unique(labels)) < 2 and len(classifier.class_names) == 2:
         log("warning: the data holds one class only, so AUC and F1 are undefined or misleading")
     proba = classifier.predict_proba(dataset.faces)
+    decision = classifier.decision
     report = evaluation_report(labels, proba, classifier.class_names,
-                               dataset.subjects if dataset.has_subjects else None, n_boot=n_boot)
+                               dataset.subjects if dataset.has_subjects else None, n_boot=n_boot, decision=decision)
     report = {"model": model, "data": data, **report, "plots": []}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_predictions(os.path.join(out_dir, "predictions.csv"), dataset.paths, dataset.subjects, labels, proba,
-                          classifier.class_names)
-        report["plots"] = save_plots(out_dir, labels, proba, classifier.class_names, title=os.path.basename(model))
+                          classifier.class_names, decision)
+        report["plots"] = save_plots(out_dir, labels, proba, classifier.class_names, title=os.path.basename(model),
+                                     decision=decision)
         atomic_write(os.path.join(out_dir, "metrics.json"), lambda tmp: open(tmp, "w").write(json.dumps(report, indent=1)))
     return report

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from skimage.feature import hog
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import SVC
@@ -25,9 +26,13 @@ GAMMA_GRID = (0.3, 1.0, 3.0)  # times 1 / n_features (scikit-learn's 'scale' on 
 
 
 def hog_features(faces: np.ndarray) -> np.ndarray:
-    """(N, 48, 48) uint8 faces to (N, 900) HOG descriptors."""
+    """(N, 48, 48) uint8 faces (RGB faces are made gray first) to (N, 900) HOG descriptors."""
+    from engage.faces import to_gray
+
     faces = np.asarray(faces)
-    return np.stack([hog(face, **HOG_PARAMS) for face in faces]).astype(np.float32) if len(faces) else np.zeros((0, 900), np.float32)
+    if not len(faces):
+        return np.zeros((0, 900), np.float32)
+    return np.stack([hog(to_gray(face) if face.ndim == 3 else face, **HOG_PARAMS) for face in faces]).astype(np.float32)
 
 
 @dataclass
@@ -52,6 +57,8 @@ class HogSvm:
     C: float | None = None  # None: chosen on the validation data from C_GRID
     gamma: float | None = None  # None: chosen from GAMMA_GRID / n_features
     seed: int = 0
+    class_weight: str | None = "balanced"  # weigh classes by inverse frequency, as the networks' loss does
+    select: str = "auc"  # what picks C and gamma on the validation faces: 'auc' (binary) or 'balanced_accuracy'
     class_names: list[str] = field(default_factory=list)
     mean_: np.ndarray | None = None
     scale_: np.ndarray | None = None
@@ -61,8 +68,11 @@ class HogSvm:
     def _standardise(self, features: np.ndarray) -> np.ndarray:
         return (features - self.mean_) / self.scale_
 
+    def _svc(self, C: float, gamma: float) -> SVC:
+        return SVC(C=C, gamma=gamma, kernel="rbf", class_weight=self.class_weight)
+
     def _fit_binary(self, features: np.ndarray, positive: np.ndarray, C: float, gamma: float) -> BinarySvm:
-        svc = SVC(C=C, gamma=gamma, kernel="rbf")
+        svc = self._svc(C, gamma)
         folds = StratifiedKFold(3, shuffle=True, random_state=self.seed)
         out_of_fold = cross_val_predict(svc, features, positive, cv=folds, method="decision_function")
         platt = LogisticRegression(C=1e4).fit(out_of_fold[:, None], positive)
@@ -76,7 +86,8 @@ class HogSvm:
 
     def fit(self, faces: np.ndarray, labels: np.ndarray, class_names: list[str],
             val_faces: np.ndarray | None = None, val_labels: np.ndarray | None = None) -> "HogSvm":
-        """Learn from (N, 48, 48) faces; C and gamma are chosen by validation accuracy when not given."""
+        """Learn from (N, 48, 48) faces; C and gamma, when not given, are chosen on the validation faces by ROC AUC
+        (binary tasks) or balanced accuracy, as the networks' best epoch is."""
         labels = np.asarray(labels)
         if len(np.unique(labels)) < 2:
             raise EngageError("HOG+SVM needs at least two classes in the training data")
@@ -92,13 +103,21 @@ class HogSvm:
             if val_faces is None or len(val_faces) == 0:
                 raise EngageError("HOG+SVM chooses C and gamma on validation faces: give validation data or fix C and gamma")
             val_features = self._standardise(hog_features(val_faces))
+            val_labels = np.asarray(val_labels)
+            metric = self.select if len(self.class_names) == 2 else "balanced_accuracy"
+            if metric == "auc" and len(np.unique(val_labels)) < 2:
+                raise EngageError("HOG+SVM: the validation faces hold one class only, so AUC cannot choose C and gamma")
             scores = {}
             for C in c_grid:
                 for gamma in g_grid:
-                    svc = SVC(C=C, gamma=gamma).fit(features, labels)
-                    scores[(C, gamma)] = float((svc.predict(val_features) == np.asarray(val_labels)).mean())
+                    svc = self._svc(C, gamma).fit(features, labels)
+                    if metric == "auc":
+                        scores[(C, gamma)] = float(roc_auc_score(val_labels == 1, svc.decision_function(val_features)))
+                    else:
+                        scores[(C, gamma)] = float(balanced_accuracy_score(val_labels, svc.predict(val_features)))
             (self.C, self.gamma), best = max(scores.items(), key=lambda item: item[1])
-            self.selection_ = {"val_accuracy": best, "grid": {f"C={c:g},gamma={g:.3g}": s for (c, g), s in scores.items()}}
+            self.selection_ = {"metric": metric, f"val_{metric}": best,
+                               "grid": {f"C={c:g},gamma={g:.3g}": s for (c, g), s in scores.items()}}
         else:
             self.C, self.gamma = c_grid[0], g_grid[0]
         self.svms_ = self._fit_all(features, labels, self.C, self.gamma)
@@ -129,7 +148,7 @@ class HogSvm:
 
     def config(self) -> dict:
         return {"model": "hog-svm", "num_classes": len(self.class_names), "class_names": self.class_names,
-                "C": self.C, "gamma": self.gamma, "hog": {k: list(v) if isinstance(v, tuple) else v for k, v in HOG_PARAMS.items()},
+                "C": self.C, "gamma": self.gamma, "class_weight": self.class_weight, "hog": {k: list(v) if isinstance(v, tuple) else v for k, v in HOG_PARAMS.items()},
                 "selection": self.selection_}
 
     @classmethod

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engage.decision import Decision, calibrate
 from engage.errors import EngageError, UsageError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
@@ -31,6 +32,15 @@ class ModelInfo:
     def normalize(self) -> str:
         return self.face_settings.get("normalize", "standard")
 
+    @property
+    def decision(self) -> Decision:
+        """The model's positive class and threshold (engage.decision): one definition for every command."""
+        return Decision.of(self.config)
+
+    def calibrated(self, proba: np.ndarray) -> np.ndarray:
+        """The network's probabilities after the calibration its file records (none: unchanged)."""
+        return calibrate(proba, self.config.get("calibration"))
+
 
 @dataclass
 class FaceClassifier(ModelInfo):
@@ -44,11 +54,11 @@ class FaceClassifier(ModelInfo):
     def predict_proba(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
         if self.svm is not None:
-            return self.svm.predict_proba(faces).astype(np.float32)
+            return self.calibrated(self.svm.predict_proba(faces).astype(np.float32))
         from engage.models import faces_to_tensor, predict_proba
 
         inputs = faces_to_tensor(faces, self.normalize)
-        return predict_proba(self.network, inputs, batch_size=batch_size).numpy()
+        return self.calibrated(predict_proba(self.network, inputs, batch_size=batch_size).numpy())
 
     def set_views(self, views: str) -> "FaceClassifier":
         """Test-time views: 'model' (as the model file records; the shipped fer: 16), 'flip' (the face and its

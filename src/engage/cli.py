@@ -55,7 +55,13 @@ Examples:
               help="When no face is found: skip the image, or use the whole image.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Detector confidence threshold; default: the detector's own.")
 @click.option("--margin", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Grow each face box by this fraction on every side.")
-@click.option("--square/--no-square", default=True, show_default=True, help="Square the face box before resizing to 48x48.")
+@click.option("--square/--no-square", default=True, show_default=True, help="Square the face box before resizing.")
+@click.option("--border", type=click.Choice(["clip", "pad"]), default="clip", show_default=True,
+              help="A grown box at the image edge: 'clip' moves and shrinks it to fit, 'pad' keeps it and repeats the edge pixels.")
+@click.option("--align", is_flag=True, help="Turn each face upright on its eyes (the detector's landmarks).")
+@click.option("--size", type=click.IntRange(16, 256), default=48, show_default=True, help="Side of the face crop in pixels (a multiple of 16).")
+@click.option("--color", is_flag=True, help="Keep colour (RGB) instead of one gray channel.")
+@click.option("--corpus", default=None, help="Name of this data set, for training on several (default: the --out file's name).")
 @click.option("--normalize", type=click.Choice(["standard", "paper"]), default="standard", show_default=True,
               help="Normalisation recorded for training: per-channel 'standard', or the paper's per-image 'paper' (mean 0, norm 100).")
 @click.option("--label-column", default="label", show_default=True, help="Manifest column holding the label ('none': unlabelled).")
@@ -73,10 +79,10 @@ Examples:
 @click.option("--workers", type=click.IntRange(0), default=0, help="Worker processes (0: one per core).")
 @click.option("--force", is_flag=True, help="Ignore the cache held in an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confidence, margin, square, normalize,
-               label_column, label_map, subject_pattern, usage, split, val_fraction, folds, seed, save_crops,
+def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confidence, margin, square, border, align, size,
+               color, corpus, normalize, label_column, label_map, subject_pattern, usage, split, val_fraction, folds, seed, save_crops,
                strict, workers, force, as_json) -> None:
-    """Detect, crop and normalise the faces of SRC into one 48x48 dataset file (.npz).
+    """Detect, crop and normalise the faces of SRC into one dataset file (.npz; 48x48 gray by default).
 
     SRC is an image folder (one sub-folder per class, or a flat folder), a manifest CSV
     (path,label[,subject]) or the original fer2013.csv. Re-running on the same input reuses the results.
@@ -87,7 +93,8 @@ def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confiden
         raise UsageError("give either SRC (a folder or CSV) or --sample")
     options = PreprocessOptions(
         detector=None if no_detect else detector, no_face=no_face, min_confidence=min_confidence,
-        margin=margin, square=square, normalize=normalize,
+        margin=margin, square=square, border=border, align=align, size=size, color=color, corpus=corpus,
+        normalize=normalize,
         label_column=None if label_column.lower() == "none" else label_column, label_map=label_map,
         subject_pattern=subject_pattern, usages=list(usage) or None, split=split, val_fraction=val_fraction,
         folds=folds, seed=seed, strict=strict, workers=workers or None, force=force,
@@ -119,14 +126,25 @@ Examples:
   engage train fer --data fer_train.npz --val fer_val.npz --model compact --out runs/fer
   engage train engagement --init runs/fer/best.safetensors --data wacv.npz --split subject --out runs/er
   engage train engagement --model vgg --recipe paper --data wacv.npz --out runs/vgg-scratch
+  engage train engagement --init fer --data wacv.npz --data daisee.npz --balance corpus,subject \
+      --cv 5 --out runs/engagement          # choose epochs, calibration and threshold by CV; train on all
   engage train resume --out runs/fer          # continue a killed run where it stopped
 """
 
 
 @app.command(epilog=TRAIN_EXAMPLES)
 @click.argument("task", type=click.Choice(["fer", "engagement", "resume"]))
-@click.option("--data", default=None, help="Training dataset (.npz from 'engage preprocess').")
-@click.option("--val", default=None, help="Validation dataset (.npz); else a split of --data (see --split).")
+@click.option("--data", multiple=True, help="Training dataset (.npz from 'engage preprocess'); repeat it to train on several.")
+@click.option("--val", multiple=True, help="Validation dataset (.npz); else a split of --data (see --split).")
+@click.option("--cv", "cv_folds", type=click.IntRange(2), default=None,
+              help="Cross-validate by subject (K folds in every data set), choose the epochs, calibration and threshold "
+                   "from the out-of-fold predictions, then train on every subject: RUN/model.safetensors, RUN/crossval.json.")
+@click.option("--final/--no-final", default=True, show_default=True,
+              help="With --cv: also train the model on every subject (--no-final: only measure the recipe).")
+@click.option("--balance", type=click.Choice(["none", "subject", "corpus", "corpus,subject"]), default=None,
+              help="Draw training faces so that every data set (corpus) and/or every subject weighs the same.")
+@click.option("--epoch-size", type=click.IntRange(0), default=None, help="Faces drawn per epoch (default: as many as there are).")
+@click.option("--freeze", type=click.IntRange(0, 4), default=None, help="Keep the first N conv blocks of --init fixed.")
 @click.option("--out", "-o", "run_dir", required=True, help="Run folder: checkpoints, best model, history.")
 @click.option("--model", default=None, type=click.Choice(["compact", "vgg", "cnn"]), help="Network (default: compact, or --init's).")
 @click.option("--width", type=int, default=None, help="Channel width of the compact network (default 32).")
@@ -143,7 +161,8 @@ Examples:
 @click.option("--schedule", type=click.Choice(["step", "cosine", "onecycle"]), default=None)
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None)
 @click.option("--class-weights/--no-class-weights", default=None, help="Weight the loss by inverse class frequency.")
-@click.option("--select", type=click.Choice(["accuracy", "macro_f1", "auc"]), default=None, help="Metric that picks the best epoch.")
+@click.option("--select", type=click.Choice(["accuracy", "balanced_accuracy", "macro_f1", "auc"]), default=None,
+              help="Metric that picks the best epoch.")
 @click.option("--shift", "pad", type=click.IntRange(0), default=None, help="Augmentation: random shift up to this many px (default 4).")
 @click.option("--rotate", type=click.FloatRange(0), default=None, help="Augmentation: random rotation up to this many degrees (default 16).")
 @click.option("--scale", type=click.FloatRange(0, 1, max_open=True), default=None,
@@ -156,9 +175,9 @@ Examples:
               help="auto (default: a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N; with resume: the run's own.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
-def train(task, data, val, run_dir, model, width, init, recipe, split, val_fraction, epochs, batch_size, lr,
-          optimizer, schedule, label_smoothing, class_weights, select, pad, rotate, scale, erase, bf16, device, seed,
-          threads) -> None:
+def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir, model, width, init, recipe, split,
+          val_fraction, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weights, select, pad, rotate,
+          scale, erase, bf16, device, seed, threads) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
 
     Writes RUN/best.safetensors (best epoch by validation score), RUN/last.safetensors (resumable),
@@ -185,14 +204,25 @@ def train(task, data, val, run_dir, model, width, init, recipe, split, val_fract
         overrides.update({k: v for k, v in dict(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
             label_smoothing=label_smoothing, class_weights=class_weights, select=select, pad=pad, rotate=rotate,
-            scale=scale, erase=erase).items() if v is not None})
+            scale=scale, erase=erase, balance=balance, epoch_size=epoch_size, freeze=freeze).items() if v is not None})
         if recipe == "paper":  # the paper's recipe wins over the task's defaults unless the user said otherwise
             for key in ("epochs", "lr"):
                 if locals()[key] is None:
                     overrides.pop(key, None)
+        data_files = list(data) if len(data) > 1 else (data[0] if data else None)
+        val_files = list(val) if len(val) > 1 else (val[0] if val else None)
         config = TrainConfig.from_recipe(
-            recipe, task=task, model=model or "compact", model_args=model_args, init=init, data=data, val=val,
-            split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, device=device, **overrides)
+            recipe, task=task, model=model or "compact", model_args=model_args, init=init, data=data_files,
+            val=val_files, split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, device=device,
+            **overrides)
+        if cv_folds:
+            from engage.crossval import cross_validate, format_report
+
+            if not data or val:
+                raise UsageError("--cv needs --data (one or more files) and no --val: every subject is held out once")
+            report = cross_validate(config, list(data), cv_folds, run_dir, log=log, final=final)
+            click.echo(format_report(report))
+            return
         result = run_training(config, run_dir, log=log)
     best = ", ".join(f"{k} {v}" for k, v in result.best_metrics.items() if k.startswith("val_"))
     click.echo(f"best epoch {result.best_metrics.get('epoch')}: {best}; model: {os.path.join(result.run_dir, 'best.safetensors')}")
@@ -223,7 +253,8 @@ Examples:
 
 @app.command(epilog=EVALUATE_EXAMPLES)
 @click.option("--model", "model_name", required=True, help="A shipped model name or a model file (.safetensors).")
-@click.option("--data", required=True, help="A dataset (.npz), image folder, manifest CSV or fer2013.csv.")
+@click.option("--data", required=True, multiple=True,
+              help="A dataset (.npz), image folder, manifest CSV or fer2013.csv; repeat it to score several together.")
 @dataset_options
 @click.option("--split", "split_name", default=None, help="Score only the faces of this split of a .npz (e.g. val).")
 @click.option("--out", "out_dir", default=None, help="Folder for metrics.json, predictions.csv and the plots.")
@@ -234,6 +265,7 @@ def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, 
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
     from engage.api import evaluate_model
 
+    data = list(data) if len(data) > 1 else data[0]
     result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
                             subject_pattern=subject_pattern, usages=list(usage) or None, split=split_name,
                             out_dir=out_dir, n_boot=bootstrap, log=lambda line: click.echo(line, err=True))
@@ -241,13 +273,16 @@ def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, 
         click.echo(json.dumps(result, indent=1))
         return
     ci = result.get("ci95", {})
-    lines = [f"{result['model']} on {data}: {result['n']:,} faces"]
-    for metric in ("accuracy", "f1", "macro_f1", "auc"):
+    lines = [f"{result['model']} on {result['data']}: {result['n']:,} faces"]
+    if "decision" in result:
+        decision = result["decision"]
+        lines.append(f"  decided: {decision['positive_class']} when p >= {decision['threshold']:.3f} ({decision['rule']})")
+    for metric in ("accuracy", "balanced_accuracy", "f1", "macro_f1", "auc"):
         if metric in result:
             low, high = ci.get(metric, [float("nan")] * 2)
-            lines.append(f"  {metric:9s} {100 * result[metric]:6.2f}%  (95% CI {100 * low:.2f}-{100 * high:.2f})")
-    lines.append("  recall    " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["per_class_recall"].items()))
-    lines.append(f"  ECE       {result['ece']:.3f}")
+            lines.append(f"  {metric:17s} {100 * result[metric]:6.2f}%  (95% CI {100 * low:.2f}-{100 * high:.2f})")
+    lines.append("  recall            " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["per_class_recall"].items()))
+    lines.append(f"  ECE               {result['ece']:.3f}")
     if out_dir:
         lines.append(f"  written to {out_dir}/: metrics.json, predictions.csv, {', '.join(os.path.basename(p) for p in result['plots'])}")
     click.echo("\n".join(lines))

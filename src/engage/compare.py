@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -63,9 +63,28 @@ def _parse_args(name: str, text: str) -> dict:
     return args
 
 
-def fold_cache(out_dir: str, fold: int, label: str) -> str:
-    """Where one model's test-fold probabilities are kept (a rerun reuses them)."""
-    return os.path.join(out_dir, f"fold{fold}-{label.replace(' ', '_').replace('(', '').replace(')', '')}.npy")
+def fold_key(spec: ModelSpec, overrides: dict, seed: int, val_fraction: float, data_hash: str, fold: int,
+             test_index: np.ndarray) -> str:
+    """Everything that changes one model's predictions on one fold: the model (and the bytes of the model it
+    starts from), the recipe and options, the seed, the data, and which faces are held out."""
+    import hashlib
+
+    from engage import __version__
+    from engage.checkpoint import sha256_of
+
+    init = sha256_of(spec.init) if spec.init else None
+    # HOG+SVM takes no training recipe; thread counts change no result
+    recipe = {} if spec.kind == "hog-svm" else {k: v for k, v in overrides.items() if k != "threads"}
+    identity = [spec.label, spec.kind, spec.model, spec.model_args, init, recipe, seed, val_fraction, data_hash, fold,
+                hashlib.sha256(np.ascontiguousarray(test_index).tobytes()).hexdigest(), __version__]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fold_cache(out_dir: str, fold: int, label: str, key: str) -> str:
+    """Where one model's held-out and validation probabilities on one fold are kept: the file name holds the
+    fold's key, so a result of another model, recipe, option, data or fold is never reused."""
+    name = label.replace(" ", "_").replace("(", "").replace(")", "")
+    return os.path.join(out_dir, f"fold{fold}-{name}-{key}.npz")
 
 
 def fold_assignment(dataset: FaceDataset, folds: int, seed: int) -> np.ndarray:
@@ -80,12 +99,13 @@ def fold_assignment(dataset: FaceDataset, folds: int, seed: int) -> np.ndarray:
 
 
 def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test: FaceDataset, run_dir: str,
-                 train_overrides: dict, seed: int, log: Callable[[str], None]) -> np.ndarray:
+                 train_overrides: dict, seed: int, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one model on one fold; its probabilities on the held-out faces and on the validation faces."""
     if spec.kind == "hog-svm":
         from engage.baselines import HogSvm
 
         model = HogSvm(seed=seed).fit(train_set.faces, train_set.labels, train_set.class_names, val.faces, val.labels)
-        return model.predict_proba(test.faces)
+        return model.predict_proba(test.faces), model.predict_proba(val.faces)
     from engage.models import faces_to_tensor, predict_proba
     from engage.train import TrainConfig, task_defaults, train
 
@@ -103,38 +123,83 @@ def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test
         config.model_args = meta.get("config", meta).get("model_args", {})
     elif spec.model_args:
         config.model_args = dict(spec.model_args)
-    result = train(config, train_set, val, run_dir, log=lambda line: None)
+    resume = os.path.exists(os.path.join(run_dir, "last.safetensors"))  # an interrupted fold continues
+    if resume:
+        log(f"    continuing the interrupted run in {run_dir}")
+    result = train(config, train_set, val, run_dir, resume=resume, log=lambda line: None)
     log(f"    best epoch {result.best_metrics.get('epoch')}: val auc {result.best_metrics.get('val_auc')}")
-    return predict_proba(result.model, faces_to_tensor(test.faces, train_set.settings.normalize)).numpy()
+    normalize = train_set.settings.normalize
+    return (predict_proba(result.model, faces_to_tensor(test.faces, normalize)).numpy(),
+            predict_proba(result.model, faces_to_tensor(val.faces, normalize)).numpy())
 
 
 def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, folds: int = 5, seed: int = 0,
                    val_fraction: float = 0.2, train_overrides: dict | None = None,
                    log: Callable[[str], None] = print) -> dict:
-    """Train and test every model on the same subject folds; out-of-fold predictions are cached in out_dir."""
+    """Train and test every model on the same subject folds. Each model's threshold on each fold is chosen on
+    that fold's validation faces by the shipped rule (best balanced accuracy), so accuracy and F1 are read at an
+    operating point chosen without the held-out students. Fold results are cached in out_dir under a key of
+    everything that changes them; an interrupted fold continues its training."""
+    from engage.crossval import data_fingerprint
+    from engage.decision import Decision, best_threshold
     from engage.splits import subject_split
 
     if len(dataset.class_names) != 2:
         raise UsageError("engage compare reproduces the paper's binary task; pre-process with a two-class --label-map")
     os.makedirs(out_dir, exist_ok=True)
+    decision = Decision.for_classes(dataset.class_names)
+    positive = decision.positive_index
     fold_of = fold_assignment(dataset, folds, seed)
+    data_hash = data_fingerprint(dataset)
+    overrides = dict(train_overrides or {})
     oof = {spec.label: np.full((len(dataset), 2), np.nan, np.float32) for spec in specs}
+    predicted = {spec.label: np.zeros(len(dataset), np.int64) for spec in specs}
+    thresholds = {spec.label: [] for spec in specs}
     for fold in range(folds):
         test_mask = fold_of == fold
         rest = dataset.subset(~test_mask)
         inner = subject_split(rest.subjects, val_fraction, seed + fold)
         train_set, val, test = rest.subset(inner == "train"), rest.subset(inner == "val"), dataset.subset(test_mask)
         for spec in specs:
-            cache = fold_cache(out_dir, fold, spec.label)
+            key = fold_key(spec, overrides, seed, val_fraction, data_hash, fold, np.flatnonzero(test_mask))
+            cache = fold_cache(out_dir, fold, spec.label, key)
             if os.path.exists(cache):
-                proba = np.load(cache)
+                with np.load(cache) as stored:
+                    proba, val_proba = stored["test"], stored["val"]
             else:
                 log(f"fold {fold + 1}/{folds}: {spec.label} on {len(train_set)} train / {len(val)} val / {len(test)} test faces")
-                run_dir = cache[:-4]
-                proba = _fit_predict(spec, train_set, val, test, run_dir, dict(train_overrides or {}), seed, log)
-                atomic_write(cache, lambda tmp, p=proba: np.save(open(tmp, "wb"), p))
+                proba, val_proba = _fit_predict(spec, train_set, val, test, cache[:-4], overrides, seed, log)
+
+                def write(tmp: str, test_p=proba, val_p=val_proba) -> None:
+                    with open(tmp, "wb") as handle:
+                        np.savez(handle, test=test_p, val=val_p)
+
+                atomic_write(cache, write)
+            threshold = best_threshold([(val.labels == positive).astype(int)], [val_proba[:, positive]])
+            thresholds[spec.label].append(threshold)
             oof[spec.label][test_mask] = proba
-    return summarise(dataset, fold_of, oof, folds, seed)
+            predicted[spec.label][test_mask] = replace(decision, threshold=threshold).predict(proba)
+    result = summarise(dataset, fold_of, oof, folds, seed, predicted, decision)
+    for label, values in thresholds.items():
+        result["models"][label]["thresholds"] = values
+
+    def write_oof(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, labels=dataset.labels, subjects=dataset.subjects, fold=fold_of,
+                                labels_order=np.array([spec.label for spec in specs]),
+                                **{f"proba_{i}": oof[spec.label] for i, spec in enumerate(specs)},
+                                **{f"predicted_{i}": predicted[spec.label] for i, spec in enumerate(specs)})
+
+    atomic_write(os.path.join(out_dir, "oof.npz"), write_oof)
+    return result
+
+
+def load_oof(out_dir: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """(probabilities, decided labels, fold) per model label from a comparison's oof.npz."""
+    with np.load(os.path.join(out_dir, "oof.npz")) as stored:
+        labels = [str(label) for label in stored["labels_order"]]
+        return ({label: stored[f"proba_{i}"] for i, label in enumerate(labels)},
+                {label: stored[f"predicted_{i}"] for i, label in enumerate(labels)}, stored["fold"])
 
 
 def _mean_ci(values: list[float]) -> list[float]:
@@ -148,13 +213,20 @@ def _mean_ci(values: list[float]) -> list[float]:
 
 
 def paired_test(dataset: FaceDataset, fold_of: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str,
-                folds: int, n_boot: int = 2000, seed: int = 0) -> dict:
-    """A minus B on the same faces: paired t-test over folds and a paired bootstrap over subjects."""
+                folds: int, n_boot: int = 2000, seed: int = 0, predicted_a: np.ndarray | None = None,
+                predicted_b: np.ndarray | None = None, decision=None) -> dict:
+    """A minus B on the same faces: paired t-test over folds and a paired bootstrap over subjects.
+    predicted_*: each model's decided labels (at its per-fold thresholds); default: decided at 0.5."""
     from scipy import stats
 
     labels = dataset.labels
-    per_fold_a = [basic_metrics(labels[fold_of == f], a[fold_of == f])[metric] for f in range(folds)]
-    per_fold_b = [basic_metrics(labels[fold_of == f], b[fold_of == f])[metric] for f in range(folds)]
+
+    def on(index, proba, chosen, fast=False):
+        measure = fast_metrics if fast else basic_metrics
+        return measure(labels[index], proba[index], decision, None if chosen is None else chosen[index])[metric]
+
+    per_fold_a = [on(fold_of == f, a, predicted_a) for f in range(folds)]
+    per_fold_b = [on(fold_of == f, b, predicted_b) for f in range(folds)]
     t_result = stats.ttest_rel(per_fold_a, per_fold_b)
     rng = np.random.default_rng(seed)
     unique, inverse = np.unique(dataset.subjects, return_inverse=True)
@@ -164,43 +236,53 @@ def paired_test(dataset: FaceDataset, fold_of: np.ndarray, a: np.ndarray, b: np.
         index = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
         if len(np.unique(labels[index])) < 2:
             continue
-        differences.append(fast_metrics(labels[index], a[index])[metric] - fast_metrics(labels[index], b[index])[metric])
+        differences.append(on(index, a, predicted_a, True) - on(index, b, predicted_b, True))
     differences = np.asarray(differences)
     p_boot = float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
-    observed = basic_metrics(labels, a)[metric] - basic_metrics(labels, b)[metric]
+    everyone = np.arange(len(labels))
+    observed = on(everyone, a, predicted_a) - on(everyone, b, predicted_b)
     return {"metric": metric, "difference": float(observed),
             "difference_ci95": [float(np.quantile(differences, 0.025)), float(np.quantile(differences, 0.975))],
             "p_bootstrap_subjects": p_boot, "p_paired_t_folds": float(t_result.pvalue),
             "per_fold_a": per_fold_a, "per_fold_b": per_fold_b}
 
 
-def summarise(dataset: FaceDataset, fold_of: np.ndarray, oof: dict[str, np.ndarray], folds: int, seed: int) -> dict:
+def summarise(dataset: FaceDataset, fold_of: np.ndarray, oof: dict[str, np.ndarray], folds: int, seed: int,
+              predicted: dict[str, np.ndarray] | None = None, decision=None) -> dict:
     rows = {}
+    predicted = predicted or {}
+    labels = dataset.labels
     for label, proba in oof.items():
-        per_fold = [basic_metrics(dataset.labels[fold_of == f], proba[fold_of == f]) for f in range(folds)]
+        chosen = predicted.get(label)
+        per_fold = [basic_metrics(labels[fold_of == f], proba[fold_of == f], decision,
+                                  None if chosen is None else chosen[fold_of == f]) for f in range(folds)]
         row = {}
-        for metric in ("accuracy", "f1", "auc", "macro_f1"):
+        for metric in ("accuracy", "balanced_accuracy", "f1", "auc", "macro_f1"):
             values = [m[metric] for m in per_fold]
             row[metric] = {"mean": float(np.mean(values)), "ci95": _mean_ci(values), "per_fold": values}
-        pooled = basic_metrics(dataset.labels, proba)
-        row["pooled"] = pooled
-        row["pooled_ci95"] = bootstrap_ci(dataset.labels, proba, dataset.subjects, 1000, seed)
+        row["pooled"] = basic_metrics(labels, proba, decision, chosen)
+        row["pooled_ci95"] = bootstrap_ci(labels, proba, dataset.subjects, 1000, seed, decision=decision, predicted=chosen)
         rows[label] = row
     ranked = sorted(rows, key=lambda k: rows[k]["auc"]["mean"], reverse=True)
     result = {"n": int(len(dataset)), "subjects": int(len(set(dataset.subjects.tolist()))), "folds": folds,
               "class_names": dataset.class_names, "models": rows, "ranking_by_auc": ranked,
+              "threshold_rule": "per fold, the threshold with the best balanced accuracy on that fold's validation faces",
               "ci_method": "mean over subject folds with a t-interval; pooled: out-of-fold predictions, subject bootstrap"}
+    if decision is not None and decision.binary:
+        result["positive_class"] = decision.positive
     if len(ranked) >= 2:
         best, second = ranked[0], ranked[1]
         result["paired"] = {"a": best, "b": second,
-                            **paired_test(dataset, fold_of, oof[best], oof[second], "auc", folds, seed=seed)}
+                            **paired_test(dataset, fold_of, oof[best], oof[second], "auc", folds, seed=seed,
+                                          decision=decision)}
     return result
 
 
 def format_table(result: dict) -> str:
     """The paper's table: accuracy / F1 / AUC in %, mean over folds with 95% CI."""
     lines = [f"{result['n']} faces, {result['subjects']} subjects, {result['folds']} subject folds "
-             f"(positive class: {result['class_names'][1]})", "",
+             f"(positive class: {result.get('positive_class', result['class_names'][1])}; accuracy and F1 at each fold's "
+             "threshold, chosen on its validation faces)", "",
              f"{'model':22s} {'accuracy %':>22s} {'F1 %':>22s} {'AUC %':>22s}"]
     for label, row in result["models"].items():
         cells = []

@@ -1,6 +1,7 @@
 """ONNX: export a model (network, classes and face settings in one .onnx file) and score faces with onnxruntime.
 
-The exported graph takes (N, 1, 48, 48) float32 faces, exactly what `models.faces_to_tensor` makes, and
+The exported graph takes (N, C, H, W) float32 faces (C = 1, H = W = 48 for the shipped models), exactly what
+`models.faces_to_tensor` makes, and
 returns (N, C) probabilities (the softmax is inside the graph). The model's config (class names, face
 settings, the source's tensor checksum) travels in the file's metadata, so an .onnx file is self-contained.
 """
@@ -42,7 +43,11 @@ def onnx_bytes(network, config: dict) -> bytes:
     options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():  # the TorchScript exporter: ~1 s here, no onnxscript needed (dynamo: ~10 s)
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (torch.zeros(2, 1, 48, 48),), buffer, input_names=["faces"],
+        from engage.faces import FaceSettings
+
+        settings = FaceSettings.from_dict(config.get("face_settings") or {})
+        example = torch.zeros(2, settings.channels, settings.size, settings.size)
+        torch.onnx.export(wrapper, (example,), buffer, input_names=["faces"],
                           output_names=["probabilities"], opset_version=OPSET,
                           dynamic_axes={"faces": {0: "n"}, "probabilities": {0: "n"}}, **options)
     model = onnx.load_from_string(buffer.getvalue())
@@ -92,18 +97,18 @@ class OnnxClassifier(ModelInfo):
         return cls(onnx_bytes(classifier.network, classifier.config), classifier.name, classifier.config, threads)
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        """(N, 1, 48, 48) float32 network inputs to (N, C) probabilities."""
+        """(N, C, H, W) float32 network inputs to (N, C) probabilities."""
         if len(inputs) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
+        """(N, size, size[, 3]) uint8 faces to (N, C) float32 probabilities (calibrated as the model records)."""
         from engage.models import faces_to_tensor
 
         inputs = faces_to_tensor(faces, self.normalize).numpy()
         parts = [self.run(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+        return self.calibrated(np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32))
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -136,7 +141,10 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     onnx_model = OnnxClassifier(data, model, classifier.config)
     if check_faces is None:
         check_faces = sample_faces(classifier.face_settings)
-    random_faces = np.random.default_rng(0).integers(0, 256, (32, 48, 48), dtype=np.uint8)
+    from engage.faces import FaceSettings
+
+    shape = FaceSettings.from_dict(classifier.face_settings).shape
+    random_faces = np.random.default_rng(0).integers(0, 256, (32, *shape), dtype=np.uint8)
     faces = np.concatenate([check_faces.astype(np.uint8), random_faces])
     difference = float(np.abs(classifier.predict_proba(faces) - onnx_model.predict_proba(faces)).max())
     if difference > PARITY_TOLERANCE:

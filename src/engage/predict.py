@@ -5,34 +5,23 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from engage.errors import UsageError
-from engage.faces import (DETECTORS, FaceBox, FaceDetector, FaceSettings, crop_face, expand_box, to_gray,
+from engage.faces import (DETECTORS, FaceBox, FaceDetector, FaceSettings, crop_face, cut_face, face_image, to_gray,
                           whole_image_box)
 from engage.images import as_rgb_image
 from engage.results import FaceResult, FrameResult
 from engage.tracking import EmaSmoother, IouTracker
 from engage.video import VideoSource
 
-DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engaged)
+DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engaged: off task / on task)
 DEFAULT_EXPRESSION_MODEL = "fer"  # the shipped FER model (7 expressions)
-ENGAGED = "engaged"
 BACKENDS = ("torch", "onnx")
 NO_DETECTOR = "none"  # the image is already a face crop
-THRESHOLD = 0.5  # p_engaged at or above it: labelled engaged
 HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size in prediction: half the frame, within these bounds
-
-
-def positive_class(class_names: list[str]) -> str | None:
-    """The class whose probability is reported as p_engaged: 'engaged', else the second of two classes
-    (sorted order, like scikit-learn's positive label); None for a multi-class model without 'engaged'."""
-    if ENGAGED in class_names:
-        return ENGAGED
-    return class_names[1] if len(class_names) == 2 else None
 
 
 def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"):
@@ -94,25 +83,14 @@ def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int 
     return int(min(largest, max(smallest, max(rgb.shape[:2]) // 2)))
 
 
-@dataclass(frozen=True)
-class CropSpec:
-    """How one model wants its faces cut: the part of its recorded face settings that acts on a found box."""
-
-    margin: float
-    square: bool
-    size: int
-
-    @classmethod
-    def of(cls, settings: FaceSettings) -> "CropSpec":
-        return cls(settings.margin, settings.square, settings.size)
-
-
-def crop_faces(gray: np.ndarray, boxes: list[FaceBox], spec: CropSpec) -> np.ndarray:
-    """(N, size, size) uint8 crops of the found boxes, grown and squared as the model was trained
-    (the same functions `engage preprocess` uses)."""
-    height, width = gray.shape[:2]
-    crops = [crop_face(gray, expand_box(box, width, height, spec.margin, spec.square), spec.size) for box in boxes]
-    return np.stack(crops) if crops else np.zeros((0, spec.size, spec.size), np.uint8)
+def crop_faces(rgb: np.ndarray, boxes: list[FaceBox], settings: FaceSettings, whole_image: bool = False,
+               gray: np.ndarray | None = None) -> np.ndarray:
+    """(N, size, size[, 3]) uint8 crops of the found boxes, cut as the model was trained (the same functions
+    `engage preprocess` uses); whole_image: the boxes are whole images (no detector), taken as they are.
+    gray: the frame's gray image when already made (it is made once per frame)."""
+    image = face_image(rgb, settings) if settings.color or gray is None else gray
+    crops = [crop_face(image, box, settings.size) if whole_image else cut_face(image, box, settings) for box in boxes]
+    return np.stack(crops) if crops else np.zeros((0, *settings.shape), np.uint8)
 
 
 class Predictor:
@@ -145,7 +123,8 @@ class Predictor:
         self.model = load_scoring_model(model, backend, threads)
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
-        self.positive_class = positive_class(self.class_names)
+        self.decision = self.model.decision  # positive class and threshold, as the model file records
+        self.positive_class = self.decision.positive
         self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
                                  if expressions else None)
         self.expression_names = self.expression_model.class_names if self.expression_model else None
@@ -183,7 +162,7 @@ class Predictor:
             return self.detector.detect(rgb)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
-        """(N, 48, 48) uint8 faces to (N, C) probabilities of the model's classes."""
+        """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities."""
         with torch_threads(self.threads):
             return np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
 
@@ -191,13 +170,14 @@ class Predictor:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
         (box, probabilities row, expression row or None, crop)."""
         crops, expression_crops, counts = [], [], []
+        whole = self.detector is None
         for rgb, boxes in frames:
             gray = to_gray(rgb)
-            crops.append(crop_faces(gray, boxes, CropSpec.of(self.settings)))
+            crops.append(crop_faces(rgb, boxes, self.settings, whole, gray))
             if self.expression_model is not None:
-                expression_crops.append(crop_faces(gray, boxes, CropSpec.of(self.expression_settings)))
+                expression_crops.append(crop_faces(rgb, boxes, self.expression_settings, whole, gray))
             counts.append(len(boxes))
-        faces = np.concatenate(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+        faces = np.concatenate(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
         proba = self.predict_proba(faces) if len(faces) else np.zeros((0, len(self.class_names)), np.float32)
         expression_proba = None
         if self.expression_model is not None and len(faces):
@@ -215,9 +195,8 @@ class Predictor:
         probabilities = {name: float(p) for name, p in zip(self.class_names, proba)}
         p_raw = probabilities[self.positive_class] if self.positive_class else None
         p_engaged = p_raw if p_smoothed is None else p_smoothed
-        if p_engaged is not None and len(self.class_names) == 2:
-            negative = next(name for name in self.class_names if name != self.positive_class)
-            label = self.positive_class if p_engaged >= THRESHOLD else negative
+        if p_engaged is not None and self.decision.binary:
+            label = self.decision.label(p_engaged)
         else:
             label = self.class_names[int(np.argmax(proba))]
         expressions = None

@@ -28,7 +28,7 @@ class PredictOptions:
     csv_path: str | None = None  # one row per face per frame
     annotate_dir: str | None = None  # annotated images / mp4s and video timelines
     timeline_dir: str | None = None  # video timelines only (no face pixels)
-    crops_dir: str | None = None  # the 48x48 faces that were scored (personal data: only when asked)
+    crops_dir: str | None = None  # the faces that were scored, as the model saw them (personal data: only when asked)
     image_batch: int = 8  # images whose faces go through the network together
 
 
@@ -189,7 +189,7 @@ class _Job:
         for face in frame.faces:
             where = f"_f{frame.frame:06d}" if video else ""
             path = os.path.join(self.options.crops_dir, f"{item.stem}{where}_face{face.face_id}.png")
-            save_image(path, np.repeat(face.face[:, :, None], 3, axis=2))
+            save_image(path, face.face if face.face.ndim == 3 else np.repeat(face.face[:, :, None], 3, axis=2))
 
     def images(self, batch: list[tuple[InputItem, np.ndarray]]) -> None:
         if not batch:
@@ -218,7 +218,7 @@ class _Job:
 
     def video(self, item: InputItem, video: VideoSource) -> None:
         options, predictor = self.options, self.predictor
-        summary = VideoSummary(predictor.positive_class)
+        summary = VideoSummary(predictor.positive_class, threshold=predictor.decision.threshold)
         total = None
         if video.frame_count:
             total = -(-video.frame_count // options.every)

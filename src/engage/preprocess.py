@@ -75,11 +75,13 @@ def _process(task: tuple[int, str, np.ndarray | None]):
     try:
         rgb = to_rgb(pixels) if pixels is not None else read_image(path)
     except ImageReadError as error:
-        return index, "unreadable", None, None, 0.0, error.reason
+        return index, "unreadable", None, None, 0.0, error.reason, None
     crop = extract_face(rgb, _worker_detector, _worker_settings)
     if crop.face is None:
-        return index, crop.source, None, None, 0.0, crop.faces_found
-    return index, crop.source, crop.face.tobytes(), crop.box.as_list(), crop.box.confidence, crop.faces_found
+        return index, crop.source, None, None, 0.0, crop.faces_found, None
+    landmarks = crop.found.landmarks if crop.found is not None else None
+    return (index, crop.source, crop.face.tobytes(), crop.box.as_list(), crop.box.confidence, crop.faces_found,
+            landmarks)
 
 
 def _run_parallel(tasks: list, settings: FaceSettings, workers: int, on_result: Callable) -> None:
@@ -124,6 +126,7 @@ def preprocess(
     strict: bool = False,
     previous: FaceDataset | None = None,
     progress: Callable[[int, int], None] | None = None,
+    corpus: str = "",
 ) -> tuple[FaceDataset, PreprocessReport]:
     """Turn every sample into a 48x48 face (or report why not); reuse results of a previous run when possible."""
     started = time.perf_counter()
@@ -133,7 +136,8 @@ def preprocess(
     fingerprints, cached_rows = _cache_from(previous, settings)
 
     n = len(samples)
-    faces = np.zeros((n, FACE_SIZE, FACE_SIZE), np.uint8)
+    faces = np.zeros((n, *settings.shape), np.uint8)
+    landmarks = np.full((n, 5, 2), np.nan, np.float32)
     boxes = np.full((n, 4), -1, np.int32)
     det_conf = np.zeros(n, np.float32)
     status = np.full(n, "", dtype=object)
@@ -146,6 +150,7 @@ def preprocess(
                 status[index] = "no-face"
             else:
                 faces[index], boxes[index] = previous.faces[row], previous.boxes[row]
+                landmarks[index] = previous.landmarks[row]
                 det_conf[index], status[index] = previous.det_conf[row], previous.face_source[row]
             report.reused += 1
         else:
@@ -157,7 +162,7 @@ def preprocess(
 
     def on_result(result) -> None:
         nonlocal done
-        index, path_taken, face_bytes, box, confidence, error = result
+        index, path_taken, face_bytes, box, confidence, error, points = result
         status[index] = path_taken
         if path_taken == "unreadable":
             if strict:
@@ -166,8 +171,10 @@ def preprocess(
         else:
             report.faces_found[samples[index].path] = error
         if face_bytes is not None:
-            faces[index] = np.frombuffer(face_bytes, np.uint8).reshape(FACE_SIZE, FACE_SIZE)
+            faces[index] = np.frombuffer(face_bytes, np.uint8).reshape(settings.shape)
             boxes[index], det_conf[index] = box, confidence
+            if points:
+                landmarks[index] = points
         done += 1
         if progress and (done % 50 == 0 or done == n):
             progress(done, n)
@@ -185,6 +192,7 @@ def preprocess(
     kept = [samples[i] for i in np.flatnonzero(keep)]
     meta = {
         "settings": settings.to_dict(),
+        "corpus": corpus,
         "root": source.root,
         "source_kind": source.kind,
         "cache": {
@@ -205,7 +213,8 @@ def preprocess(
             paths=np.array([relative_path(s.path, source.root) for s in kept], dtype=str),
             boxes=boxes[keep], det_conf=det_conf[keep], face_source=status[keep].astype(str),
             split=np.array([s.split or "" for s in kept], dtype=str),
-            fold=np.full(len(kept), -1, np.int16), meta=meta,
+            fold=np.full(len(kept), -1, np.int16), meta=meta, landmarks=landmarks[keep],
+            corpus=np.full(len(kept), corpus, dtype=object).astype(str),
         )
     report.seconds = time.perf_counter() - started
     dataset.meta["report"] = report.to_dict()
@@ -222,6 +231,11 @@ class PreprocessOptions:
     margin: float = 0.0
     square: bool = True
     normalize: str = "standard"
+    size: int = FACE_SIZE
+    border: str = "clip"
+    align: bool = False
+    color: bool = False
+    corpus: str | None = None  # the data set's name (default: the output file's name)
     label_column: str | None = "label"
     label_map: str | None = None
     subject_pattern: str | None = None
@@ -237,7 +251,8 @@ class PreprocessOptions:
     def face_settings(self) -> FaceSettings:
         return FaceSettings(
             detector=self.detector, no_face=self.no_face, min_confidence=self.min_confidence, margin=self.margin,
-            square=self.square, normalize=self.normalize,
+            square=self.square, normalize=self.normalize, size=self.size, border=self.border, align=self.align,
+            color=self.color,
         )
 
 
@@ -302,7 +317,7 @@ def _same_content(a: FaceDataset, b: FaceDataset) -> bool:
     return (
         len(a) == len(b) and a.class_names == b.class_names and a.meta.get("settings") == b.meta.get("settings")
         and all(np.array_equal(getattr(a, name), getattr(b, name))
-                for name in ("faces", "labels", "subjects", "paths", "split", "fold"))
+                for name in ("faces", "labels", "subjects", "paths", "split", "fold", "corpus"))
     )
 
 
@@ -326,8 +341,9 @@ def run_preprocess(
             previous = FaceDataset.load(out_path)
         except EngageError:
             raise EngageError(f"{out_path} exists and is not an engage dataset; choose another --out (it was left as is)") from None
+    corpus = options.corpus or os.path.splitext(os.path.basename(out_path))[0]
     dataset, report = preprocess(
-        source, settings, options.workers, options.strict, None if options.force else previous, progress
+        source, settings, options.workers, options.strict, None if options.force else previous, progress, corpus
     )
     if len(dataset) == 0:
         hint = "; if the images are face crops, use --no-face whole-image or --no-detect"
@@ -353,7 +369,7 @@ def write_crops(dataset: FaceDataset, folder: str) -> int:
     os.makedirs(folder, exist_ok=True)
     for face, path in zip(dataset.faces, dataset.paths):
         target = os.path.join(folder, crop_file_name(str(path)))
-        ok, encoded = cv2.imencode(".png", face)
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(face, cv2.COLOR_RGB2BGR) if face.ndim == 3 else face)
         if not ok:
             raise EngageError(f"could not encode the face of {path} as PNG")
         atomic_write(target, lambda tmp, data=encoded: data.tofile(tmp))

@@ -33,7 +33,7 @@ class FaceResult:
     p_engaged: float | None = None
     p_engaged_raw: float | None = None
     expressions: dict[str, float] | None = None
-    face: np.ndarray | None = field(default=None, repr=False, compare=False)  # the 48x48 crop that was scored
+    face: np.ndarray | None = field(default=None, repr=False, compare=False)  # the crop that was scored, as the model saw it
 
     @property
     def det_conf(self) -> float:
@@ -166,8 +166,9 @@ class VideoSummary:
     then every 4th, ... point) as a long video goes on.
     """
 
-    def __init__(self, positive_label: str | None, max_points: int = 4000):
+    def __init__(self, positive_label: str | None, max_points: int = 4000, threshold: float = 0.5):
         self.positive_label = positive_label
+        self.threshold = threshold  # the model's decision threshold (drawn on the timeline)
         self.max_points = max_points
         self.faces: dict[int, FaceSummary] = {}
         self.timeline: dict[int, list[tuple[float, float, float]]] = {}  # face_id -> (time_s, p, p_raw)

@@ -23,6 +23,9 @@ from engage.dataset import FaceDataset, atomic_write
 from engage.errors import EngageError, UsageError
 from engage.models import FaceNet, build_model, count_parameters, faces_to_tensor, predict_proba, transfer_backbone
 
+SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+BALANCE = ("none", "subject", "corpus", "corpus,subject")
+
 RECIPES: dict[str, dict] = {
     # the paper: SGD momentum, lr 0.02 x0.8 every 500 steps, batch 32, 20 epochs, L2, flip / pad-crop / rotation
     "paper": dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="step",
@@ -64,11 +67,15 @@ class TrainConfig:
     channels_last: bool = True
     seed: int = 0
     threads: int = 0  # 0: all cores
-    select: str = "accuracy"  # validation metric that picks best.safetensors: accuracy, macro_f1 or auc
+    select: str = "accuracy"  # validation metric that picks best.safetensors (SELECT_METRICS)
     init: str | None = None  # a model file whose backbone initialises this network (the ER model)
+    freeze: int = 0  # keep the first N conv blocks of the initialised backbone fixed (batch norm included)
+    balance: str = "none"  # draw training faces so that each 'corpus', each 'subject' or both weigh the same
+    epoch_size: int = 0  # faces drawn per epoch (0: as many as there are)
+    stop_after: int = 0  # end the run after this epoch, on the schedule of `epochs` (0: run every epoch)
     save_every_s: float = 300.0  # mid-epoch checkpoints, so a killed run loses at most this much
-    data: str | None = None  # the dataset files, recorded so that `resume` needs no flags
-    val: str | None = None
+    data: str | list[str] | None = None  # the dataset file(s), recorded so that `resume` needs no flags
+    val: str | list[str] | None = None
     split: str = "auto"  # where validation faces come from: 'auto', 'val-file', 'source', 'subject' or 'none'
     val_fraction: float = 0.2
 
@@ -88,8 +95,14 @@ class TrainConfig:
             raise UsageError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine", "onecycle"):
             raise UsageError(f"schedule must be step, cosine or onecycle, got {self.schedule!r}")
-        if self.select not in ("accuracy", "macro_f1", "auc"):
-            raise UsageError(f"select must be accuracy, macro_f1 or auc, got {self.select!r}")
+        if self.select not in SELECT_METRICS:
+            raise UsageError(f"select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
+        if self.balance not in BALANCE:
+            raise UsageError(f"balance must be one of {', '.join(BALANCE)}, got {self.balance!r}")
+        if self.epoch_size < 0 or self.freeze < 0 or not 0 <= self.stop_after <= self.epochs:
+            raise UsageError("epoch size and freeze must be >= 0, and stop-after between 0 and the epochs")
+        if self.freeze and not self.init:
+            raise UsageError("--freeze keeps initialised layers fixed: give --init too")
         if not (0 <= self.scale < 1 and 0 <= self.erase <= 1 and self.pad >= 0 and self.rotate >= 0):
             raise UsageError("augmentation: scale must be in [0, 1), erase in [0, 1], shift and rotate >= 0")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -188,11 +201,63 @@ def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
         raise EngageError(f"the loss became {float(loss_sum)} by step {step}; lower --lr")
 
 
-def validation_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
-    """Accuracy, macro F1, and ROC AUC when binary: what picks the best epoch."""
+def validation_metrics(labels: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro F1, and for a binary task the positive class's F1 and ROC AUC, decided
+    as every command decides (engage.decision: the positive class by name, threshold 0.5 until one is chosen)."""
+    from engage.decision import Decision
     from engage.evaluate import basic_metrics
 
-    return basic_metrics(labels, proba)
+    return basic_metrics(labels, proba, Decision.for_classes(class_names))
+
+
+def check_selection(config: TrainConfig, val: FaceDataset | None) -> None:
+    """Refuse, before any training, a validation set that cannot pick the best epoch by the chosen metric."""
+    if val is None:
+        return
+    present = sorted(set(val.labels.tolist()))
+    if config.select == "auc" and len(val.class_names) != 2:
+        raise EngageError(f"--select auc needs a binary task; these classes are {', '.join(val.class_names)}: "
+                          "use --select accuracy, balanced_accuracy or macro_f1")
+    if len(present) < 2:
+        only = val.class_names[present[0]] if present else "none"
+        raise EngageError(f"the validation faces hold one class only ({only}), so {config.select} cannot pick the best "
+                          "epoch; use a bigger --val-fraction, another --seed or another --val file")
+
+
+def selection_score(row: dict, config: TrainConfig) -> float:
+    """The validation score that picks the best epoch; a missing or non-finite one stops the run loudly."""
+    key = f"val_{config.select}"
+    if key not in row:
+        have = ", ".join(k[4:] for k in row if k.startswith("val_"))
+        raise EngageError(f"--select {config.select}: epoch {row['epoch']} has no validation {config.select} (it has {have})")
+    score = row[key]
+    if not math.isfinite(score):
+        raise EngageError(f"epoch {row['epoch']}: validation {config.select} is {score}; the validation split cannot "
+                          "rank the classes (one class only, or the network gave NaN)")
+    return float(score)
+
+
+def sampling_weights(data: FaceDataset, balance: str) -> np.ndarray:
+    """Each face's chance of being drawn: every corpus and/or every subject (within its corpus) weighs the same."""
+    weights = np.ones(len(data), np.float64)
+    groups = data.corpus if "corpus" in balance else np.full(len(data), "", dtype=str)
+    for group in np.unique(groups):
+        members = groups == group
+        if "subject" in balance:
+            subjects, inverse, counts = np.unique(data.subjects[members], return_inverse=True, return_counts=True)
+            weights[members] = 1.0 / (len(subjects) * counts[inverse])
+        else:
+            weights[members] = 1.0 / members.sum()
+    return weights / weights.sum()
+
+
+def epoch_order(config: TrainConfig, n: int, epoch: int, weights: np.ndarray | None) -> np.ndarray:
+    """The faces of one epoch, a pure function of the seed and epoch (so a resumed run draws the same)."""
+    rng = np.random.default_rng([config.seed, epoch])
+    if weights is None and config.epoch_size in (0, n):
+        return rng.permutation(n)
+    size = config.epoch_size or n
+    return rng.choice(n, size=size, replace=True, p=weights if weights is not None else None)
 
 
 @dataclass
@@ -203,10 +268,38 @@ class TrainResult:
     model: FaceNet
 
 
-def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+def _class_weights(labels: np.ndarray, num_classes: int, sampling: np.ndarray | None = None) -> torch.Tensor:
+    """Inverse class frequency, as the faces are drawn: each class then weighs the same in the loss."""
+    share = np.bincount(labels, weights=sampling, minlength=num_classes).astype(np.float64)
+    share = share / share.sum()
+    weights = 1.0 / (num_classes * np.maximum(share, 1e-12))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def network_args(config: TrainConfig, settings) -> dict:
+    """The network's arguments: the config's, plus the input the faces need (colour, or a size other than 48
+    for the networks with dense layers)."""
+    args = dict(config.model_args)
+    if settings.color:
+        args["in_channels"] = 3
+    if settings.size != 48 and config.model in ("cnn", "vgg"):
+        args["input_size"] = settings.size
+    return args
+
+
+def freeze_blocks(model: FaceNet, count: int) -> list[torch.nn.Module]:
+    """Fix the first `count` conv blocks (up to each pooling layer): no gradients, batch norm kept in eval mode.
+    Returns the frozen modules (put them back in eval mode after every model.train())."""
+    frozen, blocks = [], 0
+    for module in model.features:
+        if blocks >= count:
+            break
+        frozen.append(module)
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        if isinstance(module, torch.nn.MaxPool2d):
+            blocks += 1
+    return frozen
 
 
 def check_training_data(train: FaceDataset, val: FaceDataset | None) -> None:
@@ -245,10 +338,18 @@ def train(
     run_dir: str,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, FaceNet], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) one network; keeps best.safetensors by the validation score after every epoch."""
+    """Train (or resume) one network; keeps best.safetensors by the validation score after every epoch.
+
+    on_epoch(epoch, model) is called after each epoch with the model in eval mode (e.g. to score held-out
+    faces at every epoch, as cross-validation does); it must not change the model."""
     config.validate()
     check_training_data(train_data, val_data)
+    check_selection(config, val_data)
+    if val_data is not None and val_data.settings != train_data.settings:
+        raise EngageError(f"validation faces were pre-processed with {val_data.settings.to_dict()}, training faces with "
+                          f"{train_data.settings.to_dict()}; pre-process both the same way")
     if not resume and os.path.exists(os.path.join(run_dir, "last.safetensors")):
         raise EngageError(f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
                           "or choose another --out (nothing was changed)")
@@ -262,12 +363,16 @@ def train(
     normalize = train_data.settings.normalize
 
     torch.manual_seed(config.seed)
+    config.model_args = network_args(config, train_data.settings)
     model = build_model(config.model, num_classes, **config.model_args)
     inputs = faces_to_tensor(train_data.faces, normalize)
     labels = torch.from_numpy(train_data.labels.astype(np.int64))
+    input_keys = ("in_channels", "input_size")
     if config.init and not resume:
         donor, donor_config = load_model(config.init)
-        if donor_config["model"] != config.model or donor_config.get("model_args", {}) != config.model_args:
+        donor_args = {k: v for k, v in donor_config.get("model_args", {}).items() if k not in input_keys}
+        if donor_config["model"] != config.model or donor_args != {k: v for k, v in config.model_args.items()
+                                                                    if k not in input_keys}:
             raise EngageError(f"--init {config.init} is a {donor_config['model']!r} network; train --model "
                               f"{donor_config['model']} to fine-tune it")
         if donor_config.get("face_settings", {}).get("normalize", normalize) != normalize:
@@ -279,29 +384,34 @@ def train(
         # per-channel standardisation, measured on the training faces and stored in the model
         model.input_mean.fill_(float(inputs.mean()))
         model.input_std.fill_(float(inputs.std().clamp_min(1e-6)))
+    frozen = freeze_blocks(model, config.freeze) if config.freeze else []
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     inputs, labels = inputs.to(device), labels.to(device)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
-    weights = _class_weights(train_data.labels, num_classes) if config.class_weights else None
+    sampling = sampling_weights(train_data, config.balance) if config.balance != "none" else None
+    weights = _class_weights(train_data.labels, num_classes, sampling) if config.class_weights else None
     if weights is not None:
         weights = weights.to(device)
     criterion = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     n = len(train_data)
-    steps_per_epoch = max(1, n // config.batch_size)
+    steps_per_epoch = max(1, (config.epoch_size or n) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    from engage.decision import Decision
+
+    decision = Decision.for_classes(train_data.class_names, rule="default: 0.5 (no threshold chosen yet)")
     meta = model_config(
         config.model, num_classes, train_data.class_names, config.model_args, train_data.meta.get("settings"),
-        task=config.task, train_config=asdict(config),
+        task=config.task, train_config=asdict(config), **({"decision": decision.to_dict()} if decision.binary else {}),
     )
 
     state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": []}
@@ -319,9 +429,12 @@ def train(
     best_model_path = os.path.join(run_dir, "best.safetensors")
     val_inputs = faces_to_tensor(val_data.faces, normalize).to(device) if val_data is not None else None
     last_save = time.monotonic()
-    for epoch in range(state["epoch"], config.epochs):
+    last_epoch = config.stop_after or config.epochs
+    for epoch in range(state["epoch"], last_epoch):
         model.train()
-        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(n)).to(device)
+        for module in frozen:
+            module.eval()
+        order = torch.from_numpy(epoch_order(config, n, epoch, sampling)).to(device)
         started, seen = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=device)  # summed on the device: no wait for the GPU at every step
         for step_in_epoch in range(state["step_in_epoch"], steps_per_epoch):
@@ -354,21 +467,25 @@ def train(
                "train_loss": round(float(loss_sum) / max(seen, 1), 5), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
         if val_data is not None:
             proba = predict_proba(model, val_inputs, batch_size=32 if device.type == "cpu" else 512, bf16=config.bf16).numpy()
-            row.update({f"val_{k}": round(v, 5) for k, v in validation_metrics(val_data.labels, proba).items()})
-            score = row.get(f"val_{config.select}", row["val_accuracy"])
+            metrics = validation_metrics(val_data.labels, proba, train_data.class_names)
+            row.update({f"val_{k}": round(v, 5) if math.isfinite(v) else v for k, v in metrics.items()})
+            score = selection_score(row, config)
         else:
             score = -row["train_loss"]
         improved = state["best"] is None or score > state["best"]
         if improved:
             state.update(best=score, best_epoch=epoch + 1)
             save_model(best_model_path, model, dict(meta, metrics=row, epoch=epoch + 1))
+        if on_epoch is not None:  # before the checkpoint: a run killed in between redoes this epoch, the same way
+            model.eval()
+            on_epoch(epoch + 1, model)
         state["history"].append(row)
         state.update(epoch=epoch + 1, step_in_epoch=0)
         save_checkpoint(last_path, model, optimizer, meta, state)
         last_save = time.monotonic()
         _write_history(run_dir, state["history"])
         shown = ", ".join(f"{k} {v}" for k, v in row.items() if k != "epoch")
-        log(f"epoch {epoch + 1}/{config.epochs}: {shown}{'  (best)' if improved else ''}")
+        log(f"epoch {epoch + 1}/{last_epoch}: {shown}{'  (best)' if improved else ''}")
 
     best_model, _ = load_model(best_model_path)
     best_row = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
@@ -390,15 +507,23 @@ def task_defaults(task: str, init: str | None) -> dict:
 SOURCE_SPLIT_NAMES = {"train": "train", "Training": "train", "val": "val", "validation": "val", "PublicTest": "val"}
 
 
+def load_datasets(paths: str | list[str]) -> FaceDataset:
+    """One dataset file, or several combined (same classes and face settings; see dataset.concatenate)."""
+    from engage.dataset import concatenate
+
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return concatenate([FaceDataset.load(path) for path in paths], paths)
+
+
 def split_datasets(config: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
     """Load the training data and pick its validation faces as the config says; refuse leaking splits."""
     from engage.splits import check_no_leak, subject_split
 
     if not config.data:
         raise UsageError("--data is required: a dataset file made by 'engage preprocess'")
-    data = FaceDataset.load(config.data)
+    data = load_datasets(config.data)
     if config.val:
-        val = FaceDataset.load(config.val)
+        val = load_datasets(config.val)
         if val.class_names != data.class_names:
             raise EngageError(f"{config.val}: classes {val.class_names} differ from {config.data}'s {data.class_names}; "
                               "pre-process both with the same --label-map")

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation import ROWS, SHIPPED_FACES, SHIPPED_ROW, SHIPPED_TRAIN, face_files  # noqa: E402
+from ablation import BASE_FACES, ROWS, SHIPPED_FACES, SHIPPED_ROW, SHIPPED_TRAIN, face_files  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -107,12 +107,13 @@ def prepare(steps: Steps, ablation: str) -> dict[str, str]:
     jobs = {
         "fer_train": f"{SHARED}/fer2013/train --no-detect",
         "fer_val": f"{SHARED}/fer2013/val --no-detect",
+        # the paper's pipeline (detector crops, 48x48 gray) for its table and the 4-level model
         "wacv_paper": f"{SHARED}/engagement/wacv/labels.csv --label-map {PAPER_BINARY} --corpus wacv --folds 5 "
-                      f"{SHIPPED_FACES}",
+                      f"{BASE_FACES}",
         "daisee4_train": f"{SHARED}/engagement/daisee/train/labels.csv --label-column engagement --corpus daisee "
-                         f"{SHIPPED_FACES}",
+                         f"{BASE_FACES}",
         "daisee4_val": f"{SHARED}/engagement/daisee/val/labels.csv --label-column engagement --corpus daisee "
-                       f"{SHIPPED_FACES}",
+                       f"{BASE_FACES}",
     }
     for name, source in jobs.items():
         data[name] = steps.path("data", f"{name}.npz")
@@ -275,7 +276,8 @@ def main() -> int:
         "Plots are in [results/](results/). Percentages; 95% confidence intervals in brackets, from 1000 bootstrap "
         "resamples of whole students unless said otherwise. Machine: 2 CPU cores.")
     add("")
-    add("Data preparation (faces cut as the shipped engagement model cuts them):")
+    add("Data preparation (the on-task files as the shipped engagement model cuts faces; the paper's table and the "
+        "4-level model with the paper's detector crops):")
     add("")
     add("```bash")
     for name in ("fer_train", "fer_val", "wacv", "daisee_train", "daisee_val", "wacv_paper", "daisee4_train",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 import tempfile
@@ -53,8 +54,18 @@ def main() -> int:
     args = parser.parse_args()
     if not args.val and not args.crossval:
         parser.error("give --val (a validation dataset) or --crossval (a cross-validation report)")
+    if args.crossval and (args.test_time_flip or args.test_time_views or args.storage == "int8"):
+        parser.error("--crossval figures, calibration and threshold were measured on one fp32/fp16 view: "
+                     "test-time views or int8 would ship a model they do not describe")
 
     network, config = load_model(args.model)
+    crossval = None
+    if args.crossval:
+        with open(args.crossval) as handle:
+            crossval = json.load(handle)
+        recorded = (config.get("epoch"), (config.get("decision") or {}).get("threshold"), config.get("calibration"))
+        if recorded != (crossval["chosen_epoch"], crossval["threshold"], crossval["calibration"]):
+            parser.error(f"{args.model} is not the model of {args.crossval} (epoch, threshold and calibration differ)")
     if args.test_time_flip:
         config = dict(config, test_time_flip=True)
     if args.test_time_views:
@@ -70,14 +81,11 @@ def main() -> int:
     figures = {key: report[key] for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "f1", "auc", "ece",
                                            "per_class_recall", "confusion_matrix", "ci95", "ci_method", "f1_definition",
                                            "decision") if key in report} if report else {}
-    if args.crossval:
-        import json
-
-        with open(args.crossval) as handle:
-            crossval = json.load(handle)
+    if crossval:
         figures = {"cross_validation": {key: crossval[key] for key in (
             "folds", "method", "epoch_rule", "calibration_rule", "decision_rule", "chosen_epoch", "threshold",
-            "calibration", "cross_fitted", "uncalibrated_at_0.5", "epoch_curve_per_corpus")}, **figures}
+            "calibration", "cross_fitted", "cross_fitted_per_fold", "not_cross_fitted", "uncalibrated_at_0.5",
+            "epoch_curve_per_corpus")}, **figures}
     train_config = config.get("train_config", {})
     card = {
         "name": args.name,
@@ -93,7 +101,7 @@ def main() -> int:
         "calibration": config.get("calibration"),
         "label_mapping": dict(item.split("=", 1) for item in args.mapping),
         "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
-                     "best_epoch": config.get("metrics", {}).get("epoch"), "commands": args.command},
+                     "best_epoch": config.get("epoch", config.get("metrics", {}).get("epoch")), "commands": args.command},
         "validation": {"data": args.validation, **figures,
                        "subjects": sorted((report or {}).get("per_subject", {})),
                        "per_subject": (report or {}).get("per_subject", {})},

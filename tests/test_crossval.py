@@ -119,6 +119,7 @@ def test_a_killed_cross_validation_continues_to_the_same_result(tmp_path, two_co
     resumed = cross_validate(quick(epochs=2), two_corpora, 3, str(tmp_path / "killed"), log=lines.append, final=False,
                              n_boot=50)
     assert any("fold 2/3" in line and "continuing" in line for line in lines)
+    assert any(line.startswith("resumed") and "fold2" in line and "at epoch 2" in line for line in lines)  # not restarted
     assert resumed["cross_fitted"] == straight["cross_fitted"]
     for name in ("fold1", "fold2", "fold3"):
         a = load_model(str(tmp_path / "straight" / name / "last.safetensors"))[0].state_dict()
@@ -158,3 +159,39 @@ def test_a_run_is_known_by_the_bytes_of_its_initial_model_not_its_path(tmp_path)
     assert run_key(quick(init=fer), "data", index, "fold 1/5") != run_key(quick(init=str(moved)), "data", index, "fold 1/5")
     assert run_key(quick(), "data", index, "fold 1/5") != run_key(quick(), "data", index + 1, "fold 1/5")
     assert run_key(quick(), "data", index, "fold 1/5") == run_key(quick(threads=2), "data", index, "fold 1/5")
+
+
+def test_each_folds_choices_ignore_that_fold():
+    """The cross-fitted choices of fold k come from the other folds only: changing fold k's predictions as much as
+    one likes changes nothing of what is chosen for it."""
+    from engage.crossval import _choose
+    from engage.decision import Decision
+
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = (rng.random(n) < 0.8).astype(int)
+    corpus = np.array(["a", "b"] * (n // 2))
+    fold_of = np.arange(n) % 3
+    oof = {}
+    for epoch in (1, 2, 3):
+        p = np.clip(0.5 + (labels - 0.5) * 0.1 * epoch + rng.normal(0, 0.3, n), 0.01, 0.99)
+        oof[epoch] = np.stack([1 - p, p], axis=1)
+    decision = Decision.for_classes(["disengaged", "engaged"])
+    held_out = fold_of == 0
+    before = _choose(labels, oof, corpus, ~held_out, decision, fold_of)
+    for epoch in oof:  # fold 0's predictions scrambled: its own choices must not move
+        oof[epoch][held_out] = oof[epoch][held_out][::-1]
+    after = _choose(labels, oof, corpus, ~held_out, decision, fold_of)
+    assert before["epoch"] == after["epoch"] and before["threshold"] == after["threshold"]
+    assert before["calibration"] == after["calibration"]
+    everyone = _choose(labels, oof, corpus, np.ones(n, bool), decision, fold_of)
+    assert everyone["calibration"] != after["calibration"]  # ... while choices made on every fold do move
+
+
+def test_a_fold_cannot_be_resumed_alone_on_every_face(tmp_path, two_corpora):
+    from engage.errors import EngageError
+    from engage.train import resume_training
+
+    cross_validate(quick(epochs=1), two_corpora, 3, str(tmp_path / "cv"), log=lambda line: None, final=False, n_boot=20)
+    with pytest.raises(EngageError, match="one fold of a cross-validation"):
+        resume_training(str(tmp_path / "cv" / "fold1"), log=lambda line: None)

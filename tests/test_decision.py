@@ -134,3 +134,17 @@ def test_predict_labels_faces_with_the_stored_threshold(thresholded_model, sampl
         assert face.p_engaged == pytest.approx(face.probabilities["engaged"])
         assert face.label == ("engaged" if face.p_engaged >= threshold else "off_task")
     assert {face.label for face in faces} == {"engaged", "off_task"}
+
+
+def test_evaluate_refuses_faces_cut_otherwise_than_the_model_was_trained(tmp_path, thresholded_model):
+    from conftest import run_cli
+
+    path, network, _, faces = thresholded_model
+    dataset = make_dataset(faces, np.arange(len(faces)) % 2, ["engaged", "off_task"])
+    dataset.meta["settings"] = {"detector": "mtcnn", "normalize": "standard", "margin": 0.2}
+    dataset.save(str(tmp_path / "other.npz"))
+    result = run_cli("evaluate", "--model", path, "--data", str(tmp_path / "other.npz"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "cut otherwise" in line
+    assert "detector 'mtcnn' (model: None)" in line and "margin 0.2 (model: 0.0)" in line

@@ -130,3 +130,51 @@ def test_bad_settings_and_models_are_clear_errors(engagement_model):
         Predictor(engagement_model, backend="tensorrt")
     with pytest.raises(EngageError, match="'no-such-model' is neither a file nor a shipped model"):
         Predictor("no-such-model")
+
+
+@pytest.mark.parametrize("options", [
+    ["--margin", "0.3", "--border", "pad", "--align", "--size", "64", "--color"],
+    ["--margin", "0.5", "--size", "32"],
+])
+def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(options, tmp_path, sample_images):
+    """The crop a model was trained on (preprocess) and the crop predict scores are the same pixels, whatever the
+    margin, border, alignment, size or colour."""
+    import torch
+
+    from conftest import run_cli
+    from engage.checkpoint import save_model
+    from engage.dataset import FaceDataset
+    from engage.models import build_model
+    from engage.predict import Predictor
+
+    result = run_cli("preprocess", "--sample", "--out", str(tmp_path / "s.npz"), *options)
+    assert result.returncode == 0, result.stderr
+    dataset = FaceDataset.load(str(tmp_path / "s.npz"))
+    settings = dataset.settings
+    network = build_model("compact", 2, width=8, in_channels=settings.channels)
+    save_model(str(tmp_path / "m.safetensors"), network,
+               {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
+                "model_args": {"width": 8, "in_channels": settings.channels}, "face_settings": settings.to_dict()})
+    predictor = Predictor(str(tmp_path / "m.safetensors"), smoothing_s=0)
+    for path, face in zip(dataset.paths, dataset.faces):
+        name = str(path).split("#")[-1].split("/")[-1]
+        scored = predictor.predict(sample_images[name])[0].face  # the biggest face, as preprocess keeps
+        assert scored.shape == settings.shape
+        assert np.array_equal(scored, face), name
+
+
+def test_an_aligned_model_refuses_a_detector_without_reliable_landmarks(tmp_path):
+    from engage.checkpoint import save_model
+    from engage.faces import FaceSettings
+    from engage.models import build_model
+    from engage.predict import Predictor
+
+    settings = FaceSettings(align=True).to_dict()
+    save_model(str(tmp_path / "m.safetensors"), build_model("compact", 2, width=8),
+               {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
+                "model_args": {"width": 8}, "face_settings": settings})
+    for detector in ("yunet", "dlib", "none"):
+        with pytest.raises(UsageError, match="upright on the eye landmarks of mtcnn"):
+            Predictor(str(tmp_path / "m.safetensors"), detector=detector)
+    with pytest.raises(UsageError, match="--align"):
+        FaceSettings(align=True, detector=None)

@@ -62,3 +62,38 @@ def test_an_onnx_file_needs_the_onnx_backend(tmp_path, fast_extra):
     broken = run_cli("predict", "--sample", "--model", str(model), "--backend", "onnx")
     assert broken.returncode == 1 and "not a valid ONNX model" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+
+
+def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_path, sample_images, fast_extra):
+    """A 64x64 colour model with a calibration and a threshold: the .onnx file's own probabilities are the calibrated
+    ones (right outside engage too), and engage's ONNX backend does not calibrate twice."""
+    import onnxruntime
+    import torch
+
+    from engage.checkpoint import save_model
+    from engage.classifiers import load_classifier
+    from engage.export import export_onnx, sample_faces
+    from engage.models import build_model
+
+    torch.manual_seed(0)
+    network = build_model("compact", 2, width=8, in_channels=3)
+    settings = {"detector": "mtcnn", "normalize": "standard", "size": 64, "color": True, "border": "pad", "margin": 0.2}
+    config = {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
+              "model_args": {"width": 8, "in_channels": 3}, "face_settings": settings,
+              "calibration": {"scale": 2.0, "bias": [0.0, -1.5]},
+              "decision": {"positive_class": "engaged", "threshold": 0.3, "rule": "test"}}
+    save_model(str(tmp_path / "colour.safetensors"), network, config)
+    faces = sample_faces(settings)
+    assert faces.shape == (5, 64, 64, 3)
+    report = export_onnx(str(tmp_path / "colour.safetensors"), str(tmp_path / "colour.onnx"))
+    assert report["max_abs_difference"] <= 1e-4
+    classifier = load_classifier(str(tmp_path / "colour.safetensors"))
+    expected = classifier.predict_proba(faces)
+    from engage.models import faces_to_tensor
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "colour.onnx"), providers=["CPUExecutionProvider"])
+    raw = session.run(None, {"faces": faces_to_tensor(faces).numpy()})[0]
+    assert np.abs(raw - expected).max() <= 1e-4  # calibrated inside the file itself
+    from engage.export import OnnxClassifier
+
+    assert np.abs(OnnxClassifier.load(str(tmp_path / "colour.onnx")).predict_proba(faces) - expected).max() <= 1e-4

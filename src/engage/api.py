@@ -39,13 +39,11 @@ def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str
                                 usages=usages)
     source = load_source(data, options)
     settings = FaceSettings.from_dict(classifier.face_settings) if classifier.face_settings else FaceSettings()
-    dataset, report = preprocess(source, settings)
+    name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0]  # the images' data set: their folder or CSV
+    dataset, report = preprocess(source, settings, corpus=name)
     log(f"pre-processed {report.images} images with the model's settings (detector {settings.detector}): "
         f"{report.faces} faces, {report.counts['no-face']} without a face, {report.counts['unreadable']} unreadable")
     return dataset
-
-
-CROP_FIELDS = ("detector", "margin", "square", "border", "align", "size", "color", "normalize")
 
 
 def check_face_settings(data_settings: dict, model_settings: dict, data: str, model: str) -> None:
@@ -54,11 +52,11 @@ def check_face_settings(data_settings: dict, model_settings: dict, data: str, mo
 
     if not model_settings:
         return
-    ours, theirs = FaceSettings.from_dict(data_settings).to_dict(), FaceSettings.from_dict(model_settings).to_dict()
-    differ = [f"{name} {ours[name]!r} (model: {theirs[name]!r})" for name in CROP_FIELDS if ours[name] != theirs[name]]
+    differ = FaceSettings.from_dict(data_settings).crop_differences(FaceSettings.from_dict(model_settings))
     if differ:
-        raise EngageError(f"{data}: its faces were cut otherwise than {model} was trained ({', '.join(differ)}); "
-                          "pre-process the images with the model's settings, or give the images themselves")
+        raise EngageError(f"{data}: its faces were cut otherwise than {model} was trained "
+                          f"({', '.join(differ).replace('(other:', '(model:')}); pre-process the images with the model's "
+                          "settings, or give the images themselves")
 
 
 def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
@@ -75,7 +73,7 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
                    subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
                    out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir."""
-    from engage.evaluate import evaluation_report, save_plots, write_predictions
+    from engage.evaluate import basic_metrics, evaluation_report, save_plots, write_predictions
 
     from engage.dataset import concatenate
 
@@ -101,6 +99,11 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     report = evaluation_report(labels, proba, classifier.class_names,
                                dataset.subjects if dataset.has_subjects else None, n_boot=n_boot, decision=decision)
     report = {"model": model, "data": data, **report, "plots": []}
+    if len(dataset.corpora) > 1:  # several data sets: each one's figures too (a pooled AUC can reward telling sets apart)
+        report["per_corpus"] = {
+            name: {"n": int((dataset.corpus == name).sum()),
+                   **basic_metrics(labels[dataset.corpus == name], proba[dataset.corpus == name], decision)}
+            for name in dataset.corpora if len(np.unique(labels[dataset.corpus == name])) == 2 or not decision.binary}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_predictions(os.path.join(out_dir, "predictions.csv"), dataset.paths, dataset.subjects, labels, proba,

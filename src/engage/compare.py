@@ -75,7 +75,7 @@ def fold_key(spec: ModelSpec, overrides: dict, seed: int, val_fraction: float, d
     init = sha256_of(spec.init) if spec.init else None
     # HOG+SVM takes no training recipe; thread counts change no result
     recipe = {} if spec.kind == "hog-svm" else {k: v for k, v in overrides.items() if k != "threads"}
-    identity = [spec.label, spec.kind, spec.model, spec.model_args, init, recipe, seed, val_fraction, data_hash, fold,
+    identity = [spec.kind, spec.model, spec.model_args, init, recipe, seed, val_fraction, data_hash, fold,
                 hashlib.sha256(np.ascontiguousarray(test_index).tobytes()).hexdigest(), __version__]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -124,9 +124,8 @@ def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test
     elif spec.model_args:
         config.model_args = dict(spec.model_args)
     resume = os.path.exists(os.path.join(run_dir, "last.safetensors"))  # an interrupted fold continues
-    if resume:
-        log(f"    continuing the interrupted run in {run_dir}")
-    result = train(config, train_set, val, run_dir, resume=resume, log=lambda line: None)
+    result = train(config, train_set, val, run_dir, resume=resume,
+                   log=lambda line: log(f"    {line} (an interrupted fold continues)") if line.startswith("resumed") else None)
     log(f"    best epoch {result.best_metrics.get('epoch')}: val auc {result.best_metrics.get('val_auc')}")
     normalize = train_set.settings.normalize
     return (predict_proba(result.model, faces_to_tensor(test.faces, normalize)).numpy(),
@@ -150,8 +149,12 @@ def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, f
     decision = Decision.for_classes(dataset.class_names)
     positive = decision.positive_index
     fold_of = fold_assignment(dataset, folds, seed)
+    from engage.train import native_bf16, resolve_device
+
     data_hash = data_fingerprint(dataset)
     overrides = dict(train_overrides or {})
+    if overrides.get("bf16") is None:  # settled here, so it is part of every fold's key (GPU bf16 != CPU fp32)
+        overrides["bf16"] = native_bf16(resolve_device(overrides.get("device", "auto")))
     oof = {spec.label: np.full((len(dataset), 2), np.nan, np.float32) for spec in specs}
     predicted = {spec.label: np.zeros(len(dataset), np.int64) for spec in specs}
     thresholds = {spec.label: [] for spec in specs}

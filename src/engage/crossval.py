@@ -5,7 +5,8 @@ subjects, and scores the left-out faces after every epoch. From those out-of-fol
 the number of epochs (best mean ROC AUC over the data sets), fits the calibration (Platt scaling, every data set
 weighing the same) and the decision threshold (best mean balanced accuracy over the data sets). The figures it
 reports are cross-fitted: each fold's faces are scored with the epoch, calibration and threshold chosen on the
-other folds only. Finally the recipe is trained on every subject for the chosen number of epochs, and that
+other folds' out-of-fold predictions only (those folds' models saw fold k's faces in training: the usual
+approximation, not a nested cross-validation). Finally the recipe is trained on every subject for the chosen number of epochs, and that
 model is written with its calibration and threshold.
 
 Every figure is given per data set (corpus), never pooled: data sets differ in their share of engaged faces,
@@ -68,15 +69,20 @@ def claim_folder(folder: str, key: str, description: str) -> bool:
     """Make `folder` hold the run `key`; True when it already holds (part of) that run, to be continued.
     A folder holding another run is refused, so results of another recipe or data are never reused."""
     path = os.path.join(folder, "run-key.json")
-    if os.path.exists(path):
-        with open(path) as handle:
-            recorded = json.load(handle).get("key")
+    os.makedirs(folder, exist_ok=True)
+    try:  # exclusive: of two runs started at once on one folder, one claims it and the other is refused
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(path) as existing:
+            recorded = json.load(existing).get("key")
         if recorded != key:
             raise EngageError(f"{folder} holds a run of another recipe, data or fold ({description}); "
-                              "choose another --out (nothing was changed)")
+                              "choose another --out (nothing was changed)") from None
         return True
-    os.makedirs(folder, exist_ok=True)
-    atomic_write(path, lambda tmp: open(tmp, "w").write(json.dumps({"key": key, "what": description}) + "\n"))
+    with os.fdopen(handle, "w") as claimed:
+        claimed.write(json.dumps({"key": key, "what": description}) + "\n")
+        claimed.flush()
+        os.fsync(claimed.fileno())
     return False
 
 
@@ -214,7 +220,8 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
                                f"fold {k + 1} of {folds}")
         log(f"fold {k + 1}/{folds}: training on {int((~test_mask).sum()):,} faces, scoring {int(test_mask.sum()):,}"
             + (" (continuing)" if started else ""))
-        scores = _scores_at_every_epoch(replace(config), data.subset(~test_mask), data.subset(test_mask), run_dir, started, log)
+        # data=None: a fold is continued by re-running the cross-validation, never alone on every face
+        scores = _scores_at_every_epoch(replace(config, data=None), data.subset(~test_mask), data.subset(test_mask), run_dir, started, log)
         for epoch, proba in scores.items():
             oof.setdefault(epoch, np.full((len(data), proba.shape[1]), np.nan, np.float32))[test_mask] = proba
 
@@ -253,11 +260,13 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
                          for name, m in groups.items() if len(np.unique(labels[m])) == 2},
         "cross_fitted_per_fold": {name: fold_report(labels, honest, predicted, fold_of, m, folds, decision)
                                   for name, m in groups.items() if len(np.unique(labels[m])) == 2},
+        "not_cross_fitted": "epoch_curve, epoch_curve_per_corpus and uncalibrated_at_0.5 use every fold's predictions "
+                            "at the epoch chosen on all folds",
         "uncalibrated_at_0.5": {name: {**basic_metrics(labels[m], oof[chosen["epoch"]][m], decision),
                                        "ece": expected_calibration_error(labels[m], oof[chosen["epoch"]][m])}
                                 for name, m in groups.items() if len(np.unique(labels[m])) == 2},
         "method": "cross-fitted: each fold's faces are scored with the epoch, calibration and threshold chosen on the "
-                  "other folds' out-of-fold predictions; 95% CIs from 1000 bootstrap resamples of whole subjects",
+                  f"other folds' out-of-fold predictions; 95% CIs from {n_boot} bootstrap resamples of whole subjects",
         "recipe": {k: v for k, v in asdict(config).items() if k not in ("data", "val", "split", "val_fraction")},
     }
 

@@ -36,6 +36,8 @@ def atomic_write(path: str, write) -> None:
     os.close(handle)
     try:
         write(tmp_path)
+        with open(tmp_path, "rb+") as written:  # on disk before the rename: a crash leaves the old file or the new
+            os.fsync(written.fileno())
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except BaseException:
@@ -177,9 +179,10 @@ def concatenate(datasets: list[FaceDataset], names: list[str] | None = None) -> 
         if other.class_names != first.class_names:
             raise EngageError(f"{name}: classes {other.class_names} differ from {names[0]}'s {first.class_names}; "
                               "pre-process both with label maps to the same classes")
-        if other.settings != first.settings:
-            raise EngageError(f"{name}: face settings {other.settings.to_dict()} differ from {names[0]}'s "
-                              f"{first.settings.to_dict()}; pre-process both the same way")
+        differ = other.settings.crop_differences(first.settings)
+        if differ:
+            raise EngageError(f"{name}: its faces were cut otherwise than {names[0]}'s ({', '.join(differ)}); "
+                              "pre-process both the same way")
     if len(datasets) == 1:
         return first
     corpus = np.concatenate([d.corpus for d in datasets])

@@ -139,20 +139,24 @@ def fit_calibration(labels: np.ndarray, proba: np.ndarray, weights: np.ndarray |
 
 
 def best_threshold(labels_by_group: list[np.ndarray], p_by_group: list[np.ndarray]) -> float:
-    """The threshold that maximises balanced accuracy (Youden's J), averaged over groups (datasets) so that
-    a large set does not choose for a small one."""
-    candidates = np.unique(np.concatenate([np.round(p, 4) for p in p_by_group]))
-    if len(candidates) > 2000:
-        candidates = np.quantile(np.concatenate(p_by_group), np.linspace(0, 1, 2001))
-    best, best_score = DEFAULT_THRESHOLD, -1.0
-    for threshold in candidates:
-        scores = []
-        for labels, p in zip(labels_by_group, p_by_group):
-            positive = labels == 1
-            if positive.all() or not positive.any():
-                continue
-            scores.append(0.5 * ((p[positive] >= threshold).mean() + (p[~positive] < threshold).mean()))
-        score = float(np.mean(scores)) if scores else -1.0
-        if score > best_score:
-            best, best_score = float(threshold), score
-    return best
+    """The threshold that maximises balanced accuracy (Youden's J), averaged over groups (data sets) so that a
+    large set does not choose for a small one. Candidates lie midway between neighbouring scores, so no face sits
+    on the threshold; of equally good ones the middle is taken."""
+    scores = np.unique(np.concatenate([np.asarray(p, np.float64) for p in p_by_group]))
+    if len(scores) < 2:
+        return DEFAULT_THRESHOLD
+    candidates = np.concatenate([[scores[0] / 2], (scores[:-1] + scores[1:]) / 2, [(scores[-1] + 1) / 2]])
+    total, counted = np.zeros(len(candidates)), 0
+    for labels, p in zip(labels_by_group, p_by_group):
+        labels, p = np.asarray(labels), np.asarray(p, np.float64)
+        positive, negative = np.sort(p[labels == 1]), np.sort(p[labels != 1])
+        if not len(positive) or not len(negative):
+            continue
+        recall_positive = 1 - np.searchsorted(positive, candidates, side="left") / len(positive)  # p >= t
+        recall_negative = np.searchsorted(negative, candidates, side="left") / len(negative)  # p < t
+        total += 0.5 * (recall_positive + recall_negative)
+        counted += 1
+    if not counted:
+        return DEFAULT_THRESHOLD
+    best = np.flatnonzero(total >= total.max() - 1e-12)
+    return float(candidates[best[len(best) // 2]])

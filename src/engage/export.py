@@ -33,12 +33,35 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def onnx_bytes(network, config: dict) -> bytes:
-    """The network (in eval mode, softmax appended) as an ONNX model with a dynamic batch size."""
+def graph_config(config: dict) -> dict:
+    """The config an exported graph carries: the calibration is inside the graph, so it says so."""
+    return dict(config, calibration_in_graph=bool(config.get("calibration")))
+
+
+def onnx_bytes(network, config: dict) -> tuple[bytes, dict]:
+    """The network (in eval mode, its recorded calibration and a softmax appended) as an ONNX model with a dynamic
+    batch size, and the config it carries. Its probabilities are the calibrated ones the model's threshold is
+    for, so the file is right outside engage too."""
     import torch
 
+    class Calibration(torch.nn.Module):
+        """logits -> scale * logits + bias: softmax of it equals softmax(scale * log p + bias), the recorded one."""
+
+        def __init__(self, scale: float, bias: list[float]):
+            super().__init__()
+            self.scale = scale
+            self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32))
+
+        def forward(self, logits: torch.Tensor) -> torch.Tensor:
+            return logits * self.scale + self.bias
+
     onnx, _ = _require_onnx()
-    wrapper = torch.nn.Sequential(network, torch.nn.Softmax(dim=1)).eval()
+    layers = [network]
+    calibration = config.get("calibration")
+    if calibration:
+        layers.append(Calibration(float(calibration["scale"]), [float(b) for b in calibration["bias"]]))
+    wrapper = torch.nn.Sequential(*layers, torch.nn.Softmax(dim=1)).eval()
+    config = graph_config(config)
     buffer = io.BytesIO()
     options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():  # the TorchScript exporter: ~1 s here, no onnxscript needed (dynamo: ~10 s)
@@ -54,7 +77,7 @@ def onnx_bytes(network, config: dict) -> bytes:
     entry = model.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(config)
     model.producer_name = "engage"
-    return model.SerializeToString()
+    return model.SerializeToString(), config
 
 
 class OnnxClassifier(ModelInfo):
@@ -94,7 +117,8 @@ class OnnxClassifier(ModelInfo):
         if classifier.network is None:
             raise UsageError(f"{classifier.name}: only networks run on the ONNX backend (this is a HOG+SVM model); "
                              "use --backend torch")
-        return cls(onnx_bytes(classifier.network, classifier.config), classifier.name, classifier.config, threads)
+        data, config = onnx_bytes(classifier.network, classifier.config)
+        return cls(data, classifier.name, config, threads)
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 network inputs to (N, C) probabilities."""
@@ -108,7 +132,8 @@ class OnnxClassifier(ModelInfo):
 
         inputs = faces_to_tensor(faces, self.normalize).numpy()
         parts = [self.run(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
-        return self.calibrated(np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32))
+        proba = np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+        return proba if self.config.get("calibration_in_graph") else self.calibrated(proba)
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -137,8 +162,8 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     classifier = load_classifier(model)
     if classifier.network is None:
         raise UsageError(f"{model}: only networks can be exported to ONNX (this is a HOG+SVM model)")
-    data = onnx_bytes(classifier.network, classifier.config)
-    onnx_model = OnnxClassifier(data, model, classifier.config)
+    data, config = onnx_bytes(classifier.network, classifier.config)
+    onnx_model = OnnxClassifier(data, model, config)
     if check_faces is None:
         check_faces = sample_faces(classifier.face_settings)
     from engage.faces import FaceSettings

@@ -10,8 +10,8 @@ from typing import Iterator
 import numpy as np
 
 from engage.errors import UsageError
-from engage.faces import (DETECTORS, FaceBox, FaceDetector, FaceSettings, crop_face, cut_face, face_image, to_gray,
-                          whole_image_box)
+from engage.faces import (DETECTORS, LANDMARK_DETECTORS, FaceBox, FaceDetector, FaceSettings, crop_face, cut_face,
+                          face_image, to_gray, whole_image_box)
 from engage.images import as_rgb_image
 from engage.results import FaceResult, FrameResult
 from engage.tracking import EmaSmoother, IouTracker
@@ -133,6 +133,10 @@ class Predictor:
         # the model's own detector (and threshold) unless another is asked for; FER-style models trained on
         # ready-made crops record none, so they get the default detector
         self.detector_name = detector or self.settings.detector or "mtcnn"
+        if self.settings.align and self.detector_name not in LANDMARK_DETECTORS:
+            raise UsageError(f"{model} turns faces upright on the eye landmarks of {', '.join(LANDMARK_DETECTORS)}; "
+                             f"detector {self.detector_name} cannot cut its faces (use --detector "
+                             f"{LANDMARK_DETECTORS[0]})")
         if self.detector_name == NO_DETECTOR:
             self.detector = None
         else:

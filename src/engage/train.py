@@ -272,7 +272,8 @@ def _class_weights(labels: np.ndarray, num_classes: int, sampling: np.ndarray | 
     """Inverse class frequency, as the faces are drawn: each class then weighs the same in the loss."""
     share = np.bincount(labels, weights=sampling, minlength=num_classes).astype(np.float64)
     share = share / share.sum()
-    weights = 1.0 / (num_classes * np.maximum(share, 1e-12))
+    present = share > 0  # a class absent from the training faces gets no weight (it has no loss to weigh)
+    weights = np.where(present, 1.0 / (num_classes * np.where(present, share, 1.0)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -347,9 +348,10 @@ def train(
     config.validate()
     check_training_data(train_data, val_data)
     check_selection(config, val_data)
-    if val_data is not None and val_data.settings != train_data.settings:
-        raise EngageError(f"validation faces were pre-processed with {val_data.settings.to_dict()}, training faces with "
-                          f"{train_data.settings.to_dict()}; pre-process both the same way")
+    differ = val_data.settings.crop_differences(train_data.settings) if val_data is not None else []
+    if differ:
+        raise EngageError(f"validation faces were cut otherwise than the training faces ({', '.join(differ)}); "
+                          "pre-process both the same way")
     if not resume and os.path.exists(os.path.join(run_dir, "last.safetensors")):
         raise EngageError(f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
                           "or choose another --out (nothing was changed)")
@@ -572,6 +574,9 @@ def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str
         raise EngageError(f"{run_dir}: nothing to resume (no last.safetensors)")
     _, meta = read_file(last)
     config = TrainConfig(**meta["config"]["train_config"])
+    if not config.data and os.path.exists(os.path.join(run_dir, "run-key.json")):
+        raise EngageError(f"{run_dir} is one fold of a cross-validation; continue it by running the same "
+                          f"'engage train ... --cv' again with --out {os.path.dirname(os.path.abspath(run_dir))}")
     if threads:
         config.threads = threads
     if device:

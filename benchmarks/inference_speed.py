@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from engage.checkpoint import load_model
-from engage.classifiers import shipped_models
-from engage.models import predict_proba
-from engage.views import SHIFT_ZOOM
+from engage.models.checkpoint import load_model
+from engage.models.loading import shipped_models
+from engage.models.networks import predict_proba
+from engage.models.views import SHIFT_ZOOM
 
 
 def faces_per_second(network, faces: torch.Tensor, channels_last: bool, batch: int, flip: bool, views) -> float:

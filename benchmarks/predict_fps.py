@@ -39,9 +39,9 @@ VIDEO_FPS = 30.0
 
 def paper_model(folder: str) -> str:
     """The paper's VGG (44.5M parameters) with a 2-class head, untrained, saved as a model file."""
-    from engage.checkpoint import model_config, save_model
-    from engage.faces import FaceSettings
-    from engage.models import build_model
+    from engage.faces.crop import FaceSettings
+    from engage.models.checkpoint import model_config, save_model
+    from engage.models.networks import build_model
 
     path = os.path.join(folder, "paper-vgg-untrained.safetensors")
     settings = FaceSettings(detector="dlib", normalize="paper").to_dict()
@@ -51,7 +51,7 @@ def paper_model(folder: str) -> str:
 
 def detected_side(predictor, frame_side: int = 640) -> str:
     """The longest side of the frames the detector looked at."""
-    from engage.predict import half_size
+    from engage.inference.predictor import half_size
 
     if predictor.half_size_detection:
         return f"{half_size(__import__('numpy').zeros((480, frame_side)))} (half)"
@@ -86,9 +86,9 @@ def main() -> int:
                         help="instead: the fast settings without and with --expressions, for each --expression-views")
     args = parser.parse_args()
 
-    from engage.demo import write_demo_video
     from engage.errors import EngageError
-    from engage.predict import Predictor
+    from engage.inference.demo import write_demo_video
+    from engage.inference.predictor import Predictor
 
     folder = tempfile.mkdtemp(prefix="engage-bench-")
     video = os.path.join(folder, "faces-640x480.mp4")
@@ -140,7 +140,7 @@ def main() -> int:
 
 def expressions_cost(args, video: str) -> int:
     """Frames/s of the fast settings without expressions (the baseline) and with each --expression-views."""
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     variants = {"no expressions": {}}
     variants.update({f"--expressions --expression-views {views}": dict(expressions=True, expression_views=views)
@@ -160,7 +160,7 @@ def expressions_cost(args, video: str) -> int:
 
 def against(args, video: str) -> int:
     """Frames/s of the fast settings with --model and with --against, measured round robin in one run."""
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     models = {"model": args.model, "against": args.against}
     predictors = {name: Predictor(path, detector=FAST[0], backend=FAST[1]) for name, path in models.items()}

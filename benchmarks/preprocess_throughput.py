@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-from engage.data import ENGAGEMENT_BINARY_MAP, SampleList, read_samples
+from engage.data.preprocess import PreprocessOptions, load_source, preprocess
+from engage.data.readers import ENGAGEMENT_BINARY_MAP, SampleList, read_samples
 from engage.errors import EngageError
-from engage.preprocess import PreprocessOptions, load_source, preprocess
 
 
 def measure(source: SampleList, options: PreprocessOptions, workers: int | None) -> tuple[float, dict]:

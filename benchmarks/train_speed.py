@@ -14,8 +14,9 @@ import time
 import torch
 
 from engage.errors import UsageError
-from engage.models import build_model, count_parameters
-from engage.train import augment, native_bf16, resolve_device
+from engage.models.networks import build_model, count_parameters
+from engage.training.augment import augment
+from engage.training.loop import native_bf16, resolve_device
 
 
 def images_per_second(name: str, model_args: dict, bf16: bool, steps: int, batch: int,

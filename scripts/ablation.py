@@ -150,9 +150,9 @@ def pose_row(work: str, n_boot: int = 1000) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from engage.crossval import fold_report, group_report
-    from engage.dataset import FaceDataset, concatenate
-    from engage.decision import Decision, best_threshold
+    from engage.data.dataset import FaceDataset, concatenate
+    from engage.evaluation.decision import Decision, best_threshold
+    from engage.training.crossval import fold_report, group_report
 
     paths, _ = face_files(work, BASE_FACES)
     datasets = [FaceDataset.load(p) for p in paths]

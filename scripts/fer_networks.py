@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from engage.dataset import FaceDataset
-from engage.evaluate import evaluation_report
-from engage.models import count_parameters, faces_to_tensor, predict_proba
-from engage.train import TrainConfig, train
+from engage.data.dataset import FaceDataset
+from engage.evaluation.metrics import evaluation_report
+from engage.models.networks import count_parameters, faces_to_tensor, predict_proba
+from engage.training.loop import TrainConfig, train
 
 
 def stratified_subset(dataset: FaceDataset, size: int, seed: int) -> FaceDataset:

@@ -22,7 +22,14 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation import BASE_FACES, ROWS, SHIPPED_FACES, SHIPPED_ROW, SHIPPED_TRAIN, face_files  # noqa: E402
+from ablation import (  # noqa: E402
+    BASE_FACES,
+    ROWS,
+    SHIPPED_FACES,
+    SHIPPED_ROW,
+    SHIPPED_TRAIN,
+    face_files,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -146,8 +153,8 @@ def curve_plot(path: str, curves: dict[str, dict[str, dict[str, float]]]) -> Non
 
 def oof_plots(folder: str, oof_path: str) -> list[str]:
     """Per data set: ROC and reliability diagram of the shipped recipe's cross-fitted predictions."""
-    from engage.decision import Decision
-    from engage.evaluate import save_plots
+    from engage.evaluation.decision import Decision
+    from engage.evaluation.metrics import save_plots
 
     written = []
     with np.load(oof_path) as stored:
@@ -242,9 +249,9 @@ def main() -> int:
     compare_cmd = steps.run(f"engage compare --data {data['wacv_paper']} --models {specs} --folds 5 --epochs {PAPER_EPOCHS}"
                             f"{threads} --out {compare_dir}", os.path.join(compare_dir, "results.json"))
     compared = load_json(os.path.join(compare_dir, "results.json"))
-    from engage.compare import load_oof, paired_test
-    from engage.dataset import FaceDataset
-    from engage.decision import Decision
+    from engage.data.dataset import FaceDataset
+    from engage.evaluation.compare import load_oof, paired_test
+    from engage.evaluation.decision import Decision
 
     wacv_paper = FaceDataset.load(data["wacv_paper"])
     oof, predicted, fold_of = load_oof(compare_dir)

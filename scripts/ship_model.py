@@ -17,12 +17,12 @@ import os
 import sys
 import tempfile
 
-from engage.api import evaluate_model
-from engage.cards import write_card
-from engage.checkpoint import load_model, save_model
-from engage.classifiers import WEIGHTS_DIR
-from engage.models import count_parameters
-from engage.views import PRESETS
+from engage.evaluation.evaluate import evaluate_model
+from engage.models.cards import write_card
+from engage.models.checkpoint import load_model, save_model
+from engage.models.loading import WEIGHTS_DIR
+from engage.models.networks import count_parameters
+from engage.models.views import PRESETS
 
 TERMS = ("Trained on research datasets under their owners' terms (academic, non-commercial use): "
          "use these weights for research and consented studies only.")

@@ -31,7 +31,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def sample_images() -> dict[str, np.ndarray]:
-    from engage.sample import sample_images
+    from engage.data.sample_photos import sample_images
 
     return sample_images()
 
@@ -65,7 +65,7 @@ def assert_one_line_error(result, *words) -> str:
 
 def real_fer_faces(shared_data: Path, classes: tuple[str, ...], per_class: int, split: str = "train", offset: int = 0):
     """(faces, labels) of real FER2013 images of the given classes, read straight from the image folders."""
-    from engage.images import read_image
+    from engage.io.images import read_image
 
     faces, labels = [], []
     for label, name in enumerate(classes):
@@ -76,7 +76,7 @@ def real_fer_faces(shared_data: Path, classes: tuple[str, ...], per_class: int, 
 
 
 def make_dataset(faces, labels, class_names, subjects=None, normalize="standard"):
-    from engage.dataset import FaceDataset
+    from engage.data.dataset import FaceDataset
 
     n = len(faces)
     return FaceDataset(

@@ -11,7 +11,7 @@ import pytest
 def shipped_or_env(name: str, env: str) -> str:
     """The shipped model `name`, or (until the weights ship) the model file named by the environment
     variable `env`; otherwise skip. Never a mock: these tests check real numbers of a real model."""
-    from engage.classifiers import shipped_models
+    from engage.models.loading import shipped_models
 
     if name in shipped_models():
         return name
@@ -34,7 +34,7 @@ def fer_model() -> str:
 @pytest.fixture(scope="session")
 def predictor(engagement_model, fer_model):
     """The default pipeline: the model's own detector (mtcnn), PyTorch, with expressions."""
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     return Predictor.from_pretrained(engagement_model, expressions=True, expression_model=fer_model)
 
@@ -49,6 +49,6 @@ def fast_extra() -> None:
 @pytest.fixture(scope="session")
 def fast_predictor(engagement_model, fast_extra):
     """The fast settings (--detector yunet --backend onnx): YuNet on half-size frames, onnxruntime."""
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     return Predictor(engagement_model, detector="yunet", backend="onnx")

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
+from conftest import real_fer_faces
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVC
 
-from engage.baselines import HogSvm, hog_features
-from engage.classifiers import load_classifier, save_hog_svm
 from engage.errors import EngageError
-
-from conftest import real_fer_faces
+from engage.models.hog_svm import HogSvm, hog_features
+from engage.models.loading import load_classifier, save_hog_svm
 
 
 def test_hog_svm_end_to_end_on_real_faces(tmp_path, shared_data):

@@ -2,12 +2,10 @@
 
 import json
 
-import numpy as np
 import pytest
-
-from engage.dataset import FaceDataset
-
 from conftest import assert_one_line_error, run_cli, write_image
+
+from engage.data.dataset import FaceDataset
 
 
 def test_sample_run_finds_faces_and_writes_crops(tmp_path):

@@ -6,12 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from engage.checkpoint import load_model, save_model
-from engage.dataset import FaceDataset
-from engage.models import build_model
-
 from conftest import make_dataset, real_fer_faces, run_cli
+
+from engage.data.dataset import FaceDataset
+from engage.models.checkpoint import load_model, save_model
+from engage.models.networks import build_model
 
 BINARY = "2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged"
 
@@ -161,7 +160,7 @@ def test_fine_tuning_from_the_shipped_fer_model_by_name(tmp_path, wacv_small):
 
 
 def test_the_fold_cache_is_keyed_by_everything_that_changes_it(tmp_path, wacv_small):
-    from engage.compare import parse_model_specs, run_comparison
+    from engage.evaluation.compare import parse_model_specs, run_comparison
 
     dataset = FaceDataset.load(str(wacv_small))
     specs = parse_model_specs("compact:width=8,hog-svm")
@@ -185,15 +184,15 @@ def test_the_fold_cache_is_keyed_by_everything_that_changes_it(tmp_path, wacv_sm
 
 
 def test_an_interrupted_fold_continues_its_training(tmp_path, wacv_small, monkeypatch):
-    import engage.train
-    from engage.compare import parse_model_specs, run_comparison
+    import engage.training.loop
+    from engage.evaluation.compare import parse_model_specs, run_comparison
 
     dataset = FaceDataset.load(str(wacv_small))
     specs = parse_model_specs("compact:width=8,hog-svm")
     overrides = {"epochs": 2, "threads": 1}
     straight = run_comparison(dataset, specs, str(tmp_path / "straight"), folds=3, train_overrides=overrides,
                               log=lambda line: None)
-    original = engage.train.train
+    original = engage.training.loop.train
 
     class Killed(Exception):
         pass
@@ -204,10 +203,10 @@ def test_an_interrupted_fold_continues_its_training(tmp_path, wacv_small, monkey
                 raise Killed()
         return original(config, train_set, val, run_dir, resume=resume, log=log, on_epoch=stop)
 
-    monkeypatch.setattr(engage.train, "train", killed_in_the_second_epoch)
+    monkeypatch.setattr(engage.training.loop, "train", killed_in_the_second_epoch)
     with pytest.raises(Killed):
         run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides, log=lambda line: None)
-    monkeypatch.setattr(engage.train, "train", original)
+    monkeypatch.setattr(engage.training.loop, "train", original)
     logged = []
     resumed = run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides,
                              log=logged.append)

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from engage.checkpoint import load_model
-from engage.crossval import corpus_folds, cross_validate
-from engage.dataset import FaceDataset, concatenate
-from engage.errors import EngageError
-from engage.train import TrainConfig
-
 from conftest import run_cli
+
+from engage.data.dataset import FaceDataset, concatenate
+from engage.errors import EngageError
+from engage.models.checkpoint import load_model
+from engage.training.crossval import corpus_folds, cross_validate
+from engage.training.loop import TrainConfig
 
 ON_TASK_WACV = "0_disengaged=disengaged,1_partial=engaged,2_engaged=engaged"
 ON_TASK_DAISEE = "0=disengaged,1=disengaged,2=engaged,3=engaged"
@@ -145,8 +144,8 @@ def test_cross_validation_from_the_command_line(tmp_path, two_corpora):
 def test_a_run_is_known_by_the_bytes_of_its_initial_model_not_its_path(tmp_path):
     import shutil
 
-    from engage.classifiers import resolve_model
-    from engage.crossval import run_key
+    from engage.models.loading import resolve_model
+    from engage.training.crossval import run_key
 
     fer = resolve_model("fer")
     moved = tmp_path / "fer-copy.safetensors"
@@ -164,8 +163,8 @@ def test_a_run_is_known_by_the_bytes_of_its_initial_model_not_its_path(tmp_path)
 def test_each_folds_choices_ignore_that_fold():
     """The cross-fitted choices of fold k come from the other folds only: changing fold k's predictions as much as
     one likes changes nothing of what is chosen for it."""
-    from engage.crossval import _choose
-    from engage.decision import Decision
+    from engage.evaluation.decision import Decision
+    from engage.training.crossval import _choose
 
     rng = np.random.default_rng(0)
     n = 600
@@ -190,7 +189,7 @@ def test_each_folds_choices_ignore_that_fold():
 
 def test_a_fold_cannot_be_resumed_alone_on_every_face(tmp_path, two_corpora):
     from engage.errors import EngageError
-    from engage.train import resume_training
+    from engage.training.loop import resume_training
 
     cross_validate(quick(epochs=1), two_corpora, 3, str(tmp_path / "cv"), log=lambda line: None, final=False, n_boot=20)
     with pytest.raises(EngageError, match="one fold of a cross-validation"):

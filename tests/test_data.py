@@ -1,13 +1,18 @@
-import numpy as np
 import pytest
+from conftest import write_image
 
-from engage.data import (
-    FER_EMOTIONS, apply_label_map, apply_subject_pattern, class_names_of, parse_label_map, read_fer2013_csv,
-    read_image_folder, read_manifest, read_samples,
+from engage.data.readers import (
+    FER_EMOTIONS,
+    apply_label_map,
+    apply_subject_pattern,
+    class_names_of,
+    parse_label_map,
+    read_fer2013_csv,
+    read_image_folder,
+    read_manifest,
+    read_samples,
 )
 from engage.errors import EngageError, UsageError
-
-from conftest import write_image
 
 
 def make_tree(root, astronaut, layout):
@@ -93,7 +98,7 @@ def test_fer2013_csv_bad_pixel_count(tmp_path):
 def test_label_map_binary_task():
     mapping = parse_label_map("2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged")
     assert mapping == {"2_engaged": "engaged", "0_disengaged": "disengaged", "1_partial": "disengaged"}
-    from engage.data import Sample
+    from engage.data.readers import Sample
 
     samples = [Sample("a", label="2_engaged"), Sample("b", label="1_partial"), Sample("c", label="0_disengaged")]
     apply_label_map(samples, mapping)
@@ -106,7 +111,7 @@ def test_label_map_binary_task():
 
 
 def test_numeric_labels_sort_as_numbers():
-    from engage.data import Sample
+    from engage.data.readers import Sample
 
     assert class_names_of([Sample("a", label=v) for v in ["10", "2", "0"]]) == ["0", "2", "10"]
 

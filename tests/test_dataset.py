@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from engage.dataset import FaceDataset
+from engage.data.dataset import FaceDataset
 from engage.errors import EngageError
 
 
@@ -80,7 +80,7 @@ def test_colour_faces_landmarks_and_corpus_travel_with_the_file(tmp_path):
 
 
 def test_concatenating_data_sets_keeps_their_students_apart():
-    from engage.dataset import concatenate
+    from engage.data.dataset import concatenate
 
     a, b = tiny_dataset(), tiny_dataset(4)
     a.corpus, b.corpus = np.array(["wacv"] * 6), np.array(["daisee"] * 4)

@@ -6,15 +6,19 @@ import json
 
 import numpy as np
 import pytest
-
-from engage.checkpoint import save_model
-from engage.classifiers import load_classifier
-from engage.decision import Decision, best_threshold, calibrate, fit_calibration
-from engage.errors import EngageError
-from engage.evaluate import basic_metrics, expected_calibration_error
-from engage.models import build_model
-
 from conftest import make_dataset
+
+from engage.errors import EngageError
+from engage.evaluation.decision import (
+    Decision,
+    best_threshold,
+    calibrate,
+    fit_calibration,
+)
+from engage.evaluation.metrics import basic_metrics, expected_calibration_error
+from engage.models.checkpoint import save_model
+from engage.models.loading import load_classifier
+from engage.models.networks import build_model
 
 
 def test_the_positive_class_is_engaged_wherever_it_stands():
@@ -74,7 +78,7 @@ def thresholded_model(tmp_path, sample_images):
     faces, so that both labels occur), with classes in an order where 'engaged' is first."""
     import torch
 
-    from engage.models import faces_to_tensor, predict_proba
+    from engage.models.networks import faces_to_tensor, predict_proba
 
     torch.manual_seed(0)
     network = build_model("compact", 2, width=8)
@@ -83,7 +87,8 @@ def thresholded_model(tmp_path, sample_images):
         network(faces_to_tensor(np.random.default_rng(0).integers(0, 256, (64, 48, 48)).astype(np.uint8)))
     network.eval()
     calibration = {"scale": 0.5, "bias": [0.2, 0.0]}
-    from engage.faces import FaceSettings, create_detector, extract_faces
+    from engage.faces.crop import FaceSettings, extract_faces
+    from engage.faces.detect import create_detector
 
     detector = create_detector("mtcnn")
     faces = np.stack([face for image in sample_images.values()
@@ -101,8 +106,8 @@ def thresholded_model(tmp_path, sample_images):
 
 
 def test_evaluate_decides_with_the_stored_threshold_and_calibration(tmp_path, thresholded_model):
-    from engage.api import evaluate_model
-    from engage.models import faces_to_tensor, predict_proba
+    from engage.evaluation.evaluate import evaluate_model
+    from engage.models.networks import faces_to_tensor, predict_proba
 
     path, network, threshold, faces = thresholded_model
     make_dataset(faces, np.arange(len(faces)) % 2, ["engaged", "off_task"]).save(str(tmp_path / "data.npz"))
@@ -124,7 +129,7 @@ def test_evaluate_decides_with_the_stored_threshold_and_calibration(tmp_path, th
 
 
 def test_predict_labels_faces_with_the_stored_threshold(thresholded_model, sample_images):
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     path, _, threshold, _ = thresholded_model
     predictor = Predictor(path, detector="mtcnn", smoothing_s=0)

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from engage.evaluate import basic_metrics, fast_metrics, bootstrap_ci, evaluation_report, expected_calibration_error, save_plots
+from engage.evaluation.metrics import (
+    basic_metrics,
+    bootstrap_ci,
+    evaluation_report,
+    expected_calibration_error,
+    fast_metrics,
+    save_plots,
+)
 
 LABELS = np.array([0, 0, 1, 1])
 PROBA = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])

@@ -2,9 +2,21 @@ import numpy as np
 import pytest
 
 from engage.errors import EngageError, UsageError
-from engage.faces import (
-    FACE_SIZE, FaceBox, FaceSettings, biggest_face, clip_box, create_detector, crop_face, expand_box, extract_face,
-    extract_faces, normalize_paper, sort_biggest_first,
+from engage.faces.crop import (
+    FACE_SIZE,
+    FaceSettings,
+    crop_face,
+    expand_box,
+    extract_face,
+    extract_faces,
+    normalize_paper,
+)
+from engage.faces.detect import (
+    FaceBox,
+    biggest_face,
+    clip_box,
+    create_detector,
+    sort_biggest_first,
 )
 
 
@@ -115,7 +127,7 @@ def test_detectors_give_five_landmarks_in_place(name, astronaut):
 
 
 def test_pad_keeps_the_face_centred_where_clip_moves_the_box():
-    from engage.faces import cut_face
+    from engage.faces.crop import cut_face
 
     image = np.full((100, 100), 200, np.uint8)
     image[48:52, 8:12] = 0  # a dark mark at the centre of a face at the left edge
@@ -134,7 +146,7 @@ def test_pad_keeps_the_face_centred_where_clip_moves_the_box():
 def test_align_turns_a_tilted_face_upright():
     import cv2
 
-    from engage.faces import cut_face
+    from engage.faces.crop import cut_face
 
     upright = np.zeros((200, 200), np.uint8)
     cv2.circle(upright, (80, 90), 8, 255, -1)  # two eyes

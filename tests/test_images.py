@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
 from engage.errors import ImageReadError
-from engage.images import as_rgb_image, read_image, to_rgb
-
-from conftest import write_image
+from engage.io.images import as_rgb_image, read_image, to_rgb
 
 
 @pytest.mark.parametrize("extension", [".jpg", ".png", ".bmp", ".webp", ".tif"])

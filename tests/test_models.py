@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from engage.errors import UsageError
-from engage.models import build_model, count_parameters, faces_to_tensor, transfer_backbone
+from engage.models.networks import (
+    build_model,
+    count_parameters,
+    faces_to_tensor,
+    transfer_backbone,
+)
 
 
 @pytest.mark.parametrize("name,params,features", [
@@ -58,7 +63,7 @@ def test_faces_to_tensor_normalisations():
 
 
 def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_path):
-    from engage.checkpoint import load_model, model_config, save_model
+    from engage.models.checkpoint import load_model, model_config, save_model
 
     torch.manual_seed(0)
     model = build_model("compact", 3, width=8).eval()
@@ -77,8 +82,8 @@ def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_
 def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from engage.checkpoint import load_model, model_config, save_model
     from engage.errors import EngageError
+    from engage.models.checkpoint import load_model, model_config, save_model
 
     torch.manual_seed(0)
     model = build_model("compact", 3, width=16).eval()
@@ -110,7 +115,7 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
 
 
 def test_a_view_moves_and_zooms_the_face_and_keeps_its_size():
-    from engage.views import view
+    from engage.models.views import view
 
     face = torch.zeros(1, 1, 48, 48)
     face[0, 0, 20, 30] = 1.0
@@ -130,9 +135,9 @@ def test_a_view_moves_and_zooms_the_face_and_keeps_its_size():
 
 
 def test_test_time_views_average_every_view_and_its_mirror_and_travel_with_the_file(tmp_path):
-    from engage.checkpoint import load_model, model_config, save_model
     from engage.errors import EngageError
-    from engage.views import SHIFT_ZOOM, view
+    from engage.models.checkpoint import load_model, model_config, save_model
+    from engage.models.views import SHIFT_ZOOM, view
 
     torch.manual_seed(0)
     model = build_model("compact", 3, width=8).eval()

@@ -3,11 +3,11 @@ computes them, any image form, and plain answers for pictures without a face."""
 
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
 from engage.errors import EngageError, UsageError
 
-from conftest import write_image
 pytest_plugins = ["predict_fixtures"]  # the shared model and predictor fixtures
 
 # The astronaut's face in scikit-image's astronaut photo (x, y, w, h), labelled by hand.
@@ -41,8 +41,8 @@ def test_group_picture_every_face_biggest_first_in_the_right_place(predictor, sa
 def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, sample_images, engagement_model):
     """The biggest face is cropped exactly as pre-processing did at training, so the score is what
     `engage evaluate` would give for this photo."""
-    from engage.classifiers import load_classifier
-    from engage.faces import FaceSettings, extract_face
+    from engage.faces.crop import FaceSettings, extract_face
+    from engage.models.loading import load_classifier
 
     classifier = load_classifier(engagement_model)
     assert classifier.class_names == ["disengaged", "engaged"]
@@ -92,9 +92,9 @@ def test_expressions_are_the_fer_models_seven_probabilities(predictor, sample_im
 
 
 def test_expression_views_trade_views_for_speed_and_stay_close(engagement_model, fer_model, predictor, sample_images):
-    from engage.classifiers import load_classifier
     from engage.errors import UsageError
-    from engage.predict import Predictor, load_scoring_model
+    from engage.inference.predictor import Predictor, load_scoring_model
+    from engage.models.loading import load_classifier
 
     faces = load_classifier(fer_model)
     assert len(faces.network.test_time_views) == 8 and faces.network.test_time_flip  # 'model': as the card says
@@ -122,7 +122,7 @@ def test_fast_settings_find_the_same_faces(fast_predictor, predictor, sample_ima
 
 
 def test_bad_settings_and_models_are_clear_errors(engagement_model):
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     with pytest.raises(UsageError, match="unknown detector 'retina'"):
         Predictor(engagement_model, detector="retina")
@@ -139,13 +139,13 @@ def test_bad_settings_and_models_are_clear_errors(engagement_model):
 def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(options, tmp_path, sample_images):
     """The crop a model was trained on (preprocess) and the crop predict scores are the same pixels, whatever the
     margin, border, alignment, size or colour."""
-    import torch
 
     from conftest import run_cli
-    from engage.checkpoint import save_model
-    from engage.dataset import FaceDataset
-    from engage.models import build_model
-    from engage.predict import Predictor
+
+    from engage.data.dataset import FaceDataset
+    from engage.inference.predictor import Predictor
+    from engage.models.checkpoint import save_model
+    from engage.models.networks import build_model
 
     result = run_cli("preprocess", "--sample", "--out", str(tmp_path / "s.npz"), *options)
     assert result.returncode == 0, result.stderr
@@ -164,10 +164,10 @@ def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(optio
 
 
 def test_an_aligned_model_refuses_a_detector_without_reliable_landmarks(tmp_path):
-    from engage.checkpoint import save_model
-    from engage.faces import FaceSettings
-    from engage.models import build_model
-    from engage.predict import Predictor
+    from engage.faces.crop import FaceSettings
+    from engage.inference.predictor import Predictor
+    from engage.models.checkpoint import save_model
+    from engage.models.networks import build_model
 
     settings = FaceSettings(align=True).to_dict()
     save_model(str(tmp_path / "m.safetensors"), build_model("compact", 2, width=8),

@@ -5,9 +5,8 @@ import csv
 import json
 
 import pytest
-from PIL import Image
-
 from conftest import assert_one_line_error, run_cli, write_image
+from PIL import Image
 
 pytest_plugins = ["predict_fixtures"]
 

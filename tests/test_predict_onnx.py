@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 pytest_plugins = ["predict_fixtures"]
@@ -13,8 +12,8 @@ pytest_plugins = ["predict_fixtures"]
 @pytest.fixture(scope="module")
 def real_faces(engagement_model, fast_extra):
     """The 5 real faces of the bundled sample, cropped as the engagement model expects, plus flipped copies."""
-    from engage.classifiers import load_classifier
-    from engage.export import sample_faces
+    from engage.models.loading import load_classifier
+    from engage.models.onnx import sample_faces
 
     faces = sample_faces(load_classifier(engagement_model).face_settings)
     assert len(faces) == 5
@@ -23,8 +22,8 @@ def real_faces(engagement_model, fast_extra):
 
 @pytest.mark.parametrize("which", ["engagement", "fer"])
 def test_onnxruntime_matches_pytorch_on_real_faces(which, engagement_model, fer_model, real_faces):
-    from engage.classifiers import load_classifier
-    from engage.export import OnnxClassifier
+    from engage.models.loading import load_classifier
+    from engage.models.onnx import OnnxClassifier
 
     classifier = load_classifier(engagement_model if which == "engagement" else fer_model)
     onnx_model = OnnxClassifier.from_classifier(classifier)
@@ -70,10 +69,10 @@ def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_p
     import onnxruntime
     import torch
 
-    from engage.checkpoint import save_model
-    from engage.classifiers import load_classifier
-    from engage.export import export_onnx, sample_faces
-    from engage.models import build_model
+    from engage.models.checkpoint import save_model
+    from engage.models.loading import load_classifier
+    from engage.models.networks import build_model
+    from engage.models.onnx import export_onnx, sample_faces
 
     torch.manual_seed(0)
     network = build_model("compact", 2, width=8, in_channels=3)
@@ -89,11 +88,11 @@ def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_p
     assert report["max_abs_difference"] <= 1e-4
     classifier = load_classifier(str(tmp_path / "colour.safetensors"))
     expected = classifier.predict_proba(faces)
-    from engage.models import faces_to_tensor
+    from engage.models.networks import faces_to_tensor
 
     session = onnxruntime.InferenceSession(str(tmp_path / "colour.onnx"), providers=["CPUExecutionProvider"])
     raw = session.run(None, {"faces": faces_to_tensor(faces).numpy()})[0]
     assert np.abs(raw - expected).max() <= 1e-4  # calibrated inside the file itself
-    from engage.export import OnnxClassifier
+    from engage.models.onnx import OnnxClassifier
 
     assert np.abs(OnnxClassifier.load(str(tmp_path / "colour.onnx")).predict_proba(faces) - expected).max() <= 1e-4

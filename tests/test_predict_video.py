@@ -7,12 +7,12 @@ import json
 import cv2
 import numpy as np
 import pytest
-
-from engage.faces import FaceBox
-from engage.results import CSV_COLUMNS, FaceResult, FrameResult, VideoSummary
-from engage.tracking import EmaSmoother, IouTracker
-
 from conftest import run_cli
+
+from engage.faces.detect import FaceBox
+from engage.inference.records import CSV_COLUMNS, FaceResult, FrameResult, VideoSummary
+from engage.inference.tracking import EmaSmoother, IouTracker
+
 pytest_plugins = ["predict_fixtures"]
 
 DEMO_FRAMES = 24
@@ -22,7 +22,7 @@ DEMO_FPS = 30.0
 @pytest.fixture(scope="module")
 def demo_video(tmp_path_factory) -> str:
     """A real-face video: the astronaut sliding left to right, the cameraman still (640x480, 24 frames)."""
-    from engage.demo import write_demo_video
+    from engage.inference.demo import write_demo_video
 
     path = str(tmp_path_factory.mktemp("video") / "lecture.mp4")
     write_demo_video(path, frames=DEMO_FRAMES, fps=DEMO_FPS)
@@ -71,7 +71,7 @@ def test_smoothing_is_an_ema_over_time_and_raw_values_are_kept(video_frames):
 
 
 def test_every_nth_frame_without_smoothing(fast_predictor, demo_video):
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     assert fast_predictor.smoothing_s == 1.0
     unsmoothed = Predictor(fast_predictor.model_name, detector="yunet", backend="onnx", smoothing_s=0)

@@ -4,12 +4,11 @@ import csv
 import json
 
 import numpy as np
+from conftest import run_cli
 from PIL import Image
 
-from engage.data import ENGAGEMENT_BINARY_MAP
-from engage.dataset import FaceDataset
-
-from conftest import run_cli
+from engage.data.dataset import FaceDataset
+from engage.data.readers import ENGAGEMENT_BINARY_MAP
 
 
 def write_manifest(path, rows):

@@ -8,12 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import real_fer_faces, run_cli
-from engage.cards import read_card
-from engage.classifiers import WEIGHTS_DIR, load_classifier, shipped_models
-from engage.checkpoint import sha256_of
+
 from engage.errors import EngageError
+from engage.models.cards import read_card
+from engage.models.checkpoint import sha256_of
+from engage.models.loading import load_classifier, shipped_models
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -62,7 +62,7 @@ def test_tampered_or_cardless_shipped_weights_are_refused(tmp_path):
 
 
 def test_shipped_card_is_required_inside_the_package(tmp_path, monkeypatch):
-    import engage.classifiers as classifiers
+    import engage.models.loading as classifiers
 
     shutil.copy(shipped_models()["fer"], tmp_path / "fer.safetensors")
     monkeypatch.setattr(classifiers, "WEIGHTS_DIR", str(tmp_path))
@@ -111,7 +111,7 @@ def test_the_engagement_card_says_what_p_engaged_means_and_where_it_decides():
 
 def test_the_engagement_model_calls_a_student_facing_the_camera_engaged(sample_images):
     """The bundled photos were never trained on: the astronaut looks into the camera in all four of her faces."""
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
 
     predictor = Predictor("engagement", smoothing_s=0)
     faces = predictor.predict(sample_images["astronaut.png"]) + predictor.predict(sample_images["group.png"])
@@ -126,8 +126,8 @@ def test_the_engagement_model_scores_a_webcam_frame_like_the_face_crop_in_it(sha
     import cv2
     from skimage import data
 
-    from engage.images import read_image
-    from engage.predict import Predictor
+    from engage.inference.predictor import Predictor
+    from engage.io.images import read_image
 
     wacv = shared_data / "engagement" / "wacv"
     with open(wacv / "labels.csv") as handle:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from engage.data.splits import check_no_leak, grouped_kfold, subject_split
 from engage.errors import EngageError, UsageError
-from engage.splits import check_no_leak, grouped_kfold, subject_split
 
 
 def subjects_of(sizes):

@@ -3,14 +3,19 @@
 import numpy as np
 import pytest
 import torch
-
-from engage.checkpoint import load_model, save_model
-from engage.errors import EngageError
-from engage.models import build_model, faces_to_tensor, predict_proba
-from engage.errors import UsageError
-from engage.train import TrainConfig, augment, lr_at, resolve_device, resume_training, train
-
 from conftest import make_dataset, real_fer_faces
+
+from engage.errors import EngageError, UsageError
+from engage.models.checkpoint import load_model, save_model
+from engage.models.networks import build_model, faces_to_tensor, predict_proba
+from engage.training.augment import augment
+from engage.training.loop import (
+    TrainConfig,
+    lr_at,
+    resolve_device,
+    resume_training,
+    train,
+)
 
 CLASSES = ("happy", "surprise")
 
@@ -68,7 +73,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, happy_vs
 
 
 def test_a_run_started_on_a_gpu_resumes_where_it_is_told(tmp_path, happy_vs_surprise):
-    from engage.checkpoint import _write, read_file
+    from engage.models.checkpoint import _write, read_file
 
     train_set, val_set = happy_vs_surprise
     small, val = train_set.subset(np.r_[0:64, 300:364]), val_set.subset(np.r_[0:20, 100:120])
@@ -174,7 +179,7 @@ def test_zoom_and_random_erasing():
 
 
 def test_validation_faces_come_from_the_sources_split(tmp_path):
-    from engage.train import split_datasets
+    from engage.training.loop import split_datasets
 
     faces = np.zeros((6, 48, 48), np.uint8)
     data = make_dataset(faces, [0, 1, 0, 1, 0, 1], ["a", "b"])
@@ -194,7 +199,7 @@ def test_validation_faces_come_from_the_sources_split(tmp_path):
 
 
 def test_best_epoch_selection_fails_loudly_instead_of_falling_back(tmp_path, happy_vs_surprise):
-    from engage.train import selection_score
+    from engage.training.loop import selection_score
 
     train_set, val_set = happy_vs_surprise
     small = train_set.subset(np.r_[0:32, 300:332])
@@ -217,7 +222,7 @@ def test_best_epoch_selection_fails_loudly_instead_of_falling_back(tmp_path, hap
 
 
 def test_balanced_sampling_gives_every_corpus_and_subject_the_same_weight():
-    from engage.train import epoch_order, sampling_weights
+    from engage.training.loop import epoch_order, sampling_weights
 
     # corpus a: 2 subjects with 90 and 10 faces; corpus b: 1 subject with 20 faces
     data = make_dataset(np.zeros((120, 48, 48), np.uint8), np.arange(120) % 2, CLASSES,

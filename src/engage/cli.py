@@ -8,7 +8,13 @@ import sys
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from engage import __version__
@@ -87,7 +93,7 @@ def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confiden
     SRC is an image folder (one sub-folder per class, or a flat folder), a manifest CSV
     (path,label[,subject]) or the original fer2013.csv. Re-running on the same input reuses the results.
     """
-    from engage.preprocess import PreprocessOptions, run_preprocess, write_crops
+    from engage.data.preprocess import PreprocessOptions, run_preprocess, write_crops
 
     if sample == (src is not None):
         raise UsageError("give either SRC (a folder or CSV) or --sample")
@@ -183,7 +189,12 @@ def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir
     Writes RUN/best.safetensors (best epoch by validation score), RUN/last.safetensors (resumable),
     RUN/config.json and RUN/history.csv.
     """
-    from engage.train import TrainConfig, resume_training, run_training, task_defaults
+    from engage.training.loop import (
+        TrainConfig,
+        resume_training,
+        run_training,
+        task_defaults,
+    )
 
     log = lambda line: click.echo(line, err=True)  # noqa: E731
     if task == "resume":
@@ -191,11 +202,11 @@ def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir
     else:
         model_args = {"width": width} if width else {}
         if init:
-            from engage.classifiers import resolve_model
+            from engage.models.loading import resolve_model
 
             init = resolve_model(init)  # a shipped name (fer) or a file
         if init and model is None:
-            from engage.checkpoint import read_file
+            from engage.models.checkpoint import read_file
 
             donor = read_file(init)[1]
             donor = donor.get("config", donor)
@@ -216,7 +227,7 @@ def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir
             val=val_files, split=split, val_fraction=val_fraction, bf16=bf16, seed=seed, threads=threads, device=device,
             **overrides)
         if cv_folds:
-            from engage.crossval import cross_validate, format_report
+            from engage.training.crossval import cross_validate, format_report
 
             if not data or val:
                 raise UsageError("--cv needs --data (one or more files) and no --val: every subject is held out once")
@@ -263,7 +274,7 @@ Examples:
 def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_dir, bootstrap,
              as_json) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
-    from engage.api import evaluate_model
+    from engage.evaluation.evaluate import evaluate_model
 
     data = list(data) if len(data) > 1 else data[0]
     result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
@@ -308,8 +319,13 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
 def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, as_json) -> None:
     """Train and test several models on the same subject folds; print the paper's table with CIs and a paired test."""
-    from engage.compare import format_table, parse_model_specs, run_comparison, save_result
-    from engage.dataset import FaceDataset
+    from engage.data.dataset import FaceDataset
+    from engage.evaluation.compare import (
+        format_table,
+        parse_model_specs,
+        run_comparison,
+        save_result,
+    )
 
     specs = parse_model_specs(models)
     dataset = FaceDataset.load(data)
@@ -371,9 +387,9 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     Prints a summary per input (a picture without a face is reported as such); --csv, --json, --annotate,
     --timeline and --save-crops add outputs. Nothing else is written.
     """
-    from engage.predict import Predictor
-    from engage.predict_job import PredictOptions, format_result, run_predict
-    from engage.sources import expand_inputs
+    from engage.inference.job import PredictOptions, format_result, run_predict
+    from engage.inference.predictor import Predictor
+    from engage.io.inputs import expand_inputs
 
     sources = expand_inputs(list(inputs), webcam=webcam, sample=sample)
     options = PredictOptions(every=every, max_frames=max_frames, csv_path=csv_path, annotate_dir=annotate_dir,
@@ -447,7 +463,7 @@ def export(model_name, fmt, out_path, as_json) -> None:
     Before writing, checks that onnxruntime's probabilities match PyTorch's (max abs difference <= 1e-4) on
     the real faces of the bundled sample and on random faces.
     """
-    from engage.export import export_onnx
+    from engage.models.onnx import export_onnx
 
     if out_path is None:
         out_path = os.path.splitext(os.path.basename(model_name))[0] + "." + fmt

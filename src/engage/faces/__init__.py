@@ -1,0 +1,1 @@
+"""Step 1 of the method: find faces (detect) and cut them as a model expects (crop)."""

@@ -1,0 +1,264 @@
+"""Predictor: images, video files and cameras -> one result per face (box, detection confidence, p_engaged,
+label, and the FER model's expression probabilities when asked), faces cropped exactly as the model was
+trained and scored together in one batch per frame (several frames per batch for video files)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from engage.errors import UsageError
+from engage.faces.crop import (
+    FaceSettings,
+    crop_face,
+    cut_face,
+    face_image,
+    to_gray,
+    whole_image_box,
+)
+from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, create_detector
+from engage.inference.records import FaceResult, FrameResult
+from engage.inference.tracking import EmaSmoother, IouTracker
+from engage.io.images import as_rgb_image
+from engage.io.video import VideoSource
+
+DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engaged: off task / on task)
+DEFAULT_EXPRESSION_MODEL = "fer"  # the shipped FER model (7 expressions)
+BACKENDS = ("torch", "onnx")
+NO_DETECTOR = "none"  # the image is already a face crop
+HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size in prediction: half the frame, within these bounds
+
+
+def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"):
+    """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
+
+    views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
+    from engage.models.loading import load_classifier
+    from engage.models.onnx import OnnxClassifier
+
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if str(name_or_path).lower().endswith(".onnx"):
+        if backend != "onnx":
+            raise UsageError(f"{name_or_path} is an ONNX model: use --backend onnx")
+        if views != "model":
+            raise UsageError(f"{name_or_path} is an ONNX model: its test-time views are built in; use a .safetensors file")
+        return OnnxClassifier.load(str(name_or_path), threads=threads)
+    classifier = load_classifier(str(name_or_path)).set_views(views)
+    return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Run a block with PyTorch's (OpenMP) thread count set to `count`, then restore it. Once torch is loaded,
+    yuface's YuNet runs on torch's OpenMP runtime too, so this limits both. A frame holds a few faces: one
+    thread is 3-10x faster than OpenMP threads spinning against video decoding or any other job on 2 cores.
+    None or 0 leaves the defaults."""
+    if not count:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if previous != count:
+            torch.set_num_threads(previous)
+
+
+def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int = HALF_SIZE_RANGE[1]) -> int:
+    """Half the image's longest side, kept within [smallest, largest] pixels."""
+    return int(min(largest, max(smallest, max(rgb.shape[:2]) // 2)))
+
+
+def crop_faces(rgb: np.ndarray, boxes: list[FaceBox], settings: FaceSettings, whole_image: bool = False,
+               gray: np.ndarray | None = None) -> np.ndarray:
+    """(N, size, size[, 3]) uint8 crops of the found boxes, cut as the model was trained (the same functions
+    `engage preprocess` uses); whole_image: the boxes are whole images (no detector), taken as they are.
+    gray: the frame's gray image when already made (it is made once per frame)."""
+    image = face_image(rgb, settings) if settings.color or gray is None else gray
+    crops = [crop_face(image, box, settings.size) if whole_image else cut_face(image, box, settings) for box in boxes]
+    return np.stack(crops) if crops else np.zeros((0, *settings.shape), np.uint8)
+
+
+class Predictor:
+    """Scores every face in images and videos with a trained model (the shipped 'engagement' by default).
+
+    >>> predictor = Predictor.from_pretrained("engagement", detector="mtcnn")
+    >>> faces = predictor.predict("photo.jpg")          # one FaceResult per face, biggest first
+    >>> for frame in predictor.predict_video("lecture.mp4", every=2):
+    ...     print(frame.time_s, [(f.face_id, f.p_engaged) for f in frame.faces])
+
+    model: shipped name or file (.safetensors; .onnx with backend 'onnx'). detector: None for the model's
+    own (mtcnn when it records none), 'mtcnn', 'yunet', 'dlib' or 'none' (each image is one face crop).
+    backend: 'torch' or 'onnx' (onnxruntime). expressions: also score every face with expression_model, with
+    expression_views 'model' (as its file records: the shipped fer averages 16 views), 'flip' or 'one' (fastest).
+    detect_size: longest side of the frame the detector sees (default: the detector's own limit; YuNet
+    looks at half-size frames, see below). smoothing_s: time constant of p_engaged's moving average in
+    video. threads: CPU threads for detector and network (1 is fastest for a few faces per frame).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
+                 expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
+                 expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None,
+                 smoothing_s: float = 1.0, threads: int | None = 1):
+        if smoothing_s < 0:
+            raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
+        self.model_name = str(model)
+        self.backend = backend
+        self.smoothing_s = smoothing_s
+        self.threads = threads
+        self.model = load_scoring_model(model, backend, threads)
+        self.settings = FaceSettings.from_dict(self.model.face_settings)
+        self.class_names = self.model.class_names
+        self.decision = self.model.decision  # positive class and threshold, as the model file records
+        self.positive_class = self.decision.positive
+        self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
+                                 if expressions else None)
+        self.expression_names = self.expression_model.class_names if self.expression_model else None
+        self.expression_settings = (FaceSettings.from_dict(self.expression_model.face_settings)
+                                    if self.expression_model else None)
+        # the model's own detector (and threshold) unless another is asked for; FER-style models trained on
+        # ready-made crops record none, so they get the default detector
+        self.detector_name = detector or self.settings.detector or "mtcnn"
+        if self.detector_name not in (*DETECTORS, NO_DETECTOR):
+            raise UsageError(f"unknown detector {self.detector_name!r}; choose one of: {', '.join(DETECTORS)}, {NO_DETECTOR}")
+        if self.settings.align and self.detector_name not in LANDMARK_DETECTORS:
+            raise UsageError(f"{model} turns faces upright on the eye landmarks of {', '.join(LANDMARK_DETECTORS)}; "
+                             f"detector {self.detector_name} cannot cut its faces (use --detector "
+                             f"{LANDMARK_DETECTORS[0]})")
+        if self.detector_name == NO_DETECTOR:
+            self.detector = None
+        else:
+            if min_confidence is None and self.detector_name == self.settings.detector:
+                min_confidence = self.settings.min_confidence
+            self.detector = create_detector(self.detector_name, min_confidence, detect_size)
+        # YuNet finds faces down to ~10 px, MTCNN (the default) down to 20 px: on frames at half size YuNet
+        # still finds every face MTCNN would, 3x faster, with fewer tiny false faces. Not when YuNet is the
+        # model's own detector (then it detects exactly as at training) or a size is given.
+        self.half_size_detection = (self.detector_name == "yunet" and detect_size is None
+                                    and self.settings.detector != "yunet")
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> "Predictor":
+        """A predictor for a shipped model by name ('engagement', 'fer') or any model file."""
+        return cls(model, **options)
+
+    # ---- faces -------------------------------------------------------------------------------------
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an RGB image, biggest first (the whole image when the detector is 'none')."""
+        if self.detector is None:
+            height, width = rgb.shape[:2]
+            return [whole_image_box(width, height, self.settings.square)]
+        if self.half_size_detection:
+            self.detector.max_side = half_size(rgb)
+        with torch_threads(self.threads):
+            return self.detector.detect(rgb)
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities."""
+        with torch_threads(self.threads):
+            return np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
+
+    def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:
+        """All faces of all frames through the network(s) in one batch; per frame, per face:
+        (box, probabilities row, expression row or None, crop)."""
+        crops, expression_crops, counts = [], [], []
+        whole = self.detector is None
+        for rgb, boxes in frames:
+            gray = to_gray(rgb)
+            crops.append(crop_faces(rgb, boxes, self.settings, whole, gray))
+            if self.expression_model is not None:
+                expression_crops.append(crop_faces(rgb, boxes, self.expression_settings, whole, gray))
+            counts.append(len(boxes))
+        faces = np.concatenate(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
+        proba = self.predict_proba(faces) if len(faces) else np.zeros((0, len(self.class_names)), np.float32)
+        expression_proba = None
+        if self.expression_model is not None and len(faces):
+            with torch_threads(self.threads):
+                expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
+        scored, start = [], 0
+        for (rgb, boxes), count in zip(frames, counts):
+            scored.append([(boxes[i], proba[start + i], None if expression_proba is None else expression_proba[start + i],
+                            faces[start + i]) for i in range(count)])
+            start += count
+        return scored
+
+    def _face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
+                     crop: np.ndarray, p_smoothed: float | None = None) -> FaceResult:
+        probabilities = {name: float(p) for name, p in zip(self.class_names, proba)}
+        p_raw = probabilities[self.positive_class] if self.positive_class else None
+        p_engaged = p_raw if p_smoothed is None else p_smoothed
+        if p_engaged is not None and self.decision.binary:
+            label = self.decision.label(p_engaged)
+        else:
+            label = self.class_names[int(np.argmax(proba))]
+        expressions = None
+        if expression is not None:
+            expressions = {name: float(p) for name, p in zip(self.expression_names, expression)}
+        return FaceResult(face_id, box, probabilities, label, p_engaged, p_raw, expressions, crop)
+
+    # ---- images ------------------------------------------------------------------------------------
+    def predict(self, image) -> list[FaceResult]:
+        """Every face of one image (a path, numpy array or PIL image), biggest first, ids 1, 2, ...;
+        an empty list when there is no face."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images) -> list[list[FaceResult]]:
+        """Several images; all their faces go through the network in one batch."""
+        frames = []
+        for image in images:
+            rgb = as_rgb_image(image)
+            frames.append((rgb, self.detect(rgb)))
+        return [[self._face_result(i + 1, *face) for i, face in enumerate(faces)] for faces in self._score(frames)]
+
+    # ---- video -------------------------------------------------------------------------------------
+    def predict_video(self, source: str | int | VideoSource, every: int = 1, max_frames: int | None = None,
+                      batch_frames: int = 8, keep_images: bool = False) -> Iterator[FrameResult]:
+        """Per-frame results of a video file or camera (an int), streamed with constant memory.
+
+        Every `every`-th frame is scored; faces keep a stable face_id across frames (see engage.inference.tracking
+        for the tracker's limits) and p_engaged is smoothed per face over `smoothing_s` seconds
+        (p_engaged_raw keeps the frame's own value). Files are scored `batch_frames` frames per network
+        call; cameras one frame at a time. keep_images attaches each frame's RGB pixels (for annotation).
+        """
+        if every < 1:
+            raise UsageError(f"--every must be 1 or more, got {every}")
+        video = source if isinstance(source, VideoSource) else VideoSource(source)
+        tracker = IouTracker(max_gap_s=max(1.0, 3.0 * every / video.fps))
+        smoother = EmaSmoother(self.smoothing_s)
+        batch = 1 if video.is_camera else max(1, batch_frames)
+        pending = []
+        try:
+            for frame in video.frames(every, max_frames):
+                boxes = self.detect(frame.rgb)
+                pending.append((frame, boxes, tracker.update(boxes, frame.time_s)))
+                if len(pending) >= batch:
+                    yield from self._frame_results(video.name, pending, smoother, keep_images)
+                    smoother.keep_only(track.face_id for track in tracker.tracks)
+                    pending = []
+            yield from self._frame_results(video.name, pending, smoother, keep_images)
+        finally:
+            if not isinstance(source, VideoSource):
+                video.close()
+
+    def _frame_results(self, name: str, pending: list, smoother: EmaSmoother, keep_images: bool) -> Iterator[FrameResult]:
+        if not pending:
+            return
+        scored = self._score([(frame.rgb, boxes) for frame, boxes, _ in pending])
+        for (frame, _, ids), faces in zip(pending, scored):
+            results = []
+            for face_id, (box, proba, expression, crop) in zip(ids, faces):
+                p_smoothed = None
+                if self.positive_class is not None:
+                    p_raw = float(proba[self.class_names.index(self.positive_class)])
+                    p_smoothed = smoother.update(face_id, frame.time_s, p_raw)
+                results.append(self._face_result(face_id, box, proba, expression, crop, p_smoothed))
+            height, width = frame.rgb.shape[:2]
+            yield FrameResult(name, frame.index, frame.time_s, results, width, height,
+                              frame.rgb if keep_images else None)

@@ -1,0 +1,89 @@
+"""Files that are never half-written: whole files written to a temporary file beside the target, flushed to
+disk and renamed into place (`atomic_write`, `write_text`); streamed outputs (CSV rows, mp4 frames) staged the
+same way (`StagedFile`); and the one walk over a folder tree that every reader uses."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's temp files are private (0600)
+
+
+def atomic_write(path: str, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path) then rename over path, so a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(handle)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as written:  # on disk before the rename: a crash leaves the old file or the new
+            os.fsync(written.fileno())
+        os.chmod(tmp_path, FILE_MODE)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file atomically (UTF-8)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    atomic_write(path, write)
+
+
+def walk_files(folder: str) -> list[str]:
+    """Every file under a folder, hidden files and folders left out, sorted within each folder, following
+    symbolic links to folders but never into the same folder twice (a link to itself or a parent is a loop)."""
+    found, seen = [], set()
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found += [os.path.join(directory, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+class StagedFile:
+    """A temporary file beside `path`; subclasses open a writer on `tmp_path` and close it in `_close`."""
+
+    def __init__(self, path: str, suffix: str):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        handle, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+        os.close(handle)
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Finish the file and rename it over the target."""
+        self._close()
+        os.chmod(self.tmp_path, FILE_MODE)
+        os.replace(self.tmp_path, self.path)
+
+    def discard(self) -> None:
+        """Drop the temporary file; the target is left as it was."""
+        self._close()
+        self._remove()
+
+    def _remove(self) -> None:
+        if os.path.exists(self.tmp_path):
+            os.unlink(self.tmp_path)

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from engage.models.checkpoint import load_model
+from engage.models.checkpoint import load_network
 from engage.models.loading import shipped_models
 from engage.models.networks import predict_proba
 from engage.models.views import SHIFT_ZOOM
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: all cores")
     args = parser.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    network, _ = load_model(shipped_models().get(args.model, args.model))
+    network, _ = load_network(shipped_models().get(args.model, args.model))
     faces = torch.rand(args.faces, 1, 48, 48, generator=torch.Generator().manual_seed(0))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, {args.faces} faces, fp32")
     baseline = faces_per_second(network, faces, False, 512, False, ())

@@ -19,7 +19,7 @@ import tempfile
 
 from engage.evaluation.evaluate import evaluate_model
 from engage.models.cards import write_card
-from engage.models.checkpoint import load_model, save_model
+from engage.models.checkpoint import load_network, save_model
 from engage.models.loading import WEIGHTS_DIR
 from engage.models.networks import count_parameters
 from engage.models.views import PRESETS
@@ -58,7 +58,7 @@ def main() -> int:
         parser.error("--crossval figures, calibration and threshold were measured on one fp32/fp16 view: "
                      "test-time views or int8 would ship a model they do not describe")
 
-    network, config = load_model(args.model)
+    network, config = load_network(args.model)
     crossval = None
     if args.crossval:
         with open(args.crossval) as handle:

@@ -6,7 +6,7 @@ from sklearn.svm import SVC
 
 from engage.errors import EngageError
 from engage.models.hog_svm import HogSvm, hog_features
-from engage.models.loading import load_classifier, save_hog_svm
+from engage.models.loading import load_model, save_hog_svm
 
 
 def test_hog_svm_end_to_end_on_real_faces(tmp_path, shared_data):
@@ -24,7 +24,7 @@ def test_hog_svm_end_to_end_on_real_faces(tmp_path, shared_data):
 
     path = str(tmp_path / "hog.safetensors")
     save_hog_svm(path, model, {"normalize": "standard"})
-    loaded = load_classifier(path)
+    loaded = load_model(path)
     assert loaded.class_names == list(classes)
     assert np.allclose(loaded.predict_proba(test_faces), proba, atol=1e-6)
 

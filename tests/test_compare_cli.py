@@ -9,7 +9,7 @@ import torch
 from conftest import make_dataset, real_fer_faces, run_cli
 
 from engage.data.dataset import FaceDataset
-from engage.models.checkpoint import load_model, save_model
+from engage.models.checkpoint import load_network, save_model
 from engage.models.networks import build_model
 
 BINARY = "2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged"
@@ -45,7 +45,7 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     result = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert result["folds"] == 3 and result["subjects"] == 6 and set(result["models"]) == {"compact:width=8", "hog-svm"}
     [run_dir] = [p for p in (tmp_path / "cmp").glob("fold0-compact:width=8-*") if p.is_dir()]
-    network, _ = load_model(str(run_dir / "best.safetensors"))
+    network, _ = load_network(str(run_dir / "best.safetensors"))
     assert network.head.in_features == 64  # width 8: the last block has 8 x 8 channels
     for row in result["models"].values():
         assert len(row["auc"]["per_fold"]) == 3 and 0 <= row["auc"]["mean"] <= 1
@@ -123,7 +123,7 @@ def test_model_file_problems_are_one_line(tmp_path):
         assert_one_line_error(run_cli("evaluate", "--model", str(path), "--data", str(tmp_path / "d.npz")), words)
     assert_one_line_error(run_cli("evaluate", "--model", str(good), "--data", str(tmp_path / "unknown.npz")),
                           "zzz", "does not know")
-    assert load_model(str(good))[1]["class_names"] == ["a", "b"]
+    assert load_network(str(good))[1]["class_names"] == ["a", "b"]
 
 
 def test_training_data_problems_are_one_line(tmp_path):

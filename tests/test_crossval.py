@@ -11,7 +11,7 @@ from conftest import run_cli
 
 from engage.data.dataset import FaceDataset, concatenate
 from engage.errors import EngageError
-from engage.models.checkpoint import load_model
+from engage.models.checkpoint import load_network
 from engage.training.crossval import corpus_folds, cross_validate
 from engage.training.loop import TrainConfig
 
@@ -86,7 +86,7 @@ def test_cross_validation_reports_each_data_set_and_ships_its_decision(tmp_path,
     assert report["chosen_epoch"] in (1, 2, 3) and set(report["epoch_curve"]) == {"1", "2", "3"}
     curve = report["epoch_curve"]
     assert curve[str(report["chosen_epoch"])] == max(curve.values())
-    network, config = load_model(report["model"])
+    network, config = load_network(report["model"])
     assert config["decision"]["positive_class"] == "engaged"
     assert config["decision"]["threshold"] == pytest.approx(report["threshold"])
     assert config["calibration"] == report["calibration"] and config["epoch"] == report["chosen_epoch"]
@@ -121,8 +121,8 @@ def test_a_killed_cross_validation_continues_to_the_same_result(tmp_path, two_co
     assert any(line.startswith("resumed") and "fold2" in line and "at epoch 2" in line for line in lines)  # not restarted
     assert resumed["cross_fitted"] == straight["cross_fitted"]
     for name in ("fold1", "fold2", "fold3"):
-        a = load_model(str(tmp_path / "straight" / name / "last.safetensors"))[0].state_dict()
-        b = load_model(str(tmp_path / "killed" / name / "last.safetensors"))[0].state_dict()
+        a = load_network(str(tmp_path / "straight" / name / "last.safetensors"))[0].state_dict()
+        b = load_network(str(tmp_path / "killed" / name / "last.safetensors"))[0].state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
     # the same folder with another recipe is refused, so results are never mixed
     with pytest.raises(EngageError, match="another recipe"):

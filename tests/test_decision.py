@@ -17,7 +17,7 @@ from engage.evaluation.decision import (
 )
 from engage.evaluation.metrics import basic_metrics, expected_calibration_error
 from engage.models.checkpoint import save_model
-from engage.models.loading import load_classifier
+from engage.models.loading import load_model
 from engage.models.networks import build_model
 
 
@@ -111,7 +111,7 @@ def test_evaluate_decides_with_the_stored_threshold_and_calibration(tmp_path, th
 
     path, network, threshold, faces = thresholded_model
     make_dataset(faces, np.arange(len(faces)) % 2, ["engaged", "off_task"]).save(str(tmp_path / "data.npz"))
-    classifier = load_classifier(path)
+    classifier = load_model(path)
     assert classifier.decision.threshold == threshold and classifier.decision.positive == "engaged"
     raw = predict_proba(network, faces_to_tensor(faces)).numpy()
     expected = calibrate(raw, {"scale": 0.5, "bias": [0.2, 0.0]})

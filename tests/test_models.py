@@ -63,7 +63,7 @@ def test_faces_to_tensor_normalisations():
 
 
 def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_path):
-    from engage.models.checkpoint import load_model, model_config, save_model
+    from engage.models.checkpoint import load_network, model_config, save_model
 
     torch.manual_seed(0)
     model = build_model("compact", 3, width=8).eval()
@@ -75,7 +75,7 @@ def test_test_time_flip_averages_the_mirror_image_and_travels_with_the_file(tmp_
     assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)  # mirror-invariant by construction
     config = model_config("compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True)
     save_model(str(tmp_path / "m.safetensors"), model, config)
-    loaded, _ = load_model(str(tmp_path / "m.safetensors"))
+    loaded, _ = load_network(str(tmp_path / "m.safetensors"))
     assert loaded.test_time_flip and torch.allclose(loaded(x), model(x), atol=1e-6)
 
 
@@ -83,7 +83,7 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
     from safetensors.torch import load_file, save_file
 
     from engage.errors import EngageError
-    from engage.models.checkpoint import load_model, model_config, save_model
+    from engage.models.checkpoint import load_network, model_config, save_model
 
     torch.manual_seed(0)
     model = build_model("compact", 3, width=16).eval()
@@ -95,7 +95,7 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
         path = tmp_path / f"{storage}.safetensors"
         save_model(str(path), model, config, storage=storage)
         sizes[storage] = path.stat().st_size
-        loaded, loaded_config = load_model(str(path))
+        loaded, loaded_config = load_network(str(path))
         assert loaded_config["dtype"] == storage
         assert all(p.dtype == torch.float32 for p in loaded.parameters())  # always computed in float32
         probabilities = torch.softmax(loaded(x), dim=1)
@@ -111,7 +111,7 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"engage": '{"model": "compact", "num_classes": 3, '
               '"class_names": ["a", "b", "c"], "model_args": {"width": 16}, "kind": "model"}'})
     with pytest.raises(EngageError, match="int8 weights without a fitting scale"):
-        load_model(str(tmp_path / "broken.safetensors"))
+        load_network(str(tmp_path / "broken.safetensors"))
 
 
 def test_a_view_moves_and_zooms_the_face_and_keeps_its_size():
@@ -136,7 +136,7 @@ def test_a_view_moves_and_zooms_the_face_and_keeps_its_size():
 
 def test_test_time_views_average_every_view_and_its_mirror_and_travel_with_the_file(tmp_path):
     from engage.errors import EngageError
-    from engage.models.checkpoint import load_model, model_config, save_model
+    from engage.models.checkpoint import load_network, model_config, save_model
     from engage.models.views import SHIFT_ZOOM, view
 
     torch.manual_seed(0)
@@ -148,12 +148,12 @@ def test_test_time_views_average_every_view_and_its_mirror_and_travel_with_the_f
     config = model_config("compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True,
                           test_time_views=[list(v) for v in SHIFT_ZOOM])
     save_model(str(tmp_path / "m.safetensors"), model, config)
-    loaded, _ = load_model(str(tmp_path / "m.safetensors"))
+    loaded, _ = load_network(str(tmp_path / "m.safetensors"))
     assert loaded.test_time_views == SHIFT_ZOOM and torch.allclose(loaded(x), expected, atol=1e-5)
     for bad in ([[0, 0]], [[20, 0, 1.0]], [[0, 0, 3.0]], [[0.5, 0, 1.0]], "abc"):
         save_model(str(tmp_path / "bad.safetensors"), model, dict(config, test_time_views=bad))
         with pytest.raises(EngageError, match=r"test_time_views: each view must be \[dx, dy, zoom\]"):
-            load_model(str(tmp_path / "bad.safetensors"))
+            load_network(str(tmp_path / "bad.safetensors"))
     model.train()  # training sees one view (same dropout draw, same batch statistics)
     one = [torch.manual_seed(1) and model.forward_head(model.forward_features(x)), torch.manual_seed(1) and model(x)]
     assert torch.allclose(*one)

@@ -42,9 +42,9 @@ def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, samp
     """The biggest face is cropped exactly as pre-processing did at training, so the score is what
     `engage evaluate` would give for this photo."""
     from engage.faces.crop import FaceSettings, extract_face
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
 
-    classifier = load_classifier(engagement_model)
+    classifier = load_model(engagement_model)
     assert classifier.class_names == ["disengaged", "engaged"]
     for name in ("astronaut.png", "cameraman.png"):
         rgb = sample_images[name]
@@ -94,9 +94,9 @@ def test_expressions_are_the_fer_models_seven_probabilities(predictor, sample_im
 def test_expression_views_trade_views_for_speed_and_stay_close(engagement_model, fer_model, predictor, sample_images):
     from engage.errors import UsageError
     from engage.inference.predictor import Predictor, load_scoring_model
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
 
-    faces = load_classifier(fer_model)
+    faces = load_model(fer_model)
     assert len(faces.network.test_time_views) == 8 and faces.network.test_time_flip  # 'model': as the card says
     group = sample_images["group.png"]
     full = [face.expressions for face in predictor.predict(group)]

@@ -12,20 +12,20 @@ pytest_plugins = ["predict_fixtures"]
 @pytest.fixture(scope="module")
 def real_faces(engagement_model, fast_extra):
     """The 5 real faces of the bundled sample, cropped as the engagement model expects, plus flipped copies."""
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
     from engage.models.onnx import sample_faces
 
-    faces = sample_faces(load_classifier(engagement_model).face_settings)
+    faces = sample_faces(load_model(engagement_model).face_settings)
     assert len(faces) == 5
     return np.concatenate([faces, faces[:, :, ::-1]])
 
 
 @pytest.mark.parametrize("which", ["engagement", "fer"])
 def test_onnxruntime_matches_pytorch_on_real_faces(which, engagement_model, fer_model, real_faces):
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
     from engage.models.onnx import OnnxClassifier
 
-    classifier = load_classifier(engagement_model if which == "engagement" else fer_model)
+    classifier = load_model(engagement_model if which == "engagement" else fer_model)
     onnx_model = OnnxClassifier.from_classifier(classifier)
     assert onnx_model.class_names == classifier.class_names
     torch_proba = classifier.predict_proba(real_faces)
@@ -70,7 +70,7 @@ def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_p
     import torch
 
     from engage.models.checkpoint import save_model
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
     from engage.models.networks import build_model
     from engage.models.onnx import export_onnx, sample_faces
 
@@ -86,7 +86,7 @@ def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_p
     assert faces.shape == (5, 64, 64, 3)
     report = export_onnx(str(tmp_path / "colour.safetensors"), str(tmp_path / "colour.onnx"))
     assert report["max_abs_difference"] <= 1e-4
-    classifier = load_classifier(str(tmp_path / "colour.safetensors"))
+    classifier = load_model(str(tmp_path / "colour.safetensors"))
     expected = classifier.predict_proba(faces)
     from engage.models.networks import faces_to_tensor
 

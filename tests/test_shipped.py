@@ -13,7 +13,7 @@ from conftest import real_fer_faces, run_cli
 from engage.errors import EngageError
 from engage.models.cards import read_card
 from engage.models.checkpoint import sha256_of
-from engage.models.loading import load_classifier, shipped_models
+from engage.models.loading import load_model, shipped_models
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -32,14 +32,14 @@ def test_the_shipped_models_and_their_cards():
                    else list(card["validation"]["cross_validation"]["cross_fitted"].values()))
         for row in figures:
             assert 0 < row["ci95"]["accuracy"][0] <= row["accuracy"] <= row["ci95"]["accuracy"][1]
-        classifier = load_classifier(name)
+        classifier = load_model(name)
         assert classifier.class_names == card["classes"]
         total += card["size_bytes"]
     assert total <= 25e6  # the issue's budget for everything shipped
-    assert load_classifier("fer").class_names == list(FER_CLASSES)
-    assert load_classifier("engagement").class_names == ["disengaged", "engaged"]
-    assert load_classifier("fer").face_settings["detector"] is None  # FER2013 is already cropped
-    assert load_classifier("engagement").face_settings["detector"] == "mtcnn"
+    assert load_model("fer").class_names == list(FER_CLASSES)
+    assert load_model("engagement").class_names == ["disengaged", "engaged"]
+    assert load_model("fer").face_settings["detector"] is None  # FER2013 is already cropped
+    assert load_model("engagement").face_settings["detector"] == "mtcnn"
 
 
 def test_tampered_or_cardless_shipped_weights_are_refused(tmp_path):
@@ -47,18 +47,18 @@ def test_tampered_or_cardless_shipped_weights_are_refused(tmp_path):
     copy = tmp_path / "engagement.safetensors"
     shutil.copy(source, copy)
     shutil.copy(source[: -len(".safetensors")] + ".json", tmp_path / "engagement.json")
-    assert load_classifier(str(copy)).class_names == ["disengaged", "engaged"]  # an intact copy with its card loads
+    assert load_model(str(copy)).class_names == ["disengaged", "engaged"]  # an intact copy with its card loads
     data = bytearray(copy.read_bytes())
     data[-100] ^= 0x01  # one bit of one weight
     copy.write_bytes(bytes(data))
     with pytest.raises(EngageError, match="does not match its model card"):
-        load_classifier(str(copy))
+        load_model(str(copy))
     result = run_cli("evaluate", "--model", str(copy), "--data", str(tmp_path / "nothing.npz"))
     assert result.returncode == 1 and "does not match its model card" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "engagement.json").write_text("{broken")
     with pytest.raises(EngageError, match="damaged model card"):
-        load_classifier(str(copy))
+        load_model(str(copy))
 
 
 def test_shipped_card_is_required_inside_the_package(tmp_path, monkeypatch):
@@ -67,7 +67,7 @@ def test_shipped_card_is_required_inside_the_package(tmp_path, monkeypatch):
     shutil.copy(shipped_models()["fer"], tmp_path / "fer.safetensors")
     monkeypatch.setattr(classifiers, "WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(EngageError, match="without its model card"):
-        load_classifier("fer")
+        load_model("fer")
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_the_fer_model_on_every_real_validation_face(shared_data):
     """All 3,589 FER2013 PublicTest images, read from the folders: the card's figure is reproduced and meets the floor."""
     faces, labels = real_fer_faces(shared_data, FER_CLASSES, per_class=10**6, split="val")
     assert len(faces) == 3589
-    classifier = load_classifier("fer")
+    classifier = load_model("fer")
     assert classifier.network.test_time_flip and len(classifier.network.test_time_views) == 8
     predicted = classifier.predict_proba(faces).argmax(axis=1)
     accuracy = (predicted == labels).mean()
@@ -93,7 +93,7 @@ def test_the_engagement_card_says_what_p_engaged_means_and_where_it_decides():
     """The positive class, threshold and calibration are in the model file and the card alike, chosen by
     cross-validation, with the label mapping of every data set trained on and the figures per data set."""
     card = read_card(shipped_models()["engagement"])
-    classifier = load_classifier("engagement")
+    classifier = load_model("engagement")
     decision = classifier.decision
     assert decision.positive == card["decision"]["positive_class"] == "engaged"
     assert decision.threshold == card["decision"]["threshold"] and 0 < decision.threshold < 1

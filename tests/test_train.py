@@ -6,7 +6,7 @@ import torch
 from conftest import make_dataset, real_fer_faces
 
 from engage.errors import EngageError, UsageError
-from engage.models.checkpoint import load_model, save_model
+from engage.models.checkpoint import load_network, save_model
 from engage.models.networks import build_model, faces_to_tensor, predict_proba
 from engage.training.augment import augment
 from engage.training.loop import (
@@ -43,7 +43,7 @@ def test_short_real_training_beats_chance_on_held_out_faces(tmp_path, happy_vs_s
     assert accuracy > 0.62, accuracy
     assert len(result.history) == 6 and (tmp_path / "run" / "history.csv").exists()
     assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "config.json").exists()
-    reloaded, config = load_model(str(tmp_path / "run" / "best.safetensors"))
+    reloaded, config = load_network(str(tmp_path / "run" / "best.safetensors"))
     assert config["class_names"] == list(CLASSES) and config["train_config"]["epochs"] == 6
 
 

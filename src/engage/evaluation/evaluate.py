@@ -11,7 +11,7 @@ import numpy as np
 from engage.data.dataset import FaceDataset
 from engage.errors import EngageError
 from engage.io.files import write_text
-from engage.models.loading import FaceClassifier, load_classifier
+from engage.models.loading import FaceClassifier, load_model
 
 
 def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str = "label", label_map: str | None = None,
@@ -82,7 +82,7 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
         write_predictions,
     )
 
-    classifier = load_classifier(model)
+    classifier = load_model(model)
     sources = [data] if isinstance(data, str) else list(data)
     dataset = concatenate([load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
                            for source in sources], sources)

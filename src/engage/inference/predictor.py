@@ -35,7 +35,7 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
     """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
 
     views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
     from engage.models.onnx import OnnxClassifier
 
     if backend not in BACKENDS:
@@ -46,7 +46,7 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
         if views != "model":
             raise UsageError(f"{name_or_path} is an ONNX model: its test-time views are built in; use a .safetensors file")
         return OnnxClassifier.load(str(name_or_path), threads=threads)
-    classifier = load_classifier(str(name_or_path)).set_views(views)
+    classifier = load_model(str(name_or_path)).set_views(views)
     return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engage.faces.detect import FaceBox
 from engage.io.files import StagedFile
+
+if TYPE_CHECKING:
+    import pandas
 
 # One row per face per frame (OpenFace-style stable names); images are frame 0 at time 0.
 CSV_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label")

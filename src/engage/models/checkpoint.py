@@ -120,7 +120,7 @@ def save_model(path: str, model: FaceNet, config: dict, storage: str = "float32"
     _write(path, {f"model.{k}": v for k, v in state.items()}, dict(config, kind="model", dtype=storage))
 
 
-def load_model(path: str) -> tuple[FaceNet, dict]:
+def load_network(path: str) -> tuple[FaceNet, dict]:
     """Rebuild a network from a model file or checkpoint, with no other knowledge of its recipe."""
     tensors, meta = read_file(path)
     config = meta.get("config", meta)

@@ -103,9 +103,9 @@ def check_card(path: str) -> dict | None:
     return card
 
 
-def load_classifier(name_or_path: str) -> FaceClassifier:
+def load_model(name_or_path: str) -> FaceClassifier:
     """Load a network or HOG+SVM model file (or a shipped model by name, checked against its model card)."""
-    from engage.models.checkpoint import load_model, read_file
+    from engage.models.checkpoint import load_network, read_file
 
     path = resolve_model(name_or_path)
     check_card(path)
@@ -115,8 +115,27 @@ def load_classifier(name_or_path: str) -> FaceClassifier:
         from engage.models.hog_svm import HogSvm
 
         return FaceClassifier(name_or_path, config, svm=HogSvm.from_tensors(tensors, config))
-    network, config = load_model(path)
+    network, config = load_network(path)
     return FaceClassifier(name_or_path, config, network=network)
+
+
+def create_model(name_or_file: str, num_classes: int | None = None, **kwargs):
+    """A network, in the spirit of timm's create_model: an architecture by name ('cnn', 'vgg', 'compact', with
+    its arguments, e.g. width=48) with fresh weights, or a trained network (a shipped name such as 'fer', or a
+    model file) with its weights; num_classes gives a trained network a fresh head for another task."""
+    from engage.models.networks import MODELS, build_model
+
+    if name_or_file in MODELS:
+        return build_model(name_or_file, num_classes or 2, **kwargs)
+    classifier = load_model(name_or_file)
+    if classifier.network is None:
+        raise UsageError(f"{name_or_file} is a HOG+SVM model, not a network; load it with load_model")
+    if kwargs:
+        raise UsageError(f"{name_or_file} is a trained network: its architecture is fixed ({', '.join(kwargs)} given)")
+    network = classifier.network
+    if num_classes is not None and num_classes != network.num_classes:
+        network.reset_head(num_classes)
+    return network
 
 
 def save_hog_svm(path: str, model, face_settings: dict | None = None) -> None:

@@ -158,9 +158,9 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     probabilities match PyTorch's within PARITY_TOLERANCE on real faces (the sample's, unless given) and on
     random ones. Nothing is written if they do not."""
     from engage.io.files import atomic_write
-    from engage.models.loading import load_classifier
+    from engage.models.loading import load_model
 
-    classifier = load_classifier(model)
+    classifier = load_model(model)
     if classifier.network is None:
         raise UsageError(f"{model}: only networks can be exported to ONNX (this is a HOG+SVM model)")
     data, config = onnx_bytes(classifier.network, classifier.config)

@@ -199,7 +199,7 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
     """Cross-validate the recipe `config` (a TrainConfig) on the dataset files, then (final) train the model
     that ships: see the module's docstring. Writes into out_dir: foldK/ (a run each), final/ (the last run),
     model.safetensors, oof.npz and crossval.json. A killed run continues where it stopped."""
-    from engage.models.checkpoint import load_model, save_model
+    from engage.models.checkpoint import load_network, save_model
 
     datasets = [FaceDataset.load(path) for path in paths]
     data = concatenate(datasets, paths)
@@ -299,7 +299,7 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
         if not (started and os.path.exists(os.path.join(final_dir, "final-done"))):
             train(final_config, data, None, final_dir, resume=started and os.path.exists(last), log=log)
             write_text(os.path.join(final_dir, "final-done"), "done\n")
-        network, model_config = load_model(last)
+        network, model_config = load_network(last)
         model_config = {k: v for k, v in model_config.items() if k not in ("metrics",)}
         model_config.update(
             calibration=chosen["calibration"],

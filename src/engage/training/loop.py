@@ -22,7 +22,7 @@ from engage.errors import EngageError, UsageError
 from engage.io.files import atomic_write, write_text
 from engage.models.checkpoint import (
     load_checkpoint,
-    load_model,
+    load_network,
     model_config,
     save_checkpoint,
     save_model,
@@ -340,7 +340,7 @@ def train(
     labels = torch.from_numpy(train_data.labels.astype(np.int64))
     input_keys = ("in_channels", "input_size")
     if config.init and not resume:
-        donor, donor_config = load_model(config.init)
+        donor, donor_config = load_network(config.init)
         donor_args = {k: v for k, v in donor_config.get("model_args", {}).items() if k not in input_keys}
         if donor_config["model"] != config.model or donor_args != {k: v for k, v in config.model_args.items()
                                                                     if k not in input_keys}:
@@ -458,7 +458,7 @@ def train(
         shown = ", ".join(f"{k} {v}" for k, v in row.items() if k != "epoch")
         log(f"epoch {epoch + 1}/{last_epoch}: {shown}{'  (best)' if improved else ''}")
 
-    best_model, _ = load_model(best_model_path)
+    best_model, _ = load_network(best_model_path)
     best_row = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
     return TrainResult(run_dir, best_row, state["history"], best_model)
 

@@ -55,6 +55,9 @@ ROWS: dict[str, tuple[str, str | None, str | None]] = {
     "no-balance": ("faces drawn uniformly (no data set / subject balance)", None,
                    BASE_TRAIN.replace("--balance corpus,subject", "--balance none")),
     "long": ("24 epochs instead of 12", None, BASE_TRAIN.replace("--epochs 12", "--epochs 24")),
+    # the base row again with other random seeds (initial head, sampling, augmentation): how far rows move by chance
+    "seed-1": ("the base row, seed 1 (run-to-run spread)", None, BASE_TRAIN + " --seed 1"),
+    "seed-2": ("the base row, seed 2 (run-to-run spread)", None, BASE_TRAIN + " --seed 2"),
 }
 
 
@@ -187,6 +190,15 @@ def pose_row(work: str, n_boot: int = 1000) -> dict:
                                                         decision) for name, m in groups.items()}}
 
 
+def trained_on(out: str) -> str:
+    """Where a row's folds were trained ('cuda, fp32' or 'cpu, fp32'), from the first fold's config."""
+    with open(os.path.join(out, "fold1", "config.json")) as handle:
+        config = json.load(handle).get("train_config", {})
+    device = config.get("device", "auto")
+    device = "cpu" if device == "auto" else device  # 'auto' rows ran where PyTorch saw no GPU (this machine)
+    return f"{device}, {'bf16' if config.get('bf16') else 'fp32'}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "ablation"))
@@ -227,7 +239,7 @@ def main() -> int:
             report = json.load(handle)
         table[name] = {"what": ROWS[name][0], "command": shown(command), "preprocess": [shown(c) for c in preprocess],
                        "cross_fitted": report["cross_fitted"], "cross_fitted_per_fold": report["cross_fitted_per_fold"],
-                       "chosen_epoch": report["chosen_epoch"],
+                       "chosen_epoch": report["chosen_epoch"], "device": trained_on(out),
                        "epoch_curve_per_corpus": report["epoch_curve_per_corpus"]}
     path = os.path.join(work, "ablation.json")
     with open(path + ".tmp", "w") as handle:

@@ -247,7 +247,7 @@ def main() -> int:
     compare_dir = steps.path("compare")
     specs = "cnn,vgg,compact,compact:width=48,er:fer,hog-svm"
     compare_cmd = steps.run(f"engage compare --data {data['wacv_paper']} --models {specs} --folds 5 --epochs {PAPER_EPOCHS}"
-                            f"{threads} --out {compare_dir}", os.path.join(compare_dir, "results.json"))
+                            f"{threads} --fp32 --out {compare_dir}", os.path.join(compare_dir, "results.json"))
     compared = load_json(os.path.join(compare_dir, "results.json"))
     from engage.data.dataset import FaceDataset
     from engage.evaluation.compare import load_oof, paired_test
@@ -281,7 +281,9 @@ def main() -> int:
     add("Every number here is produced by the command written beside it; `python scripts/results.py` regenerates this "
         "whole file (steps whose output exists are reused; the data comes from `../shared/data`, see its README). "
         "Plots are in [results/](results/). Percentages; 95% confidence intervals in brackets, from 1000 bootstrap "
-        "resamples of whole students unless said otherwise. Machine: 2 CPU cores.")
+        "resamples of whole students unless said otherwise. Training runs marked *cuda* were made with the same "
+        "commands plus `--device cuda --fp32` on one lent H100 (fp32, so they compute what the CPU computes, up to "
+        "the order of floating-point sums); the rest, and every evaluation, on 2 CPU cores.")
     add("")
     add("Data preparation (the on-task files as the shipped engagement model cuts faces; the paper's table and the "
         "4-level model with the paper's detector crops):")
@@ -362,15 +364,25 @@ def main() -> int:
         "DAiSEE val: its 19 official validation students, a subset of the DAiSEE column. Made by "
         f"`{ablation_cmd}`; the commands of every row are listed below the table.")
     add("")
-    add("| row | what changes | WACV AUC | WACV bal. acc. | DAiSEE AUC | DAiSEE bal. acc. | DAiSEE val AUC | DAiSEE val bal. acc. | epochs |")
-    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    add("| row | what changes | WACV AUC | WACV bal. acc. | DAiSEE AUC | DAiSEE bal. acc. | DAiSEE val AUC | DAiSEE val bal. acc. | epochs | trained on |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row_name in ROWS:
         if row_name not in ablation:
             continue
         row = ablation[row_name]
         cells = row_cells(row["cross_fitted_per_fold"], ("wacv", "daisee", "daisee: daisee_val.npz"))
         marker = " (shipped)" if row_name == SHIPPED_ROW else ""
-        add(f"| {row_name}{marker} | {row['what']} | " + " | ".join(cells) + f" | {row.get('chosen_epoch', '-')} |")
+        add(f"| {row_name}{marker} | {row['what']} | " + " | ".join(cells) + f" | {row.get('chosen_epoch', '-')} | "
+            f"{row.get('device', '-')} |")
+    seeds = [ablation[name]["cross_fitted_per_fold"] for name in ("base", "seed-1", "seed-2") if name in ablation]
+    if len(seeds) > 1:
+        add("")
+        spread = "; ".join(
+            f"{label} {min(100 * r[g][m]['mean'] for r in seeds):.1f}-{max(100 * r[g][m]['mean'] for r in seeds):.1f}"
+            for label, g, m in (("WACV AUC", "wacv", "auc"), ("WACV bal. acc.", "wacv", "balanced_accuracy"),
+                                ("DAiSEE AUC", "daisee", "auc"), ("DAiSEE val AUC", "daisee: daisee_val.npz", "auc")))
+        add(f"**Run-to-run spread.** The base recipe with three seeds (base, seed-1, seed-2) gives {spread}: a row "
+            "that moves less than that from the base row is not shown to differ from it.")
     missing = [row for row in ROWS if row not in ablation]
     if missing:
         add("")
@@ -383,10 +395,11 @@ def main() -> int:
     add("Commands:")
     add("")
     add("```bash")
+    add("# the faces of every row (each command once)")
+    for command in dict.fromkeys(c for row in ablation.values() for c in row.get("preprocess", [])):
+        add(command)
     for row_name, row in ablation.items():
         add(f"# {row_name}")
-        for command in row.get("preprocess", []):
-            add(command)
         add(row["command"])
     add("```")
     add("")

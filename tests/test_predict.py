@@ -55,7 +55,7 @@ def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, samp
         np.testing.assert_allclose([face.probabilities["disengaged"], face.probabilities["engaged"]], expected, atol=1e-6)
         assert face.p_engaged == pytest.approx(float(expected[1]), abs=1e-6)
         assert face.p_engaged == face.p_engaged_raw
-        assert face.label == ("engaged" if face.p_engaged >= 0.5 else "disengaged")
+        assert face.label == ("engaged" if face.p_engaged >= classifier.decision.threshold else "disengaged")
 
 
 def test_path_array_gray_and_pil_give_the_same_faces(predictor, sample_images, tmp_path):

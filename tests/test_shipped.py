@@ -71,22 +71,26 @@ def test_shipped_card_is_required_inside_the_package(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_fer_model_on_every_real_validation_face(shared_data):
-    """All 3,589 FER2013 PublicTest images, read from the folders: the card's figure is reproduced and meets the floor."""
+def test_the_fer_network_clears_the_floor_on_every_real_validation_face(shared_data):
+    """All 3,589 FER2013 PublicTest images, read from the folders, scored with the face and its mirror image: the
+    network itself clears the project's 70% floor and reproduces the flip figure the card records. (The card's
+    16-view figure costs 8x as much and is reproduced by `engage evaluate --model fer` in scripts/results.py.)"""
+    import re
+
     faces, labels = real_fer_faces(shared_data, FER_CLASSES, per_class=10**6, split="val")
     assert len(faces) == 3589
     classifier = load_model("fer")
-    assert classifier.network.test_time_flip and len(classifier.network.test_time_views) == 8
-    predicted = classifier.predict_proba(faces).argmax(axis=1)
-    accuracy = (predicted == labels).mean()
+    assert classifier.network.test_time_flip and len(classifier.network.test_time_views) == 8  # it ships 16 views
     card = read_card(shipped_models()["fer"])
-    assert accuracy == pytest.approx(card["validation"]["accuracy"], abs=1e-3), accuracy
+    one, flip, sixteen = (float(v) / 100 for v in re.search(
+        r"one view / with its mirror image / 16 views\): ([\d.]+) / ([\d.]+) / ([\d.]+)%", card["notes"][0]).groups())
+    assert sixteen == pytest.approx(card["validation"]["accuracy"], abs=1e-4) and one < flip < sixteen
+    predicted = classifier.set_views("flip").predict_proba(faces).argmax(axis=1)
+    accuracy = (predicted == labels).mean()
+    assert accuracy == pytest.approx(flip, abs=1e-3), accuracy
     assert accuracy >= 0.70, accuracy  # the project's floor (chance is 1/7)
     happy = labels == FER_CLASSES.index("happy")
     assert (predicted[happy] == labels[happy]).mean() >= 0.80
-    classifier.set_views("flip")  # the network itself clears the floor, not only the 16 views (70.97% here)
-    flip_only = (classifier.predict_proba(faces).argmax(axis=1) == labels).mean()
-    assert 0.70 <= flip_only < accuracy, flip_only
 
 
 def test_the_engagement_card_says_what_p_engaged_means_and_where_it_decides():

@@ -316,8 +316,10 @@ Examples:
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs for every network (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads per training (0: all cores).")
+@click.option("--bf16/--fp32", "bf16", default=None,
+              help="bf16 autocast for every network (default: where the device computes bf16 natively).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
-def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, as_json) -> None:
+def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, bf16, as_json) -> None:
     """Train and test several models on the same subject folds; print the paper's table with CIs and a paired test."""
     from engage.data.dataset import FaceDataset
     from engage.evaluation.compare import (
@@ -334,6 +336,8 @@ def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, as_json
         overrides["epochs"] = epochs
     if threads:
         overrides["threads"] = threads
+    if bf16 is not None:
+        overrides["bf16"] = bf16
     result = run_comparison(dataset, specs, out_dir, folds=folds, seed=seed, train_overrides=overrides,
                             log=lambda line: click.echo(line, err=True))
     save_result(os.path.join(out_dir, "results.json"), result)

@@ -177,3 +177,21 @@ def test_colour_and_size_settings_shape_the_crop(astronaut):
         FaceSettings(size=50)
     with pytest.raises(UsageError, match="border"):
         FaceSettings(border="mirror")
+
+
+def test_unknown_face_settings_are_an_error_that_names_them(tmp_path):
+    """A typo or a foreign key in recorded face settings is refused, never dropped (dropping it would cut faces
+    otherwise than the file says); a dataset file carrying one fails to load with one line naming it."""
+    from conftest import make_dataset
+
+    from engage.data.dataset import FaceDataset
+
+    assert FaceSettings.from_dict({"margin": 0.2, "border": "pad"}) == FaceSettings(margin=0.2, border="pad")
+    with pytest.raises(EngageError, match="unknown face setting.*'margni'"):
+        FaceSettings.from_dict({"margni": 0.2})
+    dataset = make_dataset(np.zeros((2, 48, 48), np.uint8), [0, 1], ["a", "b"])
+    dataset.meta["settings"]["zoom"] = 2
+    path = str(tmp_path / "faces.npz")
+    dataset.save(path)
+    with pytest.raises(EngageError, match="'zoom'"):
+        FaceDataset.load(path).settings

@@ -63,3 +63,28 @@ def test_arrays_and_pil_images(astronaut):
     assert to_rgb(np.ones((4, 4), np.float32)).max() == 255
     with pytest.raises(ValueError):
         to_rgb(np.zeros((4, 4, 5), np.uint8))
+
+
+def decompression_bomb(path, side: int = 30000):
+    """A 30000x30000 PNG of a few hundred bytes: an IHDR that claims 900 M pixels, over a zlib stream of zeros."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit gray
+    rows = zlib.compress(b"\0" * (side * (1 + side // 8)), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_in_one_line_before_it_is_decoded(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    bomb = decompression_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(ImageReadError, match="too many pixels to read safely"):
+        read_image(bomb)
+    result = run_cli("predict", str(bomb))
+    assert_one_line_error(result, "bomb.png", "too many pixels")

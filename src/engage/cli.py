@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -522,6 +523,17 @@ def print_preprocess_summary(result, out_path: str, crops_dir: str | None) -> No
         out.print(f"48x48 crops written to {crops_dir}/")
 
 
+def os_error_line(error: OSError) -> str:
+    """One line for an operating-system error met while reading or writing."""
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    full = error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or (
+        error.errno is None and "requested and" in str(error) and "written" in str(error))  # Pillow's short write
+    if full:
+        return (f"{where}the disk is full or a file-size limit was reached while writing; free some space and run "
+                "again (finished outputs are kept; the unfinished one was not put in place)")
+    return f"{where}{error.strerror or error}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line on stderr and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -546,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("engage: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as error:  # the machine, not engage: a full disk, a file-size limit, a folder it may not write
+        if debug:
+            raise
+        print(f"engage: error: {os_error_line(error)}", file=sys.stderr)
+        return 1
     except Exception as error:  # a bug: keep it to one line unless asked
         if debug:
             raise

@@ -6,6 +6,8 @@ import csv
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,25 @@ def _read_csv_header(path: str) -> list[str]:
     return [column.strip() for column in header]
 
 
+@contextmanager
+def csv_text(path: str) -> Iterator:
+    """The CSV file opened as UTF-8 text (a BOM is dropped); text that is not UTF-8 or not CSV, wherever it
+    shows up while the rows are read, becomes one error naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            yield handle
+    except UnicodeDecodeError as error:
+        raise EngageError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at position {error.start}); "
+                          "save it as a UTF-8 CSV") from None
+    except csv.Error as error:
+        raise EngageError(f"{path}: not a readable CSV ({error})") from None
+
+
+def shown_cell(text: str) -> str:
+    """A CSV cell as it can be shown inside a one-line message: line breaks and other control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def read_manifest(csv_path: str, label_column: str | None = "label", subject_column: str = "subject") -> SampleList:
     """A manifest CSV: `path` and a label column (plus optional `subject`, `split`); paths relative to the CSV."""
     header = _read_csv_header(csv_path)
@@ -111,19 +132,21 @@ def read_manifest(csv_path: str, label_column: str | None = "label", subject_col
     missing = [column for column in needed if column not in header]
     if missing:
         raise EngageError(
-            f"{csv_path}: missing column(s) {', '.join(missing)}; it has {', '.join(header)} "
+            f"{csv_path}: missing column(s) {', '.join(missing)}; it has {', '.join(shown_cell(name) for name in header)} "
             f"(a manifest needs 'path' and a label column, chosen by --label-column)"
         )
     root = os.path.dirname(os.path.abspath(csv_path))
     fingerprints: dict[str, tuple[int, int]] = {}
     samples = []
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+    with csv_text(csv_path) as handle:
         for row_number, row in enumerate(csv.DictReader(handle, fieldnames=header), start=1):
             if row_number == 1:
                 continue  # the header itself
             relative = (row.get("path") or "").strip()
             if not relative:
                 raise EngageError(f"{csv_path}: row {row_number} has an empty path")
+            if "\0" in relative:
+                raise EngageError(f"{csv_path}: row {row_number} has a NUL byte in its path ({shown_cell(relative)})")
             label = (row.get(label_column) or "").strip() if label_column else None
             if label_column and label == "":
                 raise EngageError(f"{csv_path}: row {row_number} ({relative}) has no value in column {label_column!r}")
@@ -151,8 +174,9 @@ def read_fer2013_csv(csv_path: str, usages: list[str] | None = None) -> SampleLi
     fingerprint = file_fingerprint(csv_path)
     name = os.path.basename(csv_path)
     samples = []
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    with csv_text(csv_path) as handle:
+        reader = csv.DictReader(handle, fieldnames=header)  # the stripped header names, as checked above
+        next(reader, None)  # the header row itself
         for row_number, row in enumerate(reader, start=2):
             usage = (row.get("Usage") or "").strip() or None
             if usages and usage not in usages:

@@ -9,7 +9,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from engage.errors import UsageError
+from engage.errors import EngageError, UsageError
 from engage.faces.detect import (
     DETECTORS,
     LANDMARK_DETECTORS,
@@ -84,8 +84,13 @@ class FaceSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FaceSettings":
-        known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
-        return cls(**known)
+        """Settings as recorded in a dataset or model; an unknown key (a typo, a file from elsewhere) is an error,
+        never silently dropped."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise EngageError(f"unknown face setting(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**values)
 
 
 def expand_box(box: FaceBox, width: int, height: int, margin: float = 0.0, square: bool = True) -> FaceBox:

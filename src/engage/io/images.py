@@ -11,6 +11,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engage.errors import ImageReadError
 
+# the first bytes of the formats Pillow reads (PNG, JPEG, GIF, BMP, TIFF both byte orders, PGM/PPM)
+PILLOW_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"})
 
 
@@ -92,9 +94,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return to_rgb(array)
     except UnidentifiedImageError:
         pass  # Pillow does not know the format: try OpenCV below
+    except Image.DecompressionBombError as error:  # over 2x Pillow's pixel limit: a decompression bomb, or huge
+        raise ImageReadError(path, f"too many pixels to read safely ({error}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(path, f"corrupt or truncated image ({error}); re-export or remove it") from None
     data = np.fromfile(path, dtype=np.uint8)
+    if bytes(data[:12]).startswith(PILLOW_SIGNATURES) or bytes(data[8:12]) == b"WEBP":
+        # a format Pillow reads, whose header Pillow refused: corrupt. OpenCV is not asked: its decoders trust such
+        # headers (a 48-byte PNG with a bad bit depth makes it allocate 3 GB)
+        raise ImageReadError(path, "corrupt image (its header cannot be read); re-export or remove it")
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ImageReadError(path, "not an image that Pillow or OpenCV can read; remove it or convert it to PNG/JPEG")

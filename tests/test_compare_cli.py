@@ -47,9 +47,23 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     [run_dir] = [p for p in (tmp_path / "cmp").glob("fold0-compact:width=8-*") if p.is_dir()]
     network, _ = load_network(str(run_dir / "best.safetensors"))
     assert network.head.in_features == 64  # width 8: the last block has 8 x 8 channels
-    for row in result["models"].values():
-        assert len(row["auc"]["per_fold"]) == 3 and 0 <= row["auc"]["mean"] <= 1
-        assert row["accuracy"]["ci95"][0] <= row["accuracy"]["mean"] <= row["accuracy"]["ci95"][1]
+    # the table's figures are those of the stored out-of-fold predictions: every face scored once, by the model
+    # of the fold that held its student out, and each fold's AUC recomputed from them
+    from sklearn.metrics import roc_auc_score
+
+    from engage.evaluation.compare import load_oof
+
+    data = FaceDataset.load(str(wacv_small))
+    oof, _, fold_of = load_oof(str(tmp_path / "cmp"))
+    positive = data.class_names.index("engaged")
+    for student in np.unique(data.subjects):
+        assert len(np.unique(fold_of[data.subjects == student])) == 1
+    for label, row in result["models"].items():
+        assert not np.isnan(oof[label]).any()
+        per_fold = [roc_auc_score(data.labels[fold_of == f] == positive, oof[label][fold_of == f, positive])
+                    for f in range(3)]
+        assert row["auc"]["per_fold"] == pytest.approx(per_fold, abs=1e-6)
+        assert row["auc"]["mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
     assert 0 <= result["paired"]["p_bootstrap_subjects"] <= 1
     second = run_cli(*args)
     assert second.returncode == 0 and second.stdout == first.stdout  # every fold came from the cache

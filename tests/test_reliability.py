@@ -114,13 +114,16 @@ def test_ctrl_c_during_preprocess_writes_nothing_and_a_rerun_completes(tmp_path,
     import signal
     import time
 
-    for i in range(90):
+    for i in range(80):
         write_image(tmp_path / "imgs" / f"c{i % 2}" / f"a{i}.jpg", astronaut)
     out = tmp_path / "faces.npz"
-    command = [sys.executable, "-m", "engage.cli", "preprocess", str(tmp_path / "imgs"), "--out", str(out)]
+    # one worker: the faces are detected in the process that gets the signal, for about 0.1 s each, so the
+    # signal lands mid-run on any machine
+    command = [sys.executable, "-m", "engage.cli", "preprocess", str(tmp_path / "imgs"), "--out", str(out),
+               "--workers", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    time.sleep(3.5)
+    time.sleep(3.0)
     assert process.poll() is None, "finished before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ _worker_settings: FaceSettings | None = None
 
 def _init_worker(settings_dict: dict, threads: int | None) -> None:
     global _worker_detector, _worker_settings
-    if threads is not None:
+    if threads is not None:  # a pool worker: Ctrl+C is the parent's to handle (it stops the pool, writes nothing)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # one thread per worker process; OpenMP (yuface) spins badly when processes share 2 cores
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import cv2

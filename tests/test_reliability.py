@@ -122,7 +122,8 @@ def test_ctrl_c_during_preprocess_writes_nothing_and_a_rerun_completes(tmp_path,
     command = [sys.executable, "-m", "engage.cli", "preprocess", str(tmp_path / "imgs"), "--out", str(out),
                "--workers", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,  # Ctrl+C as a terminal delivers it (a test runner may ignore it)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(3.0)
     assert process.poll() is None, "finished before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)

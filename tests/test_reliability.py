@@ -148,3 +148,27 @@ def test_a_polyglot_file_is_read_as_the_image_it_starts_with(tmp_path, astronaut
     polyglot.write_bytes(jpeg.read_bytes() + archive.getvalue())
     assert zipfile.is_zipfile(polyglot)
     assert np.array_equal(read_image(polyglot), read_image(jpeg))
+
+
+def test_sigkill_during_predict_leaves_no_output_and_the_rerun_cleans_up(tmp_path, astronaut, engagement_model):
+    """SIGKILL cannot be caught: the CSV's staged rows stay behind as a temporary file, never as faces.csv; the
+    re-run writes the whole CSV and removes what the killed run left."""
+    import signal
+    import time
+
+    for i in range(40):
+        write_image(tmp_path / "imgs" / f"a{i}.jpg", astronaut)
+    out_csv = tmp_path / "out" / "faces.csv"
+    command = [sys.executable, "-m", "engage.cli", "predict", str(tmp_path / "imgs"), "--csv", str(out_csv)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while not list((tmp_path / "out").glob(".tmp-*")) and time.time() < deadline:  # rows are being staged
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out_csv.exists() and len(list((tmp_path / "out").glob(".tmp-*"))) == 1
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(out_csv.read_text().splitlines()) == 41  # the header and one face per image
+    assert list((tmp_path / "out").glob(".tmp-*")) == []

@@ -18,12 +18,39 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's temp files are private (0600)
 
 
-def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """Call write(tmp_path) then rename over path, so a crash never leaves half a file."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def stage_beside(path: str, suffix: str) -> str:
+    """A new empty temporary file beside `path`, named `.tmp-NAME.PID.RANDOM SUFFIX`. Temporary files for the
+    same target left by a process that no longer runs (killed with SIGKILL, or the machine went down) are
+    removed first, so a re-run leaves nothing behind."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    prefix = f".tmp-{os.path.basename(path)}."
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            pid = name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f"{prefix}{os.getpid()}.", suffix=suffix)
     os.close(handle)
+    return tmp_path
+
+
+def atomic_write(path: str, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path) then rename over path, so a crash never leaves half a file."""
+    tmp_path = stage_beside(path, os.path.splitext(path)[1])
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as written:  # on disk before the rename: a crash leaves the old file or the new
@@ -65,10 +92,7 @@ class StagedFile:
 
     def __init__(self, path: str, suffix: str):
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        handle, self.tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-        os.close(handle)
+        self.tmp_path = stage_beside(path, suffix)
 
     def _close(self) -> None:
         raise NotImplementedError

@@ -5,6 +5,7 @@ same way (`StagedFile`); and the one walk over a folder tree that every reader u
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import Callable
 
@@ -28,22 +29,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_STAGED = re.compile(r"^\.tmp-.+\.(\d+)\.[a-z0-9_]{8}")  # .tmp-NAME.PID.RANDOM[SUFFIX], as stage_beside names them
+_swept: set[str] = set()  # folders already cleared of dead processes' temporary files by this process
+
+
 def stage_beside(path: str, suffix: str) -> str:
-    """A new empty temporary file beside `path`, named `.tmp-NAME.PID.RANDOM SUFFIX`. Temporary files for the
-    same target left by a process that no longer runs (killed with SIGKILL, or the machine went down) are
-    removed first, so a re-run leaves nothing behind."""
+    """A new empty temporary file beside `path`, named `.tmp-NAME.PID.RANDOM SUFFIX`. The first time a process
+    stages into a folder, temporary files there left by processes that no longer run (killed with SIGKILL, or
+    the machine went down) are removed, so a re-run leaves nothing behind; later writes do not list it again."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    prefix = f".tmp-{os.path.basename(path)}."
-    for name in os.listdir(folder):
-        if name.startswith(prefix):
-            pid = name[len(prefix):].split(".", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+    if folder not in _swept:
+        _swept.add(folder)
+        for name in os.listdir(folder):
+            match = _STAGED.match(name)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
                 try:
                     os.unlink(os.path.join(folder, name))
                 except OSError:
                     pass
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f"{prefix}{os.getpid()}.", suffix=suffix)
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.path.basename(path)}.{os.getpid()}.",
+                                        suffix=suffix)
     os.close(handle)
     return tmp_path
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -172,3 +174,229 @@ def test_sigkill_during_predict_leaves_no_output_and_the_rerun_cleans_up(tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert len(out_csv.read_text().splitlines()) == 41  # the header and one face per image
     assert list((tmp_path / "out").glob(".tmp-*")) == []
+
+
+def test_a_variable_frame_rate_video_is_timed_by_its_own_time_stamps(tmp_path, astronaut, engagement_model):
+    """Phones write variable frame rates: five frames of 1/20 s, then five of 1/5 s. Timing by position / the
+    average rate would put the last frame at 1.125 s instead of 1.05 s, and every frame between out of place."""
+    import csv
+
+    from mp4_boxes import patch
+
+    from engage.io.video import write_video
+
+    video = tmp_path / "phone.mp4"
+    write_video(str(video), [astronaut[::2, ::2]] * 10, fps=10)
+    per_second = patch(video)  # only reads the time units
+    durations = [per_second // 20] * 5 + [per_second // 5] * 5
+    patch(video, durations=durations)
+    out_csv = tmp_path / "faces.csv"
+    result = run_cli("predict", str(video), "--csv", str(out_csv))
+    assert result.returncode == 0, result.stderr
+    times = [float(row["time_s"]) for row in csv.DictReader(out_csv.open())]
+    expected = [sum(durations[:i]) / per_second for i in range(10)]
+    assert times == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_video_with_rotation_metadata_is_scored_upright(tmp_path, astronaut, engagement_model):
+    """A portrait phone video is stored sideways with a rotation in its header: engage turns the frames upright
+    (the face is found and scored as in the upright video); the same frames without the rotation show no face."""
+    from mp4_boxes import patch
+
+    from engage.inference.predictor import Predictor
+    from engage.io.video import write_video
+
+    upright = np.ascontiguousarray(astronaut[::2, 32:480:2])  # 256 tall, 224 wide
+    sideways = np.ascontiguousarray(np.rot90(upright, 1))
+    paths = {name: tmp_path / f"{name}.mp4" for name in ("upright", "sideways", "rotated")}
+    write_video(str(paths["upright"]), [upright] * 3, fps=10)
+    write_video(str(paths["sideways"]), [sideways] * 3, fps=10)
+    write_video(str(paths["rotated"]), [sideways] * 3, fps=10)
+    patch(paths["rotated"], rotation=90)
+    predictor = Predictor("engagement")
+    frames = {name: list(predictor.predict_video(str(path))) for name, path in paths.items()}
+    assert all(not frame.faces for frame in frames["sideways"])  # so the rotation is what finds the face
+    for rotated, plain in zip(frames["rotated"], frames["upright"], strict=True):
+        assert (rotated.width, rotated.height) == (224, 256)
+        assert len(rotated.faces) == len(plain.faces) == 1
+        assert rotated.faces[0].p_engaged == pytest.approx(plain.faces[0].p_engaged, abs=0.02)
+
+
+def _without_root_override():
+    """Run the child as root without the capabilities that let root read any file (CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH leave the bounding set, so the program started cannot have them): file permissions bite."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_an_unreadable_file_is_named_as_unreadable_and_a_folder_goes_on(tmp_path, astronaut, engagement_model):
+    """A file without read permission: alone, one line that says so (not "corrupt"); in a folder, reported and
+    skipped while the other images are scored. The suite may run as root, which reads everything: the child
+    then runs without root's override."""
+    image, video = write_image(tmp_path / "in" / "locked.jpg", astronaut), tmp_path / "in" / "locked.mp4"
+    write_image(tmp_path / "in" / "open.jpg", astronaut)
+    from engage.io.video import write_video
+
+    write_video(str(video), [astronaut[::2, ::2]] * 2, fps=10)
+    image.chmod(0), video.chmod(0)
+    as_user = _without_root_override if os.geteuid() == 0 else None
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True,
+                              preexec_fn=as_user, timeout=300)
+
+    for path in (image, video):
+        line = assert_one_line_error(run("predict", str(path)), "permission denied")
+        assert str(path) in line and "corrupt" not in line and "cannot be opened as a video" not in line
+    folder = run("predict", str(tmp_path / "in"), "--json")
+    assert folder.returncode == 0, folder.stderr
+    assert [os.path.basename(r["source"]) for r in map(json.loads, folder.stdout.splitlines())] == ["open.jpg"]
+    assert sum("permission denied" in line for line in folder.stderr.splitlines()) == 2
+
+
+def _small_training_data(folder) -> tuple[str, str]:
+    """96 training and 32 validation faces of 8 students, two classes told apart by brightness (trains in ms)."""
+    from conftest import make_dataset
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(128) % 2
+    faces = rng.integers(0, 120, (128, 48, 48)) + labels[:, None, None] * 100
+    data = make_dataset(faces, labels, ["disengaged", "engaged"], subjects=[f"s{i // 16}" for i in range(128)])
+    train_path, val_path = str(folder / "train.npz"), str(folder / "val.npz")
+    data.subset(np.arange(96)).save(train_path)
+    data.subset(np.arange(96, 128)).save(val_path)
+    return train_path, val_path
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    """A CLI process in its own session, with the default Ctrl+C handling (a test runner may ignore SIGINT)."""
+    import signal
+
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _stop(process: subprocess.Popen, signal_name: str, ready, what: str) -> str:
+    """Wait until `ready()` (the process is mid-way), send the signal to its group as a terminal would, and check
+    the exit: Ctrl+C is "engage: aborted" and 130, with no traceback; SIGKILL cannot be caught."""
+    import signal
+    import time
+
+    deadline = time.time() + 120
+    while not ready() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None and ready(), f"{what} finished (or never started) before it could be stopped"
+    os.killpg(process.pid, getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=120)
+    if signal_name == "SIGINT":
+        assert process.returncode == 130 and "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1] == "engage: aborted", stderr
+    else:
+        assert process.returncode == -9
+    return stderr
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_training_run_stopped_by_a_signal_resumes_to_the_end(tmp_path, signal_name):
+    """Stopped after its first epoch: the run folder holds whole files only (a checkpoint that loads, no temporary
+    file), and `engage train resume` finishes every epoch once."""
+    import csv
+
+    from engage.models.checkpoint import read_file
+
+    train_path, val_path = _small_training_data(tmp_path)
+    run = tmp_path / "run"
+    epochs = 4
+    process = _start([sys.executable, "-m", "engage.cli", "train", "engagement", "--data", train_path, "--val", val_path,
+                      "--out", str(run), "--epochs", str(epochs), "--model", "compact", "--width", "8",
+                      "--batch-size", "16", "--threads", "1"])  # one thread: fast beside other tests
+    _stop(process, signal_name, lambda: (run / "history.csv").exists(), "training")
+    assert not list(run.glob(".tmp-*"))
+    read_file(str(run / "last.safetensors"))  # whole: it loads and its checksum holds
+    resumed = run_cli("train", "resume", "--out", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    epochs_done = [int(row["epoch"]) for row in csv.DictReader((run / "history.csv").open())]
+    assert epochs_done == list(range(1, epochs + 1))
+    assert not list(run.glob(".tmp-*")) and (run / "best.safetensors").exists()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_an_export_stopped_by_a_signal_writes_nothing_and_a_rerun_completes(tmp_path, signal_name):
+    """Stopped while the network is being exported (onnx loaded in the process): no model file, or a temporary file
+    the re-run removes; the re-run writes a model onnxruntime loads."""
+    from engage.models.onnx import OnnxClassifier
+
+    out = tmp_path / "out" / "engagement.onnx"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "engage.cli", "export", "--model", "engagement", "--out", str(out)]
+    process = _start(command)
+
+    def exporting() -> bool:
+        try:
+            return "onnx" in Path(f"/proc/{process.pid}/maps").read_text()
+        except OSError:
+            return False
+
+    _stop(process, signal_name, exporting, "the export")
+    assert not out.exists()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["engagement.onnx"]
+    assert OnnxClassifier.load(str(out)).predict_proba(np.zeros((1, 48, 48), np.float32)).shape == (1, 2)
+
+
+def test_ctrl_c_during_predict_writes_nothing_and_a_rerun_completes(tmp_path, astronaut, engagement_model):
+    """Ctrl+C while predict stages its CSV rows: "engage: aborted", no CSV and no temporary file."""
+    for i in range(40):
+        write_image(tmp_path / "imgs" / f"a{i}.jpg", astronaut)
+    out_csv = tmp_path / "out" / "faces.csv"
+    command = [sys.executable, "-m", "engage.cli", "predict", str(tmp_path / "imgs"), "--csv", str(out_csv)]
+    process = _start(command)
+    _stop(process, "SIGINT", lambda: bool(list((tmp_path / "out").glob(".tmp-*"))), "predict")
+    assert list((tmp_path / "out").iterdir()) == []
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(out_csv.read_text().splitlines()) == 41
+
+
+def _file_size_limit(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_during_preprocess_train_and_export_is_one_line_and_leaves_nothing_half_written(tmp_path, astronaut):
+    """RLIMIT_FSIZE stands in for a full disk: the dataset (.npz), the checkpoint and the ONNX file are larger than
+    the limit. Each command says so in one line, and no partial or temporary file is left; what was already
+    there (the run's config) is kept whole."""
+    def run(limit, *args):
+        return subprocess.run([sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True,
+                              preexec_fn=_file_size_limit(limit), timeout=300)
+
+    for i in range(6):
+        rgb = np.ascontiguousarray(np.roll(astronaut, 40 * i, axis=1))
+        write_image(tmp_path / "imgs" / f"c{i % 2}" / f"a{i}.png", rgb)
+    preprocess_out = tmp_path / "pre" / "faces.npz"
+    assert_one_line_error(run(2_000, "preprocess", str(tmp_path / "imgs"), "--out", str(preprocess_out),
+                              "--workers", "1"), "disk is full or a file-size limit")
+    assert not preprocess_out.parent.exists() or list(preprocess_out.parent.iterdir()) == []
+
+    train_path, val_path = _small_training_data(tmp_path)
+    run_dir = tmp_path / "run"
+    trained = run(100_000, "train", "engagement", "--data", train_path, "--val", val_path, "--out", str(run_dir),
+                  "--epochs", "2", "--model", "compact", "--width", "8", "--threads", "1")
+    # training reports its progress on stderr: the error is its last line
+    assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
+    assert "disk is full or a file-size limit" in trained.stderr.strip().splitlines()[-1], trained.stderr
+    json.loads((run_dir / "config.json").read_text())  # written before the checkpoint, and whole
+    assert not list(run_dir.glob("*.safetensors")) and not list(run_dir.glob(".tmp-*"))
+
+    onnx_out = tmp_path / "onnx" / "engagement.onnx"
+    onnx_out.parent.mkdir()
+    assert_one_line_error(run(1_000_000, "export", "--model", "engagement", "--out", str(onnx_out)),
+                          "disk is full or a file-size limit")
+    assert list(onnx_out.parent.iterdir()) == []

@@ -71,11 +71,27 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
 
 def write_text(path: str, text: str) -> None:
     """Write a text file atomically (UTF-8)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a file atomically; a full disk is an OSError (ENOSPC / EFBIG) and leaves nothing."""
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
 
     atomic_write(path, write)
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why a file cannot be opened for reading (no permission, ...), in words, or None if it can be."""
+    try:
+        with open(path, "rb"):
+            return None
+    except PermissionError:
+        return "cannot be read: permission denied; check the file's permissions or run as its owner"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
 
 
 def walk_files(folder: str) -> list[str]:

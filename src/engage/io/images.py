@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engage.errors import ImageReadError
+from engage.io.files import unreadable_reason
 
 # the first bytes of the formats Pillow reads (PNG, JPEG, GIF, BMP, TIFF both byte orders, PGM/PPM)
 PILLOW_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
@@ -86,6 +87,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, "is a folder, not an image")
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes); re-copy or remove it")
+    reason = unreadable_reason(path)
+    if reason:
+        raise ImageReadError(path, reason)
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from engage.errors import EngageError
-from engage.io.files import StagedFile
+from engage.io.files import StagedFile, unreadable_reason
 
 # Whatever OpenCV's FFmpeg backend reads; other extensions are still tried when named explicitly.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"})
@@ -52,6 +52,9 @@ class VideoSource:
         self.name = f"webcam:{source}" if self.is_camera else str(source)
         if not self.is_camera and not os.path.isfile(source):
             raise EngageError(f"{source}: no such video file")
+        reason = None if self.is_camera else unreadable_reason(source)
+        if reason:
+            raise EngageError(f"{source}: {reason}")
         self._capture = cv2.VideoCapture(source)
         if not self._capture.isOpened():
             self._capture.release()
@@ -67,6 +70,7 @@ class VideoSource:
             raise EngageError(f"{what}: no frame could be read (empty, damaged or unsupported video); "
                               "check that it plays")
         self._first: np.ndarray | None = first
+        self._start_ms = self._stamp_ms()
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0.5 < fps < 1000 else DEFAULT_FPS
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -76,12 +80,15 @@ class VideoSource:
     def frames(self, every: int = 1, max_frames: int | None = None) -> Iterator[Frame]:
         """Every `every`-th frame as RGB (skipped frames are grabbed, not converted), one at a time.
 
-        File frames are timed by position / fps; camera frames by the wall clock since the first frame.
+        File frames are timed by their own time stamps, so a variable frame rate (phones, screen recorders)
+        keeps real time; where a container has none, by position / fps. Camera frames by the wall clock since
+        the first frame. Rotation metadata is applied by OpenCV (frames come upright).
         """
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         started = time.perf_counter()
         index, yielded = 0, 0
+        last_index, last_s = 0, 0.0
         while max_frames is None or yielded < max_frames:
             if index % every == 0:
                 if self._first is not None:
@@ -90,12 +97,33 @@ class VideoSource:
                     ok, bgr = self._capture.read()
                     if not ok:
                         break
-                time_s = time.perf_counter() - started if self.is_camera else index / self.fps
+                if self.is_camera:
+                    time_s = time.perf_counter() - started
+                else:
+                    time_s = self._file_time(index, last_index, last_s)
+                    last_index, last_s = index, time_s
                 yield Frame(index, time_s, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1
             elif not self._capture.grab():
                 break
             index += 1
+
+    def _stamp_ms(self) -> float | None:
+        """The time stamp of the frame just read, in ms, or None where the container gives none."""
+        if self.is_camera:
+            return None
+        ms = float(self._capture.get(cv2.CAP_PROP_POS_MSEC))
+        return ms if np.isfinite(ms) and ms >= 0 else None
+
+    def _file_time(self, index: int, last_index: int, last_s: float) -> float:
+        """Seconds from the first frame: the frame's own stamp where it moves forward, else counted on from the
+        last frame at the nominal rate (a file without stamps is timed by position / fps, as before)."""
+        if index == 0:
+            return 0.0
+        stamp = self._stamp_ms()
+        if stamp is not None and self._start_ms is not None and (stamp - self._start_ms) / 1000.0 > last_s:
+            return (stamp - self._start_ms) / 1000.0
+        return last_s + (index - last_index) / self.fps
 
     def close(self) -> None:
         self._capture.release()

@@ -8,10 +8,10 @@ import os
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from engage.errors import EngageError
-from engage.io.files import atomic_write
+from engage.io.files import write_bytes
 from engage.models.networks import FaceNet, build_model
 from engage.models.views import checked_views
 
@@ -39,7 +39,9 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = dict(meta, tensors_sha256=tensors_digest(tensors))
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
+    # serialised in memory, written by Python: a full disk is an OSError engage reports in one line (safetensors'
+    # own file writer raises its own error type)
+    write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(meta)}))
 
 
 def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -136,11 +136,6 @@ class OnnxClassifier(ModelInfo):
         return proba if self.config.get("calibration_in_graph") else self.calibrated(proba)
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
 def sample_faces(face_settings: dict) -> np.ndarray:
     """The real faces of the bundled sample photos, cropped the way the model expects (for parity checks)."""
     from engage.data.sample_photos import sample_images
@@ -157,7 +152,7 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     """Write `model` (shipped name or file) as a self-contained .onnx file, after checking that onnxruntime's
     probabilities match PyTorch's within PARITY_TOLERANCE on real faces (the sample's, unless given) and on
     random ones. Nothing is written if they do not."""
-    from engage.io.files import atomic_write
+    from engage.io.files import write_bytes
     from engage.models.loading import load_model
 
     classifier = load_model(model)
@@ -176,7 +171,7 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     if difference > PARITY_TOLERANCE:
         raise EngageError(f"{model}: onnxruntime differs from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
                           "not exported")
-    atomic_write(out, lambda tmp: _write_bytes(tmp, data))
+    write_bytes(out, data)
     return {"model": model, "out": out, "format": "onnx", "opset": OPSET, "class_names": classifier.class_names,
             "bytes": len(data), "checked_faces": int(len(faces)), "real_faces": int(len(check_faces)),
             "max_abs_difference": difference}

@@ -481,6 +481,84 @@ def export(model_name, fmt, out_path, as_json) -> None:
                f"within {report['max_abs_difference']:.1e}")
 
 
+SERVE_EXAMPLES = """
+\b
+Examples:
+  engage serve                                   # http://127.0.0.1:8000/ (the page), /docs (the API)
+  engage serve --port 8080 --detector yunet --backend onnx
+  engage serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # reachable by others: read the README first
+"""
+
+
+@app.command(epilog=SERVE_EXAMPLES)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default answers this machine only (see the README before changing it).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--model", "model_name", default="engagement", show_default=True, help="A shipped model name or a model file.")
+@click.option("--detector", type=click.Choice(["mtcnn", "yunet", "dlib", "none"]), default=None,
+              help="Face detector (default: the model's own, else mtcnn).")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--expression-views", type=click.Choice(["model", "flip", "one"]), default="model", show_default=True,
+              help="Test-time views of the fer model when a request asks for expressions.")
+@click.option("--workers", type=click.IntRange(0), default=0, help="Scoring threads per pool, images and videos (0: one per core).")
+@click.option("--queue", type=click.IntRange(0), default=4, show_default=True, help="Video jobs waiting beyond the workers before 429.")
+@click.option("--retention", type=click.FloatRange(min=0, min_open=True), default=3600, show_default=True, metavar="SECONDS",
+              help="Delete a finished video job and its files after this time.")
+@click.option("--max-upload-mb", type=click.IntRange(1), default=200, show_default=True, help="Largest video upload (images: 20 MB).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              metavar="SECONDS", help="Longest time one image request may take.")
+@click.option("--token", default=None, envvar="ENGAGE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 (or set ENGAGE_TOKEN).")
+def serve(host, port, model_name, detector, backend, expression_views, workers, queue, retention, max_upload_mb, timeout_s,
+          token) -> None:
+    """Serve the web page and the HTTP API: score photos, videos and the browser's camera (extra 'serve').
+
+    The model is loaded once; video jobs run in a bounded pool and are deleted after --retention seconds
+    and when the server stops. Ctrl+C stops it.
+    """
+    try:
+        import uvicorn
+
+        from engage.serve.app import ServeSettings, create_app
+        from engage.serve.uploads import MB, Limits
+    except ImportError as error:
+        raise EngageError(f"engage serve needs the extra 'serve' ({error.name} is missing): "
+                          "pip install 'engage[serve]'") from None
+    check_port_free(host, port)  # before the model loads: say it at once, in one line
+    import torch
+
+    torch.set_num_threads(1)  # the pools score requests in parallel, one core each
+    settings = ServeSettings(model=model_name, detector=detector, backend=backend, expression_views=expression_views,
+                             workers=workers or os.cpu_count() or 1, video_queue=queue, retention_s=retention, token=token,
+                             limits=Limits(video_bytes=max_upload_mb * MB, request_s=timeout_s))
+    application = create_app(settings)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"engage: warning: listening on {host}: anyone who can reach this address can send faces to score"
+                   + ("" if token else " (no --token set)") + "; see the README", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"engage serve: http://{shown}:{port}/ (model {application.state.predictor.model_name}, "
+               f"detector {application.state.predictor.detector_name}); Ctrl+C stops", err=True)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear line when the address cannot be listened on (a port in use, an address not of this machine)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise EngageError(f"--host {host}: not an address of this machine ({error.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise EngageError(f"port {port} on {host} is in use (another server?); choose another with --port") from None
+            raise EngageError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+
+
 def print_preprocess_summary(result, out_path: str, crops_dir: str | None) -> None:
     report, dataset = result.report, result.dataset
     if result.up_to_date:

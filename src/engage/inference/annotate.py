@@ -49,14 +49,19 @@ def draw_faces(rgb: np.ndarray, faces: list[FaceResult], positive_label: str | N
     return canvas
 
 
-def save_image(path: str, rgb: np.ndarray) -> None:
-    """Write an RGB image atomically; the format follows the extension (PNG when OpenCV cannot write it)."""
-    extension = os.path.splitext(path)[1].lower()
+def encode_image(rgb: np.ndarray, extension: str = ".png", name: str = "image") -> np.ndarray:
+    """An RGB image encoded as a file's bytes (uint8 array) in the format of `extension` (PNG when OpenCV cannot write it)."""
+    extension = extension.lower()
     ok, encoded = cv2.imencode(extension if extension in (".png", ".jpg", ".jpeg", ".bmp", ".webp") else ".png",
                                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise EngageError(f"{path}: could not encode the annotated image")
-    atomic_write(path, encoded.tofile)
+        raise EngageError(f"{name}: could not encode the annotated image")
+    return encoded
+
+
+def save_image(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB image atomically; the format follows the extension (PNG when OpenCV cannot write it)."""
+    atomic_write(path, encode_image(rgb, os.path.splitext(path)[1], path).tofile)
 
 
 def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:

@@ -85,16 +85,23 @@ def _open(item: InputItem):
         if item.kind == "image":
             return read_image(item.path)
         if item.kind == "video":
-            return VideoSource(item.path)
+            return _video(item)
         try:  # a named file without a media extension: an image, else a video, else neither
             return read_image(item.path)
         except ImageReadError:
             try:
-                return VideoSource(item.path)
+                return _video(item)
             except EngageError:
                 raise _Skip(f"{item.path}: neither an image nor a video that Pillow or OpenCV can read") from None
     except EngageError as error:  # ImageReadError, or a video that cannot be opened
         raise _Skip(str(error)) from None
+
+
+def _video(item: InputItem) -> VideoSource:
+    """A video file opened under the input's name (its rows' source), which is the path as given on the command line."""
+    video = VideoSource(item.path)
+    video.name = item.name
+    return video
 
 
 def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], options: PredictOptions,
@@ -207,8 +214,7 @@ class _Job:
                 outputs.append(path)
             if self.options.crops_dir:
                 self._save_crops(item, frame, video=False)
-            result = {"source": item.name, "kind": "image", "width": width, "height": height,
-                      "faces": [face.to_dict() for face in faces]}
+            result = image_result(item.name, width, height, faces)
             if outputs:
                 result["outputs"] = outputs
             self._emit(result)
@@ -276,6 +282,11 @@ class _Job:
         if outputs:
             result["outputs"] = outputs
         self._emit(result)
+
+
+def image_result(source: str, width: int, height: int, faces: list) -> dict:
+    """One image's JSON-ready result, as `engage predict --json` prints it and `engage serve` answers."""
+    return {"source": source, "kind": "image", "width": width, "height": height, "faces": [face.to_dict() for face in faces]}
 
 
 def format_result(result: dict) -> str:

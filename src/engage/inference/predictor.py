@@ -4,6 +4,7 @@ trained and scored together in one batch per frame (several frames per batch for
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -22,7 +23,7 @@ from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, create_d
 from engage.inference.records import FaceResult, FrameResult
 from engage.inference.tracking import EmaSmoother, IouTracker
 from engage.io.images import as_rgb_image
-from engage.io.video import VideoSource
+from engage.io.video import Frame, VideoSource
 
 DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engaged: off task / on task)
 DEFAULT_EXPRESSION_MODEL = "fer"  # the shipped FER model (7 expressions)
@@ -138,6 +139,7 @@ class Predictor:
             if min_confidence is None and self.detector_name == self.settings.detector:
                 min_confidence = self.settings.min_confidence
             self.detector = create_detector(self.detector_name, min_confidence, detect_size)
+        self._detector_args = (min_confidence, detect_size)
         # YuNet finds faces down to ~10 px, MTCNN (the default) down to 20 px: on frames at half size YuNet
         # still finds every face MTCNN would, 3x faster, with fewer tiny false faces. Not when YuNet is the
         # model's own detector (then it detects exactly as at training) or a size is given.
@@ -148,6 +150,16 @@ class Predictor:
     def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> "Predictor":
         """A predictor for a shipped model by name ('engagement', 'fer') or any model file."""
         return cls(model, **options)
+
+    def fork(self, expressions: bool = True) -> "Predictor":
+        """A predictor sharing this one's loaded model(s) with a face detector of its own, so that threads can
+        score at the same time (a server loads each model once); expressions=False leaves the expression model out."""
+        twin = copy.copy(self)
+        if self.detector is not None:
+            twin.detector = create_detector(self.detector_name, *self._detector_args)
+        if not expressions:
+            twin.expression_model = twin.expression_names = twin.expression_settings = None
+        return twin
 
     # ---- faces -------------------------------------------------------------------------------------
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
@@ -247,6 +259,17 @@ class Predictor:
             if not isinstance(source, VideoSource):
                 video.close()
 
+    def predict_stream_frame(self, rgb: np.ndarray, time_s: float, stream: "FaceStream") -> FrameResult:
+        """One frame of a live stream whose frames arrive one at a time (a browser's camera): faces keep their ids
+        and p_engaged is smoothed from frame to frame, as in predict_video, through the state `stream` carries."""
+        rgb = as_rgb_image(rgb)
+        boxes = self.detect(rgb)
+        pending = [(Frame(stream.frames, time_s, rgb), boxes, stream.tracker.update(boxes, time_s))]
+        frame = next(self._frame_results(stream.name, pending, stream.smoother, keep_images=False))
+        stream.smoother.keep_only(track.face_id for track in stream.tracker.tracks)
+        stream.frames += 1
+        return frame
+
     def _frame_results(self, name: str, pending: list, smoother: EmaSmoother, keep_images: bool) -> Iterator[FrameResult]:
         if not pending:
             return
@@ -262,3 +285,14 @@ class Predictor:
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)
+
+
+class FaceStream:
+    """What a live stream carries from one frame to the next (Predictor.predict_stream_frame): the tracker that
+    keeps face ids and the per-face smoothing of p_engaged. No frame is kept."""
+
+    def __init__(self, name: str = "live", smoothing_s: float = 1.0, max_gap_s: float = 1.0):
+        self.name = name
+        self.tracker = IouTracker(max_gap_s=max_gap_s)
+        self.smoother = EmaSmoother(smoothing_s)
+        self.frames = 0

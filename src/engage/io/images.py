@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -90,8 +91,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     reason = unreadable_reason(path)
     if reason:
         raise ImageReadError(path, reason)
+    return _decode(path, path, lambda: np.fromfile(path, dtype=np.uint8))
+
+
+def read_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """An image held in memory (an upload, a camera frame) read exactly as read_image reads a file; errors name `name`."""
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes); re-copy or remove it")
+    return _decode(io.BytesIO(data), name, lambda: np.frombuffer(data, dtype=np.uint8))
+
+
+def _decode(source, name: str, raw_bytes) -> np.ndarray:
+    """Pillow first (EXIF orientation, bomb guard), then OpenCV for the formats only it knows."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)
             image.load()
             array = _pillow_to_array(image)
@@ -99,17 +112,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         pass  # Pillow does not know the format: try OpenCV below
     except Image.DecompressionBombError as error:  # over 2x Pillow's pixel limit: a decompression bomb, or huge
-        raise ImageReadError(path, f"too many pixels to read safely ({error}); resize it first") from None
+        raise ImageReadError(name, f"too many pixels to read safely ({error}); resize it first") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(path, f"corrupt or truncated image ({error}); re-export or remove it") from None
-    data = np.fromfile(path, dtype=np.uint8)
+        raise ImageReadError(name, f"corrupt or truncated image ({error}); re-export or remove it") from None
+    data = raw_bytes()
     if bytes(data[:12]).startswith(PILLOW_SIGNATURES) or bytes(data[8:12]) == b"WEBP":
         # a format Pillow reads, whose header Pillow refused: corrupt. OpenCV is not asked: its decoders trust such
         # headers (a 48-byte PNG with a bad bit depth makes it allocate 3 GB)
-        raise ImageReadError(path, "corrupt image (its header cannot be read); re-export or remove it")
+        raise ImageReadError(name, "corrupt image (its header cannot be read); re-export or remove it")
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise ImageReadError(path, "not an image that Pillow or OpenCV can read; remove it or convert it to PNG/JPEG")
+        raise ImageReadError(name, "not an image that Pillow or OpenCV can read; remove it or convert it to PNG/JPEG")
     if decoded.ndim == 3 and decoded.shape[2] == 3:
         decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     elif decoded.ndim == 3 and decoded.shape[2] == 4:

@@ -1,0 +1,1 @@
+"""`engage serve`: the HTTP API and the web page (needs the extra 'serve': FastAPI, uvicorn, python-multipart)."""

@@ -58,13 +58,23 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     positive = data.class_names.index("engaged")
     for student in np.unique(data.subjects):
         assert len(np.unique(fold_of[data.subjects == student])) == 1
+    per_fold = {}
     for label, row in result["models"].items():
         assert not np.isnan(oof[label]).any()
-        per_fold = [roc_auc_score(data.labels[fold_of == f] == positive, oof[label][fold_of == f, positive])
-                    for f in range(3)]
-        assert row["auc"]["per_fold"] == pytest.approx(per_fold, abs=1e-6)
-        assert row["auc"]["mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
-    assert 0 <= result["paired"]["p_bootstrap_subjects"] <= 1
+        per_fold[label] = [roc_auc_score(data.labels[fold_of == f] == positive, oof[label][fold_of == f, positive])
+                           for f in range(3)]
+        assert row["auc"]["per_fold"] == pytest.approx(per_fold[label], abs=1e-6)
+        assert row["auc"]["mean"] == pytest.approx(np.mean(per_fold[label]), abs=1e-6)
+    # the paired comparison of the two best, recomputed: AUC difference on every face, t-test over the folds
+    from scipy import stats
+
+    paired = result["paired"]
+    engaged = data.labels == positive
+    assert paired["difference"] == pytest.approx(
+        roc_auc_score(engaged, oof[paired["a"]][:, positive]) - roc_auc_score(engaged, oof[paired["b"]][:, positive]),
+        abs=1e-6)
+    assert paired["p_paired_t_folds"] == pytest.approx(
+        stats.ttest_rel(per_fold[paired["a"]], per_fold[paired["b"]]).pvalue, abs=1e-6)
     second = run_cli(*args)
     assert second.returncode == 0 and second.stdout == first.stdout  # every fold came from the cache
     assert "fold" not in second.stderr

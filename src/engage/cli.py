@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 
 import click
@@ -612,8 +613,35 @@ def os_error_line(error: OSError) -> str:
     return f"{where}{error.strerror or error}"
 
 
+class _CtrlC:
+    """Whether this process got Ctrl+C. Some libraries swallow the KeyboardInterrupt (a bare `except:` around an
+    import) and fail otherwise ("module not found"): the run was still interrupted, and says so."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line on stderr and an exit code."""
+    _CtrlC.seen = False
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _CtrlC.handler)
+    try:
+        code = _run(argv)
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
+    if code not in (0, 130) and _CtrlC.seen:
+        return 130  # the error line said "aborted" already (see _run)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -631,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngageError as error:
         if debug:
             raise
+        if _CtrlC.seen:
+            err.print("engage: aborted")
+            return 130
         print(f"engage: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt:
@@ -639,11 +670,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the machine, not engage: a full disk, a file-size limit, a folder it may not write
         if debug:
             raise
+        if _CtrlC.seen:
+            err.print("engage: aborted")
+            return 130
         print(f"engage: error: {os_error_line(error)}", file=sys.stderr)
         return 1
     except Exception as error:  # a bug: keep it to one line unless asked
         if debug:
             raise
+        if _CtrlC.seen:
+            err.print("engage: aborted")
+            return 130
         print(f"engage: internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)", file=sys.stderr)
         return 1
 

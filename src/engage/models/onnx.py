@@ -12,7 +12,10 @@ import inspect
 import io
 import json
 import os
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -148,6 +151,25 @@ def sample_faces(face_settings: dict) -> np.ndarray:
     return np.stack(faces)
 
 
+@contextmanager
+def _ctrl_c_after_native_code():
+    """Hold Ctrl+C until the block ends: onnx's C++ code calls back into Python, and a KeyboardInterrupt raised
+    there ends the process in std::terminate (a C++ traceback, exit 134) instead of engage's "aborted"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        raise KeyboardInterrupt
+
+
 def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> dict:
     """Write `model` (shipped name or file) as a self-contained .onnx file, after checking that onnxruntime's
     probabilities match PyTorch's within PARITY_TOLERANCE on real faces (the sample's, unless given) and on
@@ -158,8 +180,9 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     classifier = load_model(model)
     if classifier.network is None:
         raise UsageError(f"{model}: only networks can be exported to ONNX (this is a HOG+SVM model)")
-    data, config = onnx_bytes(classifier.network, classifier.config)
-    onnx_model = OnnxClassifier(data, model, config)
+    with _ctrl_c_after_native_code():
+        data, config = onnx_bytes(classifier.network, classifier.config)
+        onnx_model = OnnxClassifier(data, model, config)
     if check_faces is None:
         check_faces = sample_faces(classifier.face_settings)
     from engage.faces.crop import FaceSettings

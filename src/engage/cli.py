@@ -385,15 +385,20 @@ Examples:
               help="Write images / mp4s with boxes, ids and scores drawn, and video timelines, into DIR.")
 @click.option("--timeline", "timeline_dir", default=None, metavar="DIR", help="Write each video's p_engaged timeline (PNG) into DIR.")
 @click.option("--save-crops", "crops_dir", default=None, metavar="DIR", help="Also write every scored 48x48 face as a PNG (personal data).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Score whole inputs in N processes (0: one per core when two or more videos are given, else 1).")
 def predict(inputs, sample, webcam, model_name, detector, backend, expressions, fer_model, expression_views,
             min_confidence, detect_size,
-            every, smooth, max_frames, csv_path, as_json, annotate_dir, timeline_dir, crops_dir) -> None:
+            every, smooth, max_frames, csv_path, as_json, annotate_dir, timeline_dir, crops_dir, workers) -> None:
     """Score every face in images, folders (recursive), globs, videos or a webcam: p_engaged, label, box, face id.
 
     Prints a summary per input (a picture without a face is reported as such); --csv, --json, --annotate,
     --timeline and --save-crops add outputs. Nothing else is written.
     """
+    import functools
+
     from engage.inference.job import PredictOptions, format_result, run_predict
+    from engage.inference.parallel import planned_workers
     from engage.inference.predictor import Predictor
     from engage.io.inputs import expand_inputs
 
@@ -401,10 +406,10 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     options = PredictOptions(every=every, max_frames=max_frames, csv_path=csv_path, annotate_dir=annotate_dir,
                              timeline_dir=timeline_dir, crops_dir=crops_dir)
 
-    def make_predictor() -> Predictor:
-        return Predictor(model_name, detector=detector, backend=backend, expressions=expressions,
-                         expression_model=fer_model, expression_views=expression_views,
-                         min_confidence=min_confidence, detect_size=detect_size, smoothing_s=smooth)
+    # a partial, not a closure: worker processes (--workers) build their own from it
+    make_predictor = functools.partial(Predictor, model_name, detector=detector, backend=backend, expressions=expressions,
+                                       expression_model=fer_model, expression_views=expression_views,
+                                       min_confidence=min_confidence, detect_size=detect_size, smoothing_s=smooth)
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
@@ -432,8 +437,10 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
 
     with bar:
         run = run_predict(sources, make_predictor, options, on_result=on_result, progress=on_progress,
-                          warn=lambda line: to_stderr(f"engage: warning: {line}"), log=to_stderr)
-    notes = [f"{len(run.results)} input(s) scored in {run.seconds:.1f} s with {run.setup}"]
+                          warn=lambda line: to_stderr(f"engage: warning: {line}"), log=to_stderr,
+                          workers=planned_workers(sources, workers))
+    notes = [f"{len(run.results)} input(s) scored in {run.seconds:.1f} s with {run.setup}"
+             + (f", in {run.workers} processes" if run.workers > 1 else "")]
     if sources.ignored:
         notes.append(f"ignored {len(sources.ignored)} file(s) that are neither images nor videos")
     if run.skipped:

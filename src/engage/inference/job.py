@@ -30,6 +30,7 @@ class PredictOptions:
     timeline_dir: str | None = None  # video timelines only (no face pixels)
     crops_dir: str | None = None  # the faces that were scored, as the model saw them (personal data: only when asked)
     image_batch: int = 8  # images whose faces go through the network together
+    pipeline: bool = True  # decode and detect a video's next frames on a thread of their own (see Predictor)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PredictRun:
     csv_rows: int = 0
     seconds: float = 0.0
     setup: str = ""  # which model, detector and backend scored the faces
+    workers: int = 1  # processes that scored the inputs
 
 
 class _Skip(Exception):
@@ -107,13 +109,17 @@ def _video(item: InputItem) -> VideoSource:
 def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], options: PredictOptions,
                 on_result: Callable[[dict], None] | None = None, warn: Callable[[str], None] = print,
                 progress: Callable[[str, int, int | None], None] | None = None,
-                log: Callable[[str], None] | None = None) -> PredictRun:
+                log: Callable[[str], None] | None = None, workers: int = 1) -> PredictRun:
     """Score every input in order; on_result gets each input's summary as soon as it is done.
 
     Unreadable inputs are reported through `warn` and skipped; when the only input cannot be read, or none
     can, that is an EngageError. `predictor` may be a factory, called only once the inputs are checked.
+    workers > 1 (with a picklable factory, e.g. functools.partial(Predictor, ...)): whole inputs are scored
+    in that many processes (engage.inference.parallel), with the same results, reported in the same order.
     """
     check_outputs(inputs, options)
+    if workers > 1 and len(inputs.items) > 1 and not isinstance(predictor, Predictor):
+        return _run_in_workers(inputs, predictor, options, on_result, warn, progress, workers)
     single = len(inputs.items) == 1
     opened = {0: _open_or_fail(inputs.items[0])} if single else {}  # a bad only input fails before any model loads
     if not isinstance(predictor, Predictor):
@@ -124,8 +130,9 @@ def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], 
                 if isinstance(source, VideoSource):
                     source.close()
             raise
-    run = PredictRun(setup=f"model {predictor.model_name} ({', '.join(predictor.class_names)}), "
-                           f"detector {predictor.detector_name}, backend {predictor.backend}")
+    from engage.inference.parallel import setup_line
+
+    run = PredictRun(setup=setup_line(predictor))
     started = time.perf_counter()
     columns = csv_columns(predictor.expression_names)
     csv_writer = CsvWriter(options.csv_path, columns) if options.csv_path else None
@@ -155,15 +162,42 @@ def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], 
         if csv_writer is not None:
             csv_writer.discard()
         raise
+    _finish(run, csv_writer, len(inputs.items))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _run_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], options: PredictOptions, on_result,
+                    warn, progress, workers: int) -> PredictRun:
+    from engage.inference.parallel import score_in_workers
+
+    run = PredictRun(workers=workers)
+    started = time.perf_counter()
+
+    def emit(result: dict) -> None:
+        run.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    def skip(item: InputItem, why: str) -> None:
+        warn(f"skipped {why}")
+        run.skipped.append((item.name, why))
+
+    run.setup, csv_writer = score_in_workers(inputs, make_predictor, options, workers, emit, skip, progress)
+    _finish(run, csv_writer, len(inputs.items))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _finish(run: PredictRun, csv_writer: CsvWriter | None, inputs: int) -> None:
+    """Put the CSV in place, unless no input could be read (then nothing is written)."""
     if not run.results:
         if csv_writer is not None:
             csv_writer.discard()
-        raise EngageError(f"none of the {len(inputs.items)} inputs could be read (see the warnings above)")
+        raise EngageError(f"none of the {inputs} inputs could be read (see the warnings above)")
     if csv_writer is not None:
         csv_writer.commit()
         run.csv_rows = csv_writer.rows
-    run.seconds = time.perf_counter() - started
-    return run
 
 
 def _open_or_fail(item: InputItem):
@@ -241,7 +275,7 @@ class _Job:
                                    video.width, video.height)
             try:
                 for frame in predictor.predict_video(video, every=options.every, max_frames=options.max_frames,
-                                                     keep_images=writer is not None):
+                                                     keep_images=writer is not None, pipeline=options.pipeline):
                     if self.csv is not None:
                         self.csv.write(frame.rows(predictor.expression_names))
                     summary.add(frame)

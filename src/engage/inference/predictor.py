@@ -5,7 +5,6 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -51,25 +50,17 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
     return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
 
 
-@contextmanager
-def torch_threads(count: int | None):
-    """Run a block with PyTorch's (OpenMP) thread count set to `count`, then restore it. Once torch is loaded,
+def use_torch_threads(count: int | None) -> None:
+    """Set PyTorch's (OpenMP) thread count for this process, once (not around every call). Once torch is loaded,
     yuface's YuNet runs on torch's OpenMP runtime too, so this limits both. A frame holds a few faces: one
     thread is 3-10x faster than OpenMP threads spinning against video decoding or any other job on 2 cores.
-    None or 0 leaves the defaults."""
+    None or 0 leaves the default."""
     if not count:
-        yield
         return
     import torch
 
-    previous = torch.get_num_threads()
-    if previous != count:
+    if torch.get_num_threads() != count:
         torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if previous != count:
-            torch.set_num_threads(previous)
 
 
 def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int = HALF_SIZE_RANGE[1]) -> int:
@@ -101,7 +92,11 @@ class Predictor:
     expression_views 'model' (as its file records: the shipped fer averages 16 views), 'flip' or 'one' (fastest).
     detect_size: longest side of the frame the detector sees (default: the detector's own limit; YuNet
     looks at half-size frames, see below). smoothing_s: time constant of p_engaged's moving average in
-    video. threads: CPU threads for detector and network (1 is fastest for a few faces per frame).
+    video. threads: CPU threads for detector and network (1 is fastest for a few faces per frame); PyTorch's
+    thread count is set for the whole process when the Predictor is made (None leaves it).
+
+    Video files run as a pipeline: a thread decodes and detects the next frames while the calling thread
+    tracks and scores (onnxruntime and PyTorch release the GIL), with the same results in the same order.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
@@ -114,6 +109,7 @@ class Predictor:
         self.backend = backend
         self.smoothing_s = smoothing_s
         self.threads = threads
+        use_torch_threads(threads)
         self.model = load_scoring_model(model, backend, threads)
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
@@ -169,13 +165,11 @@ class Predictor:
             return [whole_image_box(width, height, self.settings.square)]
         if self.half_size_detection:
             self.detector.max_side = half_size(rgb)
-        with torch_threads(self.threads):
-            return self.detector.detect(rgb)
+        return self.detector.detect(rgb)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities."""
-        with torch_threads(self.threads):
-            return np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
+        return np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
 
     def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
@@ -192,8 +186,7 @@ class Predictor:
         proba = self.predict_proba(faces) if len(faces) else np.zeros((0, len(self.class_names)), np.float32)
         expression_proba = None
         if self.expression_model is not None and len(faces):
-            with torch_threads(self.threads):
-                expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
+            expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
         scored, start = [], 0
         for (rgb, boxes), count in zip(frames, counts):
             scored.append([(boxes[i], proba[start + i], None if expression_proba is None else expression_proba[start + i],
@@ -231,13 +224,15 @@ class Predictor:
 
     # ---- video -------------------------------------------------------------------------------------
     def predict_video(self, source: str | int | VideoSource, every: int = 1, max_frames: int | None = None,
-                      batch_frames: int = 8, keep_images: bool = False) -> Iterator[FrameResult]:
+                      batch_frames: int = 8, keep_images: bool = False, pipeline: bool = True) -> Iterator[FrameResult]:
         """Per-frame results of a video file or camera (an int), streamed with constant memory.
 
         Every `every`-th frame is scored; faces keep a stable face_id across frames (see engage.inference.tracking
         for the tracker's limits) and p_engaged is smoothed per face over `smoothing_s` seconds
         (p_engaged_raw keeps the frame's own value). Files are scored `batch_frames` frames per network
         call; cameras one frame at a time. keep_images attaches each frame's RGB pixels (for annotation).
+        pipeline: files are decoded and their faces detected on a thread of their own, a few frames ahead
+        (False: everything on the calling thread, one step after another; the results are the same).
         """
         if every < 1:
             raise UsageError(f"--every must be 1 or more, got {every}")
@@ -246,9 +241,11 @@ class Predictor:
         smoother = EmaSmoother(self.smoothing_s)
         batch = 1 if video.is_camera else max(1, batch_frames)
         pending = []
+        detected = ((frame, self.detect(frame.rgb)) for frame in video.frames(every, max_frames))
+        if pipeline and not video.is_camera:
+            detected = ahead(detected, 2 * batch)
         try:
-            for frame in video.frames(every, max_frames):
-                boxes = self.detect(frame.rgb)
+            for frame, boxes in detected:
                 pending.append((frame, boxes, tracker.update(boxes, frame.time_s)))
                 if len(pending) >= batch:
                     yield from self._frame_results(video.name, pending, smoother, keep_images)
@@ -256,6 +253,7 @@ class Predictor:
                     pending = []
             yield from self._frame_results(video.name, pending, smoother, keep_images)
         finally:
+            detected.close()  # stops the thread, if any, before the video is closed under it
             if not isinstance(source, VideoSource):
                 video.close()
 
@@ -285,6 +283,58 @@ class Predictor:
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)
+
+
+def ahead(items: Iterator, depth: int) -> Iterator:
+    """The items of a generator, produced on a thread of its own up to `depth` items ahead of the consumer, in
+    order. An exception in the producer is raised to the consumer; closing the returned generator (or stopping
+    early) stops the producer and waits for it."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            slots.put((done, error))
+        finally:
+            if hasattr(items, "close"):
+                items.close()
+
+    producer = threading.Thread(target=produce, name="engage-decode-detect", daemon=True)
+    producer.start()
+
+    def consume() -> Iterator:
+        try:
+            while True:
+                item, error = slots.get()
+                if item is done:
+                    if error is not None:
+                        raise error
+                    return
+                yield item
+        finally:
+            stop.set()
+            while producer.is_alive():  # free a producer blocked on a full queue
+                try:
+                    slots.get_nowait()
+                except queue.Empty:
+                    producer.join(0.05)
+
+    return consume()
 
 
 class FaceStream:

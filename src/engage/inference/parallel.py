@@ -1,0 +1,114 @@
+"""`engage predict --workers N`: whole inputs scored in worker processes, each holding the model once and scoring
+an input exactly as the single-process job does; the parent writes the CSV and reports in input order."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+
+from engage.inference.predictor import Predictor
+from engage.io.inputs import InputItem, Inputs
+
+_predictor: Predictor | None = None  # one per worker process
+
+
+def planned_workers(inputs: Inputs, requested: int) -> int:
+    """Processes to use: as asked (never more than the inputs); by default (0) one per core when two or more
+    videos are among the inputs, else 1 (images are batched in one process; a worker costs a model load)."""
+    items = inputs.items
+    if any(item.kind == "camera" for item in items):
+        return 1
+    if requested:
+        return max(1, min(requested, len(items)))
+    videos = sum(item.kind == "video" for item in items)
+    return min(os.cpu_count() or 1, videos) if videos >= 2 else 1
+
+
+def _start_worker(make_predictor: Callable[[], Predictor]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it stops the workers
+    global _predictor
+    _predictor = make_predictor()
+
+
+def setup_line(predictor: Predictor) -> str:
+    """Which model, detector and backend scored the faces (the end of `engage predict`'s summary)."""
+    return (f"model {predictor.model_name} ({', '.join(predictor.class_names)}), detector {predictor.detector_name}, "
+            f"backend {predictor.backend}")
+
+
+def _score(task: tuple[InputItem, object, str | None]) -> tuple[list[dict], int, str | None, str]:
+    """One input in a worker: (its results, its CSV rows written to the part file, why it was skipped or None,
+    the setup line)."""
+    item, options, part_path = task
+    from engage.inference.job import PredictRun, _Job, _open, _Skip
+    from engage.inference.records import CsvWriter, csv_columns
+    from engage.io.video import VideoSource
+
+    try:
+        source = _open(item)
+    except _Skip as skip:
+        return [], 0, str(skip), setup_line(_predictor)
+    run = PredictRun()
+    writer = CsvWriter(part_path, csv_columns(_predictor.expression_names)) if part_path else None
+    try:
+        job = _Job(_predictor, options, writer, run, None, None, None)
+        if isinstance(source, VideoSource):
+            job.video(item, source)
+        else:
+            job.images([(item, source)])
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    if writer is not None:
+        writer.commit()
+    return run.results, (writer.rows if writer else 0), None, setup_line(_predictor)
+
+
+def score_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], options, workers: int,
+                     emit: Callable[[dict], None], skip: Callable[[InputItem, str], None],
+                     progress: Callable[[str, int, int | None], None] | None):
+    """Score every input on `workers` processes (spawned: a fresh interpreter each, safe with OpenMP); results
+    are emitted, and their CSV rows staged, in input order as soon as every earlier input is done. Returns
+    (the setup line, the staged CsvWriter or None) for the caller to commit. An error, or Ctrl+C, stops every
+    worker at once and leaves nothing."""
+    from engage.inference.records import CsvWriter
+
+    parts = tempfile.mkdtemp(prefix="engage-parts-")
+    serial = dataclasses.replace(options, pipeline=False)  # the processes use the cores; threads would contend
+    tasks = [(item, serial, os.path.join(parts, f"{index}.csv") if options.csv_path else None)
+             for index, item in enumerate(inputs.items)]
+    setup, writer = "", None
+    try:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                        initargs=(make_predictor,)) as pool:  # exit: terminate
+            for done, ((item, _, part), (results, _rows, skipped, setup)) in enumerate(
+                    zip(tasks, pool.imap(_score, tasks, chunksize=1)), start=1):
+                if skipped is not None:
+                    skip(item, skipped)
+                elif part is not None:
+                    with open(part, newline="", encoding="utf-8") as handle:
+                        reader = csv.DictReader(handle)
+                        if writer is None:  # the columns are the workers' (they depend on the expression model)
+                            writer = CsvWriter(options.csv_path, list(reader.fieldnames or []))
+                        while chunk := list(itertools.islice(reader, 10_000)):
+                            writer.write(chunk)
+                    os.unlink(part)
+                for result in results:
+                    emit(result)
+                if progress is not None:
+                    progress("inputs", done, len(tasks))
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+    return setup, writer

@@ -1,0 +1,91 @@
+"""engage predict on every core: the video pipeline (a thread decodes and detects ahead) and --workers (whole
+inputs in processes) give the same results, in the same order, as the single-thread path."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from conftest import run_cli
+
+from engage.inference.predictor import ahead
+
+pytest_plugins = ["predict_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def demo_video(tmp_path_factory) -> str:
+    from engage.inference.demo import write_demo_video
+
+    path = str(tmp_path_factory.mktemp("video") / "lecture.mp4")
+    write_demo_video(path, frames=24)
+    return path
+
+
+def frame_key(frames) -> list:
+    return [(f.frame, f.time_s, [(x.face_id, x.box, x.p_engaged, x.p_engaged_raw, x.label) for x in f.faces])
+            for f in frames]
+
+
+def test_the_pipeline_gives_the_single_thread_results_in_order(predictor, demo_video):
+    """With expressions and every other frame: the same frames, ids, boxes and scores, exactly."""
+    piped = list(predictor.predict_video(demo_video, every=2, pipeline=True))
+    single = list(predictor.predict_video(demo_video, every=2, pipeline=False))
+    assert [f.frame for f in piped] == list(range(0, 24, 2))
+    assert frame_key(piped) == frame_key(single)
+    assert [[x.expressions for x in f.faces] for f in piped] == [[x.expressions for x in f.faces] for f in single]
+    assert sum(len(f.faces) for f in piped) == 24  # two faces in each of the 12 frames
+
+
+def test_the_pipeline_thread_stops_when_the_consumer_stops_and_passes_errors_on():
+    produced = []
+
+    def numbers():
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    items = ahead(numbers(), depth=3)
+    assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    items.close()  # the consumer stops early: the producer stops too, a few items ahead at most
+    assert not any(t.name == "engage-decode-detect" for t in threading.enumerate())
+    assert len(produced) <= 5 + 3 + 2
+
+    def failing():
+        yield 1
+        raise ValueError("a broken frame")
+
+    with pytest.raises(ValueError, match="a broken frame"):
+        list(ahead(failing(), depth=2))
+
+
+def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_order(tmp_path, demo_video,
+                                                                                  engagement_model):
+    """Three videos (one of them broken) and a photo over 2 processes: the same CSV, byte for byte, and the same
+    results in the same order as one process; the broken video is reported and skipped in both."""
+    import shutil
+
+    from conftest import write_image
+    from skimage import data
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(demo_video, folder / name)
+    (folder / "c_broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
+    write_image(folder / "d.png", data.astronaut())
+    runs = {}
+    for workers in (1, 2):
+        csv_path = tmp_path / f"w{workers}.csv"
+        result = run_cli("predict", str(folder), "--json", "--every", "3", "--csv", str(csv_path),
+                         "--workers", str(workers))
+        assert result.returncode == 0, result.stderr
+        assert sum("c_broken.mp4" in line and "skipped" in line for line in result.stderr.splitlines()) == 1
+        assert ("in 2 processes" in result.stderr) == (workers == 2)
+        runs[workers] = ([json.loads(line) for line in result.stdout.splitlines()], csv_path.read_bytes())
+    one, two = runs[1], runs[2]
+    assert two[1] == one[1] and len(one[1].splitlines()) == 1 + 2 * 8 * 2 + 1  # header, 2 videos x 8 frames x 2, 1
+    strip = lambda results: [{k: v for k, v in r.items() if k not in ("seconds", "frames_per_s")} for r in results]  # noqa: E731
+    assert [r["source"].rsplit("/", 1)[-1] for r in two[0]] == ["a.mp4", "b.mp4", "d.png"]
+    assert strip(two[0]) == strip(one[0])

@@ -124,6 +124,7 @@ def main() -> None:
 
     predictor = Predictor("engagement", **FAST)
     fps = {False: [], True: []}
+    serial_results = None
     for _ in range(args.rounds):
         for pipeline in (False, True):
             rate, results = steady_fps(video, pipeline, predictor)

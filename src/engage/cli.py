@@ -346,6 +346,22 @@ def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, bf16, a
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
 
+def frame_options(function):
+    """How frames are scored: --min-confidence, --detect-size, --every and --smooth, as predict words them."""
+    options = [
+        click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Detector confidence threshold."),
+        click.option("--detect-size", type=click.IntRange(64), default=None, metavar="PX",
+                     help="Detect faces on frames downscaled to this longest side (faster; small faces are lost)."),
+        click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Score every Nth video frame."),
+        click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True, metavar="SECONDS",
+                     help="Smooth each face's p_engaged over this time (exponential moving average; 0: off); "
+                          "p_engaged_raw keeps the frame's own."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 PREDICT_EXAMPLES = """
 \b
 Examples:
@@ -372,12 +388,7 @@ Examples:
 @click.option("--expression-views", type=click.Choice(["model", "flip", "one"]), default="model", show_default=True,
               help="Test-time views of each face for --expressions: as the model records (fer: 16), "
                    "the face and its mirror image, or the face alone (16x faster than fer's).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Detector confidence threshold.")
-@click.option("--detect-size", type=click.IntRange(64), default=None, metavar="PX",
-              help="Detect faces on frames downscaled to this longest side (faster; small faces are lost).")
-@click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Score every Nth video frame.")
-@click.option("--smooth", type=click.FloatRange(0), default=1.0, show_default=True, metavar="SECONDS",
-              help="Smooth each face's p_engaged over this time (exponential moving average; 0: off); p_engaged_raw keeps the frame's own.")
+@frame_options
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop each video or the camera after N scored frames.")
 @click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write one row per face per frame.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input (one per line) instead of the summary.")
@@ -618,6 +629,77 @@ def os_error_line(error: OSError) -> str:
         return (f"{where}the disk is full or a file-size limit was reached while writing; free some space and run "
                 "again (finished outputs are kept; the unfinished one was not put in place)")
     return f"{where}{error.strerror or error}"
+
+
+BATCH_EXAMPLES = """
+\b
+Examples:
+  engage batch lectures/ photos/ --out results                     # a local Ray on every core of this machine
+  engage batch /shared/lectures --out /shared/results --address auto    # on a node of a Ray cluster
+  engage batch /data/videos --out /data/results --address ray://head:10001 --every 2
+"""
+
+
+@app.command(epilog=BATCH_EXAMPLES)
+@click.argument("sources", nargs=-1)
+@click.option("--out", "-o", "out_dir", required=True, metavar="RESULTS_DIR",
+              help="Results folder: Parquet per source, summary.parquet, failures.parquet; a re-run resumes it.")
+@click.option("--address", default=None, help="A Ray cluster: 'auto' (on one of its nodes) or ray://HOST:PORT; "
+                                              "default: start a local Ray on this machine.")
+@click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs of the local Ray (default: every core).")
+@click.option("--scorers", type=click.IntRange(1), default=1, show_default=True,
+              help="Scoring actors, each holding the model once.")
+@click.option("--model", "model_name", default="engagement", show_default=True, help="A shipped model name or a model file.")
+@click.option("--detector", type=click.Choice(["mtcnn", "yunet", "dlib", "none"]), default=None,
+              help="Face detector (default: the model's own, else mtcnn).")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@frame_options
+def batch(sources, out_dir, address, num_cpus, scorers, model_name, detector, backend, min_confidence, detect_size,
+          every, smooth) -> None:
+    """Score many videos and images on Ray (extra 'cluster'), here or on a cluster: Parquet results, resumable.
+
+    Writes one row per face per frame (the columns of predict --csv) under RESULTS_DIR/faces/, one folder per
+    source, plus summary.parquet and failures.parquet. Sources already complete are skipped; a source that
+    fails is listed with its reason and the others go on (exit code 1 when any failed).
+    """
+    if not os.environ.get("ENGAGE_DEBUG"):  # Ray's own progress and notices: the command says what happened itself
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    try:
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+
+        from engage.cluster.runner import BatchOptions, run_batch
+    except ImportError as error:
+        raise EngageError(f"engage batch needs the extra 'cluster' ({error.name} is missing): "
+                          "pip install 'engage[cluster]'") from None
+    if not os.environ.get("ENGAGE_DEBUG"):
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # also when Ray Data was set up before this command
+    options = BatchOptions(model=model_name, detector=detector, backend=backend, min_confidence=min_confidence,
+                           detect_size=detect_size, every=every, smooth=smooth, address=address, num_cpus=num_cpus,
+                           scorers=scorers)
+
+    def on_source(summary: dict) -> None:
+        faces = "no face found" if not summary["rows"] else f"{summary['faces']} face(s), {summary['rows']} row(s)"
+        frames = f"{summary['frames_scored']} frame(s), " if summary["kind"] == "video" else ""
+        click.echo(f"{summary['source']}: {frames}{faces}")
+
+    def on_failure(failure: dict) -> None:
+        click.echo(f"engage: warning: {failure['source']} failed: {failure['reason']}", err=True)
+
+    run = run_batch(list(sources), out_dir, options, on_source=on_source, on_failure=on_failure)
+    rate = f", {run.frames / run.seconds:.1f} frames/s" if run.scored and run.seconds > 0 else ""
+    click.echo(f"{len(run.scored)} source(s) scored in {run.seconds:.1f} s ({run.frames} frame(s){rate}"
+               f"{'; ' + run.ray if run.ray else ''}); {len(run.skipped)} already complete, skipped")
+    if run.ignored:
+        click.echo(f"ignored {len(run.ignored)} file(s) that are neither images nor videos")
+    click.echo(f"results: {out_dir}/faces/ (Parquet, one folder per source), {out_dir}/summary.parquet "
+               f"({run.complete} source(s)), {out_dir}/failures.parquet ({len(run.failures)})")
+    if run.failures:
+        raise EngageError(f"{len(run.failures)} of {len(run.failures) + len(run.scored) + len(run.skipped)} source(s) "
+                          f"failed (listed above and in {out_dir}/failures.parquet); the others are complete, and a "
+                          "re-run scores only what is missing")
 
 
 class _CtrlC:

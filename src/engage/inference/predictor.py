@@ -63,6 +63,11 @@ def use_torch_threads(count: int | None) -> None:
         torch.set_num_threads(count)
 
 
+def video_gap_s(every: int, fps: float) -> float:
+    """How long a face may go unseen in a video and keep its id: 1 s, or 3 scored frames when they are sparser."""
+    return max(1.0, 3.0 * every / fps)
+
+
 def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int = HALF_SIZE_RANGE[1]) -> int:
     """Half the image's longest side, kept within [smallest, largest] pixels."""
     return int(min(largest, max(smallest, max(rgb.shape[:2]) // 2)))
@@ -194,7 +199,7 @@ class Predictor:
             start += count
         return scored
 
-    def _face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
+    def face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
                      crop: np.ndarray, p_smoothed: float | None = None) -> FaceResult:
         probabilities = {name: float(p) for name, p in zip(self.class_names, proba)}
         p_raw = probabilities[self.positive_class] if self.positive_class else None
@@ -220,7 +225,7 @@ class Predictor:
         for image in images:
             rgb = as_rgb_image(image)
             frames.append((rgb, self.detect(rgb)))
-        return [[self._face_result(i + 1, *face) for i, face in enumerate(faces)] for faces in self._score(frames)]
+        return [[self.face_result(i + 1, *face) for i, face in enumerate(faces)] for faces in self._score(frames)]
 
     # ---- video -------------------------------------------------------------------------------------
     def predict_video(self, source: str | int | VideoSource, every: int = 1, max_frames: int | None = None,
@@ -237,7 +242,7 @@ class Predictor:
         if every < 1:
             raise UsageError(f"--every must be 1 or more, got {every}")
         video = source if isinstance(source, VideoSource) else VideoSource(source)
-        tracker = IouTracker(max_gap_s=max(1.0, 3.0 * every / video.fps))
+        tracker = IouTracker(max_gap_s=video_gap_s(every, video.fps))
         smoother = EmaSmoother(self.smoothing_s)
         batch = 1 if video.is_camera else max(1, batch_frames)
         pending = []
@@ -279,7 +284,7 @@ class Predictor:
                 if self.positive_class is not None:
                     p_raw = float(proba[self.class_names.index(self.positive_class)])
                     p_smoothed = smoother.update(face_id, frame.time_s, p_raw)
-                results.append(self._face_result(face_id, box, proba, expression, crop, p_smoothed))
+                results.append(self.face_result(face_id, box, proba, expression, crop, p_smoothed))
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)

@@ -35,7 +35,8 @@ class Inputs:
     ignored: list[str]  # files in folders that are neither images nor videos
 
 
-def _safe_stem(text: str) -> str:
+def safe_stem(text: str) -> str:
+    """A file-name stem made of letters, digits, "-", "_" and "." from a path or name (folders joined by "__")."""
     stem = os.path.splitext(text)[0].replace(os.sep, "__").replace("/", "__").replace(":", "-")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("_.") or "input"
 
@@ -56,13 +57,13 @@ def expand_inputs(inputs: list[str], webcam: int | None = None, sample: bool = F
         key = os.path.abspath(path)
         if key not in seen:
             seen.add(key)
-            items.append(InputItem(kind, path, path=path, stem=_safe_stem(stem_source)))
+            items.append(InputItem(kind, path, path=path, stem=safe_stem(stem_source)))
 
     if sample:
         from engage.data.sample_photos import sample_images
 
         for name, rgb in sample_images().items():
-            items.append(InputItem("image", name, pixels=rgb, stem=_safe_stem(name)))
+            items.append(InputItem("image", name, pixels=rgb, stem=safe_stem(name)))
     for given in inputs:
         if os.path.isdir(given):
             found = 0

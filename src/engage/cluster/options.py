@@ -1,0 +1,61 @@
+"""What a batch run is asked to do: the scoring settings (which decide the results) and where it runs (which
+do not). Every Ray worker builds its Predictor from these, once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from engage.errors import UsageError
+from engage.inference.predictor import DEFAULT_MODEL, Predictor
+
+_PREDICTORS: dict[tuple, Predictor] = {}  # one per process and scoring settings: Ray reuses its worker processes
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    # scoring: as `engage predict` (the results depend on these, and a results folder records them)
+    model: str = DEFAULT_MODEL
+    detector: str | None = None  # None: the model's own (else mtcnn)
+    backend: str = "torch"
+    min_confidence: float | None = None
+    detect_size: int | None = None
+    every: int = 1  # score every Nth video frame
+    smooth: float = 1.0  # seconds of p_engaged's moving average per face in video (0: off)
+    # where and how it runs (the results do not depend on these)
+    address: str | None = None  # None: start a local Ray on this machine; 'auto' or 'ray://HOST:PORT'
+    num_cpus: int | None = None  # CPUs of the local Ray (None: every core); ignored with an address
+    scorers: int = 1  # actors in the scoring pool, each holding the model once
+    scorer_cpus: float = 0.0  # CPUs each scoring actor reserves (scoring is a small share of detection's work)
+    score_batch: int = 256  # faces per network call in a scoring actor
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise UsageError(f"--every must be 1 or more, got {self.every}")
+        if self.smooth < 0:
+            raise UsageError(f"--smooth must be >= 0 seconds, got {self.smooth}")
+        if self.scorers < 1:
+            raise UsageError(f"--scorers must be 1 or more, got {self.scorers}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise UsageError(f"--num-cpus must be 1 or more, got {self.num_cpus}")
+        if os.path.isfile(self.model):  # a model file: the same file for every worker, wherever it runs
+            object.__setattr__(self, "model", os.path.abspath(self.model))
+
+    def predictor(self) -> Predictor:
+        """This process's Predictor for these settings (loaded once; the model is read once per worker)."""
+        key = self._scoring_key()
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = Predictor(self.model, detector=self.detector, backend=self.backend,
+                                         min_confidence=self.min_confidence, detect_size=self.detect_size,
+                                         smoothing_s=self.smooth)
+        return _PREDICTORS[key]
+
+    def _scoring_key(self) -> tuple:
+        return (self.model, self.detector, self.backend, self.min_confidence, self.detect_size, self.smooth)
+
+    def settings(self) -> dict:
+        """The settings the results depend on, as a results folder records them (with the detector chosen)."""
+        predictor = self.predictor()
+        scoring = {field.name: getattr(self, field.name) for field in fields(self)
+                   if field.name in ("model", "backend", "min_confidence", "detect_size", "every", "smooth")}
+        return {**scoring, "detector": predictor.detector_name, "classes": list(predictor.class_names)}

@@ -1,0 +1,142 @@
+"""Decoding and detection as Ray CPU tasks, one per source: the frames `engage predict` would score (every Nth,
+with the file's own time stamps), their faces found and given face ids by the same tracker, and the crops cut
+as the model expects. Faces stream out in blocks; each source's last row says how it ended, or why it failed,
+so one broken file never stops the others."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import numpy as np
+
+from engage.cluster.options import BatchOptions
+from engage.errors import EngageError, ImageReadError
+from engage.faces.crop import to_gray
+from engage.inference.predictor import Predictor, crop_faces, video_gap_s
+from engage.inference.tracking import IouTracker
+from engage.io.images import read_image
+from engage.io.video import VideoSource
+
+FACE, END, FAILED = "face", "end", "failed"  # row kinds: a face to score; a source done (info) or failed (reason)
+FACES_PER_BLOCK = 512  # faces sent on to scoring together
+
+
+class _Rows:
+    """One source's face rows, collected into column arrays and handed on a block at a time."""
+
+    def __init__(self, source: dict, crop_shape: tuple[int, ...]):
+        self.source = source
+        self.crop_shape = crop_shape
+        self.sent = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.columns: dict[str, list] = {name: [] for name in ("frame", "time_s", "face_index", "face_id", "x", "y", "w",
+                                                              "h", "det_conf")}
+        self.crops: list[np.ndarray] = []
+
+    def add(self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray) -> None:
+        for index, (box, face_id) in enumerate(zip(boxes, face_ids)):
+            for name, value in (("frame", frame), ("time_s", time_s), ("face_index", index), ("face_id", face_id),
+                                ("x", box.x), ("y", box.y), ("w", box.w), ("h", box.h), ("det_conf", box.confidence)):
+                self.columns[name].append(value)
+        self.crops.extend(crops)
+
+    def full(self) -> bool:
+        return len(self.crops) >= FACES_PER_BLOCK
+
+    def block(self) -> dict[str, np.ndarray]:
+        """The faces collected so far as one block (then cleared)."""
+        count = len(self.crops)
+        block = self._frame(FACE, count, "")
+        for name, values in self.columns.items():
+            block[name] = np.asarray(values, np.float64 if name in ("time_s", "det_conf") else np.int64)
+        block["crop"] = np.stack(self.crops).astype(np.uint8) if count else np.zeros((0, *self.crop_shape), np.uint8)
+        self.sent += count
+        self._clear()
+        return block
+
+    def last(self, kind: str, info: dict) -> dict[str, np.ndarray]:
+        """The source's closing row: END with what detection found, or FAILED with the reason."""
+        block = self._frame(kind, 1, json.dumps(info))
+        for name in self.columns:
+            block[name] = np.zeros(1, np.float64 if name in ("time_s", "det_conf") else np.int64)
+        block["crop"] = np.zeros((1, *self.crop_shape), np.uint8)
+        return block
+
+    def _frame(self, kind: str, count: int, info: str) -> dict[str, np.ndarray]:
+        return {"key": np.array([self.source["key"]] * count, dtype=object),
+                "row_kind": np.array([kind] * count, dtype=object), "info": np.array([info] * count, dtype=object)}
+
+
+def detect_sources(batch: dict[str, np.ndarray], options: BatchOptions) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data map_batches function: the sources of `batch` (one per task) to blocks of faces, each source
+    closed by an END or FAILED row."""
+    predictor = options.predictor()
+    for index in range(len(batch["key"])):
+        source = {name: batch[name][index] for name in ("key", "name", "path", "kind")}
+        rows = _Rows(source, predictor.settings.shape)
+        started = time.perf_counter()
+        try:
+            info = yield from _detect(source, predictor, options, rows)
+        except Exception as error:  # noqa: BLE001 - any failure of one source is reported, and the others go on
+            reason = str(error) if isinstance(error, EngageError) else f"{type(error).__name__}: {error}"
+            yield rows.last(FAILED, {"reason": reason})
+            continue
+        if rows.crops:
+            yield rows.block()
+        yield rows.last(END, {**info, "faces": rows.sent, "detect_s": round(time.perf_counter() - started, 3)})
+
+
+def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Rows):
+    """Find and cut every face of one source into `rows`, yielding full blocks; returns what was found."""
+    opened = _open(source)
+    if isinstance(opened, np.ndarray):  # an image: frame 0 at time 0, faces numbered biggest first
+        boxes = predictor.detect(opened)
+        rows.add(0, 0.0, boxes, list(range(1, len(boxes) + 1)), _crops(predictor, opened, boxes))
+        height, width = opened.shape[:2]
+        return {"kind": "image", "width": width, "height": height, "fps": None, "frames_scored": 1,
+                "frames_with_faces": int(bool(boxes)), "duration_s": 0.0}
+    video = opened
+    try:
+        tracker = IouTracker(max_gap_s=video_gap_s(options.every, video.fps))  # as Predictor.predict_video
+        frames = with_faces = 0
+        last_time_s = 0.0
+        for frame in video.frames(options.every):
+            boxes = predictor.detect(frame.rgb)
+            rows.add(frame.index, frame.time_s, boxes, tracker.update(boxes, frame.time_s),
+                     _crops(predictor, frame.rgb, boxes))
+            frames += 1
+            with_faces += bool(boxes)
+            last_time_s = frame.time_s
+            if rows.full():
+                yield rows.block()
+    finally:
+        video.close()
+    return {"kind": "video", "width": video.width, "height": video.height, "fps": round(video.fps, 3),
+            "frames_scored": frames, "frames_with_faces": with_faces, "duration_s": round(last_time_s, 3)}
+
+
+def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list) -> np.ndarray:
+    return crop_faces(rgb, boxes, predictor.settings, predictor.detector is None, to_gray(rgb))
+
+
+def _open(source: dict):
+    """RGB pixels of an image, or an opened VideoSource (named as `engage predict` names it)."""
+    if source["kind"] == "image":
+        return read_image(source["path"])
+    if source["kind"] == "unknown":  # a named file without a media extension: an image, else a video
+        try:
+            return read_image(source["path"])
+        except ImageReadError:
+            pass
+    try:
+        video = VideoSource(source["path"])
+    except EngageError:
+        if source["kind"] == "unknown":
+            raise EngageError(f"{source['name']}: neither an image nor a video that Pillow or OpenCV can read") from None
+        raise
+    video.name = source["name"]
+    return video

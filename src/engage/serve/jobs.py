@@ -121,11 +121,12 @@ class JobPool:
     def shutdown(self) -> None:
         """Stop every job and delete every job's files (nothing is kept after the server stops)."""
         self._closing.set()
-        self.pool.shutdown()
         with self._lock:
             jobs, self.jobs = list(self.jobs.values()), {}
         for job in jobs:
             job.cancel.set()
+        self.pool.shutdown(wait=True)  # a running job stops at its next frame; then nothing writes any more
+        for job in jobs:
             remove_folder(job.folder)
 
     def _sweep_loop(self) -> None:

@@ -53,6 +53,7 @@ class PredictorPool:
         with self._lock:
             self.pending -= 1
 
-    def shutdown(self) -> None:
-        """Drop queued tasks; running ones finish (jobs stop themselves at their next frame when cancelled)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool = False) -> None:
+        """Drop queued tasks; running ones finish (jobs stop themselves at their next frame when cancelled),
+        waited for when `wait`."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)

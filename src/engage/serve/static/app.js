@@ -166,7 +166,8 @@ async function liveStart() {
 }
 
 async function liveLoop() {
-  if (!live.session) return;
+  const session = live.session;  // Stop may end it while a frame is on its way: then that answer is dropped
+  if (!session) return;
   const started = performance.now();
   const video = $("live-video");
   try {
@@ -177,13 +178,15 @@ async function liveLoop() {
       const frame = await new Promise((resolve) => live.canvas.toBlob(resolve, "image/jpeg", 0.85));
       const form = new FormData();
       form.append("file", frame, "frame.jpg");
-      const result = await (await api(`/v1/live/${live.session}/frames`, { method: "POST", body: form })).json();
+      const result = await (await api(`/v1/live/${session}/frames`, { method: "POST", body: form })).json();
+      if (live.session !== session) return;
       drawLive(result);
     }
   } catch (error) {
+    if (live.session !== session) return;
     say("Live: " + error.message, true, "live-status");
   }
-  if (live.session) live.timer = setTimeout(liveLoop, Math.max(0, LIVE_INTERVAL_MS - (performance.now() - started)));
+  if (live.session === session) live.timer = setTimeout(liveLoop, Math.max(0, LIVE_INTERVAL_MS - (performance.now() - started)));
 }
 
 function drawLive(result) {

@@ -83,13 +83,16 @@ def write_bytes(path: str, data: bytes) -> None:
     atomic_write(path, write)
 
 
+NO_PERMISSION = "cannot be read: permission denied; check the file's permissions or run as its owner"
+
+
 def unreadable_reason(path: str) -> str | None:
     """Why a file cannot be opened for reading (no permission, ...), in words, or None if it can be."""
     try:
         with open(path, "rb"):
             return None
     except PermissionError:
-        return "cannot be read: permission denied; check the file's permissions or run as its owner"
+        return NO_PERMISSION
     except OSError as error:
         return f"cannot be read ({error.strerror or error})"
 

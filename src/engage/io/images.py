@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engage.errors import ImageReadError
-from engage.io.files import unreadable_reason
+from engage.io.files import NO_PERMISSION
 
 # the first bytes of the formats Pillow reads (PNG, JPEG, GIF, BMP, TIFF both byte orders, PGM/PPM)
 PILLOW_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
@@ -88,9 +88,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, "is a folder, not an image")
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes); re-copy or remove it")
-    reason = unreadable_reason(path)
-    if reason:
-        raise ImageReadError(path, reason)
     return _decode(path, path, lambda: np.fromfile(path, dtype=np.uint8))
 
 
@@ -113,6 +110,8 @@ def _decode(source, name: str, raw_bytes) -> np.ndarray:
         pass  # Pillow does not know the format: try OpenCV below
     except Image.DecompressionBombError as error:  # over 2x Pillow's pixel limit: a decompression bomb, or huge
         raise ImageReadError(name, f"too many pixels to read safely ({error}); resize it first") from None
+    except PermissionError:  # opening the file, not its content: say so rather than "corrupt"
+        raise ImageReadError(name, NO_PERMISSION) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(name, f"corrupt or truncated image ({error}); re-export or remove it") from None
     data = raw_bytes()

@@ -1,11 +1,15 @@
-"""engage predict on every core: the video pipeline (a thread decodes and detects ahead) and --workers (whole
-inputs in processes) give the same results, in the same order, as the single-thread path."""
+"""engage predict on every core: the video pipeline (a thread decodes and detects ahead), detection in processes
+(one video) and --workers (whole inputs in processes) give the same results, in the same order, as the
+single-thread path."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import threading
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -89,3 +93,55 @@ def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_orde
     strip = lambda results: [{k: v for k, v in r.items() if k not in ("seconds", "frames_per_s")} for r in results]  # noqa: E731
     assert [r["source"].rsplit("/", 1)[-1] for r in two[0]] == ["a.mp4", "b.mp4", "d.png"]
     assert strip(two[0]) == strip(one[0])
+
+
+def shared_memory_segments() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.parametrize("detector", ["yunet", "mtcnn"])
+def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothing(engagement_model, fast_extra,
+                                                                                   demo_video, detector):
+    """Faces detected in 2 processes (frames through shared memory): the same frames, ids, boxes and scores, exactly,
+    as one thread; stopping early stops the processes and frees the shared memory."""
+    from engage.inference.predictor import Predictor
+
+    predictor = Predictor(engagement_model, detector=detector, backend="onnx")
+    segments = shared_memory_segments()
+    pooled = list(predictor.predict_video(demo_video, every=2, detect_processes=2))
+    single = list(predictor.predict_video(demo_video, every=2, pipeline=False))
+    assert frame_key(pooled) == frame_key(single)
+    assert [f.frame for f in pooled] == list(range(0, 24, 2)) and sum(len(f.faces) for f in pooled) == 24
+    frames = predictor.predict_video(demo_video, detect_processes=2)
+    next(frames)
+    assert len(multiprocessing.active_children()) == 2
+    frames.close()  # the consumer stops early
+    assert multiprocessing.active_children() == []
+    assert shared_memory_segments() == segments
+
+
+def test_a_detector_that_cannot_start_in_a_worker_raises_its_own_error():
+    """The worker's error, not a pool broken without a reason (an initializer that raises would respawn forever)."""
+    from engage.errors import UsageError
+    from engage.faces.detect_pool import DetectorPool
+
+    with DetectorPool("nonesuch", processes=1) as pool:
+        with pytest.raises(UsageError, match="unknown detector 'nonesuch'"):
+            list(pool.detect_all([np.zeros((64, 64, 3), np.uint8)]))
+
+
+def test_one_video_is_detected_on_every_core_by_default_with_the_same_csv(tmp_path, demo_video, engagement_model,
+                                                                         fast_extra):
+    """`engage predict VIDEO` (default --workers 0) detects in one process per core; --workers 1 in the scoring
+    process: the same CSV, byte for byte, and the summary says which."""
+    runs = {}
+    for workers in ("0", "1"):
+        csv_path = tmp_path / f"w{workers}.csv"
+        result = run_cli("predict", demo_video, "--detector", "yunet", "--backend", "onnx", "--csv", str(csv_path),
+                         "--workers", workers)
+        assert result.returncode == 0, result.stderr
+        runs[workers] = (result.stdout, csv_path.read_bytes())
+    cores = os.cpu_count() or 1
+    assert (f"faces detected in {cores} processes" in runs["0"][0]) == (cores > 1)
+    assert "faces detected in" not in runs["1"][0]
+    assert runs["0"][1] == runs["1"][1] and len(runs["0"][1].splitlines()) == 1 + 24 * 2

@@ -400,3 +400,67 @@ def test_a_full_disk_during_preprocess_train_and_export_is_one_line_and_leaves_n
     assert_one_line_error(run(1_000_000, "export", "--model", "engagement", "--out", str(onnx_out)),
                           "disk is full or a file-size limit")
     assert list(onnx_out.parent.iterdir()) == []
+
+
+def _detector_processes(parent: int) -> list[int]:
+    """The spawned worker processes of `parent` (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_detector_process_killed_mid_video_is_one_line_and_writes_nothing(tmp_path, fast_extra):
+    """A video's faces are detected in worker processes (one per core); one of them is killed (as the kernel's
+    out-of-memory killer would): predict stops with one line, the CSV is not put in place, no temporary file is
+    left, no worker is left running."""
+    import signal
+    import time
+
+    from engage.inference.demo import write_demo_video
+
+    video = tmp_path / "long.mp4"
+    write_demo_video(str(video), frames=900)
+    out_csv = tmp_path / "out" / "faces.csv"
+    process = _start([sys.executable, "-m", "engage.cli", "predict", str(video), "--detector", "yunet",
+                      "--backend", "onnx", "--workers", "2", "--csv", str(out_csv)])
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not list((tmp_path / "out").glob(".tmp-*")):
+        time.sleep(0.05)
+    workers = _detector_processes(process.pid)
+    assert process.poll() is None and len(workers) == 2, "predict finished (or never started) before a worker was killed"
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == ("engage: error: face detection stopped: a detector process ended unexpectedly "
+                                               "(out of memory?)"), stderr
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers[1:])
+
+
+def test_ctrl_c_while_detector_processes_start_is_aborted_without_their_tracebacks(tmp_path, fast_extra):
+    """Ctrl+C reaches the whole process group (as from a terminal) just as the detector processes of a video start:
+    "engage: aborted", 130, no traceback of a worker, nothing written, no worker left."""
+    from engage.inference.demo import write_demo_video
+
+    video = tmp_path / "long.mp4"
+    write_demo_video(str(video), frames=300)
+    out_csv = tmp_path / "out" / "faces.csv"
+    process = _start([sys.executable, "-m", "engage.cli", "predict", str(video), "--detector", "yunet",
+                      "--backend", "onnx", "--workers", "2", "--csv", str(out_csv)])
+    workers: list[int] = []
+
+    def starting() -> bool:
+        workers[:] = _detector_processes(process.pid)
+        return len(workers) == 2
+
+    stderr = _stop(process, "SIGINT", starting, "predict")
+    assert "KeyboardInterrupt" not in stderr, stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)

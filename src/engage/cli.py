@@ -397,7 +397,8 @@ Examples:
 @click.option("--timeline", "timeline_dir", default=None, metavar="DIR", help="Write each video's p_engaged timeline (PNG) into DIR.")
 @click.option("--save-crops", "crops_dir", default=None, metavar="DIR", help="Also write every scored 48x48 face as a PNG (personal data).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="Score whole inputs in N processes (0: one per core when two or more videos are given, else 1).")
+              help="Processes: 2+ videos are scored whole in N processes; a single video's faces are detected "
+                   "in N processes (0: one per core).")
 def predict(inputs, sample, webcam, model_name, detector, backend, expressions, fer_model, expression_views,
             min_confidence, detect_size,
             every, smooth, max_frames, csv_path, as_json, annotate_dir, timeline_dir, crops_dir, workers) -> None:
@@ -409,13 +410,15 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     import functools
 
     from engage.inference.job import PredictOptions, format_result, run_predict
-    from engage.inference.parallel import planned_workers
+    from engage.inference.parallel import planned_detect_processes, planned_workers
     from engage.inference.predictor import Predictor
     from engage.io.inputs import expand_inputs
 
     sources = expand_inputs(list(inputs), webcam=webcam, sample=sample)
+    processes = planned_workers(sources, workers)
     options = PredictOptions(every=every, max_frames=max_frames, csv_path=csv_path, annotate_dir=annotate_dir,
-                             timeline_dir=timeline_dir, crops_dir=crops_dir)
+                             timeline_dir=timeline_dir, crops_dir=crops_dir,
+                             detect_processes=planned_detect_processes(sources, workers, processes))
 
     # a partial, not a closure: worker processes (--workers) build their own from it
     make_predictor = functools.partial(Predictor, model_name, detector=detector, backend=backend, expressions=expressions,
@@ -449,9 +452,10 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     with bar:
         run = run_predict(sources, make_predictor, options, on_result=on_result, progress=on_progress,
                           warn=lambda line: to_stderr(f"engage: warning: {line}"), log=to_stderr,
-                          workers=planned_workers(sources, workers))
+                          workers=processes)
     notes = [f"{len(run.results)} input(s) scored in {run.seconds:.1f} s with {run.setup}"
-             + (f", in {run.workers} processes" if run.workers > 1 else "")]
+             + (f", in {run.workers} processes" if run.workers > 1 else "")
+             + (f", faces detected in {run.detect_processes} processes" if run.detect_processes > 1 else "")]
     if sources.ignored:
         notes.append(f"ignored {len(sources.ignored)} file(s) that are neither images nor videos")
     if run.skipped:

@@ -19,6 +19,7 @@ from engage.faces.crop import FACE_SIZE, FaceSettings, extract_face
 from engage.faces.detect import create_detector
 from engage.io.files import atomic_write
 from engage.io.images import read_image, to_rgb
+from engage.processes import ctrl_c_left_to_parent
 
 # What happened to each image; 'detected', 'whole-image' and 'no-detect' give a face.
 FACE_PATHS = ("detected", "whole-image", "no-detect")
@@ -97,7 +98,9 @@ def _run_parallel(tasks: list, settings: FaceSettings, workers: int, on_result: 
     # spawn, not fork: a parent that already ran OpenCV or OpenMP threads would deadlock forked children
     context = multiprocessing.get_context("spawn")
     chunk = max(1, min(64, len(tasks) // (workers * 8)))
-    with context.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), 1)) as pool:
+    with ctrl_c_left_to_parent():
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), 1))
+    with pool:
         for result in pool.imap_unordered(_process, tasks, chunksize=chunk):
             on_result(result)
 

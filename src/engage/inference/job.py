@@ -31,6 +31,7 @@ class PredictOptions:
     crops_dir: str | None = None  # the faces that were scored, as the model saw them (personal data: only when asked)
     image_batch: int = 8  # images whose faces go through the network together
     pipeline: bool = True  # decode and detect a video's next frames on a thread of their own (see Predictor)
+    detect_processes: int = 1  # detect each video file's faces in this many processes (see Predictor.predict_video)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class PredictRun:
     seconds: float = 0.0
     setup: str = ""  # which model, detector and backend scored the faces
     workers: int = 1  # processes that scored the inputs
+    detect_processes: int = 1  # processes that detected the faces of a video file (1: the scoring process)
 
 
 class _Skip(Exception):
@@ -269,13 +271,16 @@ class _Job:
         if video.is_camera and self.log is not None:
             self.log(f"scoring {item.name} live; press Ctrl+C to stop")
         started = time.perf_counter()
+        if options.detect_processes > 1 and predictor.detector is not None and not video.is_camera:
+            self.run.detect_processes = options.detect_processes
         try:
             if options.annotate_dir:
                 writer = Mp4Writer(os.path.join(options.annotate_dir, item.stem + ".mp4"), video.fps / options.every,
                                    video.width, video.height)
             try:
                 for frame in predictor.predict_video(video, every=options.every, max_frames=options.max_frames,
-                                                     keep_images=writer is not None, pipeline=options.pipeline):
+                                                     keep_images=writer is not None, pipeline=options.pipeline,
+                                                     detect_processes=options.detect_processes):
                     if self.csv is not None:
                         self.csv.write(frame.rows(predictor.expression_names))
                     summary.add(frame)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from engage.inference.predictor import Predictor
 from engage.io.inputs import InputItem, Inputs
+from engage.processes import ctrl_c_left_to_parent
 
 _predictor: Predictor | None = None  # one per worker process
 
@@ -29,6 +30,14 @@ def planned_workers(inputs: Inputs, requested: int) -> int:
         return max(1, min(requested, len(items)))
     videos = sum(item.kind == "video" for item in items)
     return min(os.cpu_count() or 1, videos) if videos >= 2 else 1
+
+
+def planned_detect_processes(inputs: Inputs, requested: int, workers: int) -> int:
+    """Processes that detect the faces of each video file when whole inputs are not spread over processes
+    (workers == 1): as asked, by default (0) one per core; 1 (in the calling process) when there is no video file."""
+    if workers > 1 or not any(item.kind == "video" for item in inputs.items):
+        return 1
+    return max(1, requested or os.cpu_count() or 1)
 
 
 def _start_worker(make_predictor: Callable[[], Predictor]) -> None:
@@ -82,13 +91,14 @@ def score_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], op
     from engage.inference.records import CsvWriter
 
     parts = tempfile.mkdtemp(prefix="engage-parts-")
-    serial = dataclasses.replace(options, pipeline=False)  # the processes use the cores; threads would contend
+    serial = dataclasses.replace(options, pipeline=False, detect_processes=1)  # the processes use the cores
     tasks = [(item, serial, os.path.join(parts, f"{index}.csv") if options.csv_path else None)
              for index, item in enumerate(inputs.items)]
     setup, writer = "", None
     try:
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
-                                                        initargs=(make_predictor,)) as pool:  # exit: terminate
+        with ctrl_c_left_to_parent():
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(make_predictor,))
+        with pool:  # exit: terminate
             for done, ((item, _, part), (results, _rows, skipped, setup)) in enumerate(
                     zip(tasks, pool.imap(_score, tasks, chunksize=1)), start=1):
                 if skipped is not None:

@@ -51,9 +51,10 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
 
 
 def use_torch_threads(count: int | None) -> None:
-    """Set PyTorch's (OpenMP) thread count for this process, once (not around every call). Once torch is loaded,
-    yuface's YuNet runs on torch's OpenMP runtime too, so this limits both. A frame holds a few faces: one
-    thread is 3-10x faster than OpenMP threads spinning against video decoding or any other job on 2 cores.
+    """Set PyTorch's (OpenMP) thread count for this process, once (not around every call). A frame holds a few
+    faces: one thread is 3-10x faster than OpenMP threads spinning against video decoding or any other job on 2
+    cores. YuNet (yuface) bundles an OpenMP runtime of its own, which this does not reach (it reads
+    OMP_NUM_THREADS when loaded); its worker processes (engage.faces.detect_pool) use one thread each.
     None or 0 leaves the default."""
     if not count:
         return
@@ -229,7 +230,8 @@ class Predictor:
 
     # ---- video -------------------------------------------------------------------------------------
     def predict_video(self, source: str | int | VideoSource, every: int = 1, max_frames: int | None = None,
-                      batch_frames: int = 8, keep_images: bool = False, pipeline: bool = True) -> Iterator[FrameResult]:
+                      batch_frames: int = 8, keep_images: bool = False, pipeline: bool = True,
+                      detect_processes: int = 1) -> Iterator[FrameResult]:
         """Per-frame results of a video file or camera (an int), streamed with constant memory.
 
         Every `every`-th frame is scored; faces keep a stable face_id across frames (see engage.inference.tracking
@@ -238,6 +240,9 @@ class Predictor:
         call; cameras one frame at a time. keep_images attaches each frame's RGB pixels (for annotation).
         pipeline: files are decoded and their faces detected on a thread of their own, a few frames ahead
         (False: everything on the calling thread, one step after another; the results are the same).
+        detect_processes: for files, detect faces in this many worker processes (engage.faces.detect_pool), each
+        with a detector of its own, the frames in order; for detectors that hold the GIL (YuNet, dlib) this is
+        how detection uses more than one core. The results are the same.
         """
         if every < 1:
             raise UsageError(f"--every must be 1 or more, got {every}")
@@ -246,9 +251,17 @@ class Predictor:
         smoother = EmaSmoother(self.smoothing_s)
         batch = 1 if video.is_camera else max(1, batch_frames)
         pending = []
-        detected = ((frame, self.detect(frame.rgb)) for frame in video.frames(every, max_frames))
-        if pipeline and not video.is_camera:
-            detected = ahead(detected, 2 * batch)
+        pool = None
+        if detect_processes > 1 and self.detector is not None and not video.is_camera:
+            from engage.faces.detect_pool import DetectorPool
+
+            pool = DetectorPool(self.detector_name, *self._detector_args, processes=detect_processes)
+            detected = pool.detect_all(video.frames(every, max_frames), image=lambda frame: frame.rgb,
+                                       max_side=half_size if self.half_size_detection else None)
+        else:
+            detected = ((frame, self.detect(frame.rgb)) for frame in video.frames(every, max_frames))
+        if (pipeline or pool is not None) and not video.is_camera:
+            detected = ahead(detected, max(2 * batch, 3 * detect_processes))
         try:
             for frame, boxes in detected:
                 pending.append((frame, boxes, tracker.update(boxes, frame.time_s)))
@@ -259,6 +272,8 @@ class Predictor:
             yield from self._frame_results(video.name, pending, smoother, keep_images)
         finally:
             detected.close()  # stops the thread, if any, before the video is closed under it
+            if pool is not None:
+                pool.close()
             if not isinstance(source, VideoSource):
                 video.close()
 

@@ -1,0 +1,141 @@
+"""Face detection in worker processes, for one video: its frames are detected on several cores at once, in order.
+
+YuNet (yuface) and dlib hold the GIL while they detect, so threads cannot share the work; processes can. Each
+worker builds the same detector once and detects exactly as the calling process would (same pixels, same size,
+same code), so the boxes are the same. Frames travel to the workers through shared memory (a few slots per
+worker, reused), not through a pipe: only the slot number and the box lists are pickled."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import shared_memory
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from engage.errors import EngageError
+from engage.faces.detect import FaceBox, create_detector
+from engage.processes import ctrl_c_left_to_parent
+
+_detector = None  # one per worker process
+_failed: BaseException | None = None  # why the worker's detector could not be made (raised by every task)
+_slots: dict[str, shared_memory.SharedMemory] = {}  # the parent's slots, opened by name once per worker
+
+
+def _start(name: str, min_confidence: float | None, detect_size: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it stops the workers
+    # one core per worker (the workers are the parallelism): yuface's own OpenMP runtime reads these when loaded
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import cv2
+
+    cv2.setNumThreads(1)  # MTCNN runs on OpenCV's dnn
+    global _detector, _failed
+    try:
+        _detector = create_detector(name, min_confidence, detect_size)
+    except Exception as error:  # an initializer that raises would break the pool without saying why
+        _failed = error
+
+
+def _started() -> bool:
+    return _detector is not None or _failed is not None
+
+
+def _detect(task: tuple[str, tuple[int, ...], int | None]) -> list[FaceBox]:
+    slot, shape, max_side = task
+    if _failed is not None:
+        raise _failed
+    if slot not in _slots:
+        _slots[slot] = _open_slot(slot)
+    rgb = np.ndarray(shape, np.uint8, buffer=_slots[slot].buf)
+    if max_side is not None:
+        _detector.max_side = max_side
+    return _detector.detect(rgb)
+
+
+def _open_slot(name: str) -> shared_memory.SharedMemory:
+    """A slot of the parent's; the parent unlinks it. Spawned workers share the parent's resource tracker, which
+    holds one entry per name, so opening it here adds nothing to clean up (Python 3.13+: not tracked at all)."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)
+    except TypeError:  # Python < 3.13 has no track=
+        return shared_memory.SharedMemory(name=name)
+
+
+class DetectorPool:
+    """`processes` worker processes (spawned), each holding its own detector `name` with these settings.
+
+    >>> with DetectorPool("yunet", processes=2) as pool:
+    ...     for frame, boxes in pool.detect_all(frames, image=lambda f: f.rgb): ...
+
+    Up to `depth` frames per worker are in flight; results come back in the order the frames went in."""
+
+    def __init__(self, name: str, min_confidence: float | None = None, detect_size: int | None = None,
+                 processes: int = 2, depth: int = 3):
+        self.processes = max(1, processes)
+        self.depth = max(1, depth)
+        with ctrl_c_left_to_parent():
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start, initargs=(name, min_confidence, detect_size))
+            for _ in range(self.processes):  # the executor starts a process per task until it has them all: now
+                self._pool.submit(_started)
+        self._free: list[shared_memory.SharedMemory] = []
+        self._all: list[shared_memory.SharedMemory] = []
+
+    def _slot(self, nbytes: int) -> shared_memory.SharedMemory:
+        for index, memory in enumerate(self._free):
+            if memory.size >= nbytes:
+                return self._free.pop(index)
+        memory = shared_memory.SharedMemory(create=True, size=max(1, nbytes))
+        self._all.append(memory)
+        return memory
+
+    def detect_all(self, items: Iterable, image=lambda item: item, max_side=None) -> Iterator[tuple[object, list[FaceBox]]]:
+        """(item, its faces biggest first) for every item, in order; image(item) is its RGB uint8 frame and
+        max_side(rgb), when given, the longest side the detector looks at for that frame (None: its own)."""
+        try:
+            yield from self._detect_all(iter(items), image, max_side)
+        except BrokenProcessPool:
+            raise EngageError("face detection stopped: a detector process ended unexpectedly (out of memory?)") from None
+
+    def _detect_all(self, items: Iterator, image, max_side) -> Iterator[tuple[object, list[FaceBox]]]:
+        pending: deque = deque()
+        end = object()
+        while True:
+            while len(pending) < self.processes * self.depth:
+                item = next(items, end)
+                if item is end:
+                    break
+                rgb = np.ascontiguousarray(image(item), np.uint8)
+                memory = self._slot(rgb.nbytes)
+                np.ndarray(rgb.shape, np.uint8, buffer=memory.buf)[...] = rgb
+                side = max_side(rgb) if max_side is not None else None
+                pending.append((item, memory, self._pool.submit(_detect, (memory.name, rgb.shape, side))))
+            if not pending:
+                return
+            item, memory, result = pending.popleft()
+            boxes = result.result()
+            self._free.append(memory)
+            yield item, boxes
+
+    def close(self) -> None:
+        """Stop the workers (after the frame each is on) and free the shared memory."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for memory in self._all:
+            memory.close()
+            try:
+                memory.unlink()
+            except FileNotFoundError:
+                pass
+        self._all, self._free = [], []
+
+    def __enter__(self) -> "DetectorPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -8,8 +8,8 @@ all measured in the same run.
     python benchmarks/predict_fps.py --against OLD.safetensors   # the fast settings: --model against another model
 
 "End to end" is what `engage predict VIDEO` does per frame: decode, detect, crop, score every face (batched),
-track and smooth; model loading and start-up (up to the first frame's result, which includes starting the
-detector processes) are excluded: steady state. Each setting and way runs `--rounds` times in turn (round robin,
+track and smooth; model loading and start-up (up to the first batch of 8 frames' results, which includes starting
+the detector processes) are excluded: steady state. Both ways' results (ids, boxes, p_engaged) are checked equal. Each setting and way runs `--rounds` times in turn (round robin,
 so a burst of load from other jobs hits every setting alike) for at most `--seconds` each, and its best round is
 reported, with the ratio to the paper's pipeline measured the same way in the same run. The paper's `vgg` is untrained
 (random weights): its speed does not depend on its weights, its scores are meaningless.
@@ -38,6 +38,7 @@ SETTINGS = [
 PAPER = ("dlib", "torch", None, "vgg")
 FAST = ("yunet", "onnx", None, None)
 VIDEO_FPS = 30.0
+FIRST_BATCH = 8  # frames per network call in predict_video: the clock starts when the first batch is out
 TARGET_FPS = 120.0  # issue 16: one 640x480 video with the fast settings on 2 cores
 # the two ways a video is scored: before issue 16, and `engage predict VIDEO` now (--workers 0: one per core)
 WAYS = {"one thread (before)": {"pipeline": False, "detect_processes": 1},
@@ -65,24 +66,35 @@ def detected_side(predictor, frame_side: int = 640) -> str:
     return str(min(frame_side, predictor.detector.max_side))
 
 
-def measure(predictor, video: str, frames: int, seconds: float, way: dict | None = None) -> tuple[float, int, float]:
-    """(frames/s, frames scored, faces per frame) for one pass over the video in the given way (Predictor.predict_video's
-    options), timed from its first frame's result, stopped after `seconds`."""
+def measure(predictor, video: str, frames: int, seconds: float, way: dict | None = None) -> tuple[float, int, float, list]:
+    """(frames/s, frames scored, faces per frame, results) for one pass over the video in the given way
+    (Predictor.predict_video's options), timed between the ends of batches of 8 frames (results come out a batch
+    at a time) from the end of the first (start-up, and the detector processes' start, left out), stopped at the
+    first batch that ends after `seconds`; results: per frame its index and per face
+    (id, box, p_engaged), to check that both ways agree."""
     way = way or {}
     for _ in predictor.predict_video(video, max_frames=2, pipeline=False):  # warm up: first calls allocate
         pass
-    scored = faces = 0
-    started = None
-    for frame in predictor.predict_video(video, max_frames=frames, **way):
-        if started is None:
-            started = time.perf_counter()
+    scored = faces = counted = counted_faces = 0  # counted: up to the last batch's end (a last partial batch is left out)
+    started = elapsed = None
+    results = []
+    for index, frame in enumerate(predictor.predict_video(video, max_frames=frames, **way)):
+        results.append((frame.frame, [(face.face_id, face.box, face.p_engaged) for face in frame.faces]))
+        if started is not None:
+            scored += 1
+            faces += len(frame.faces)
+        if (index + 1) % FIRST_BATCH:  # results come out a batch at a time: read the clock between batches only
             continue
-        scored += 1
-        faces += len(frame.faces)
-        if time.perf_counter() - started > seconds and scored >= 10:
+        now = time.perf_counter()
+        if started is None:
+            started = now
+            continue
+        elapsed, counted, counted_faces = now - started, scored, faces
+        if elapsed > seconds:
             break
-    elapsed = time.perf_counter() - started
-    return scored / elapsed, scored, faces / max(scored, 1)
+    if elapsed is None:
+        raise SystemExit(f"the video is too short: at least {2 * FIRST_BATCH} frames are needed")
+    return counted / elapsed, counted, counted_faces / max(counted, 1), results
 
 
 def main() -> int:
@@ -127,12 +139,16 @@ def main() -> int:
     best: dict[tuple, tuple[float, int, float]] = {}  # (setting, way) -> best round
     for round_index in range(args.rounds):
         for setting, predictor in predictors.items():
+            outputs = []
             for name, way in WAYS.items():
-                result = measure(predictor, video, args.frames, args.seconds, way)
+                *result, output = measure(predictor, video, args.frames, args.seconds, way)
+                outputs.append(output)
                 if (setting, name) not in best or result[0] > best[setting, name][0]:
-                    best[setting, name] = result
+                    best[setting, name] = tuple(result)
                 print(f"round {round_index + 1}: {setting[0]}/{setting[1]}/{setting[2] or 'default'}/"
                       f"{setting[3] or 'engage'}, {name}: {result[0]:.1f} frames/s ({result[1]} frames)", flush=True)
+            common = min(len(output) for output in outputs)
+            assert all(output[:common] == outputs[0][:common] for output in outputs), f"{setting}: the ways disagree"
     before, now = WAYS
     paper = {name: best.get((PAPER, name), (float("nan"),))[0] for name in WAYS}
     rate = lambda fps: f"{fps:.1f}" if fps >= 10 else f"{fps:.2f}"  # noqa: E731

@@ -95,19 +95,38 @@ def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_orde
     assert strip(two[0]) == strip(one[0])
 
 
-def shared_memory_segments() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+@pytest.fixture
+def frame_slots(monkeypatch) -> list[str]:
+    """The names of the shared-memory segments the detector pools of this test create (other tests may run
+    pools at the same time: /dev/shm is the machine's)."""
+    from multiprocessing import shared_memory
+
+    from engage.faces import detect_pool
+
+    created: list[str] = []
+
+    class Recorded(shared_memory.SharedMemory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("create"):
+                created.append(self.name)
+
+    monkeypatch.setattr(detect_pool, "shared_memory", type("module", (), {"SharedMemory": Recorded}))
+    return created
+
+
+def left_over(names: list[str]) -> list[str]:
+    return [name for name in names if os.path.exists(f"/dev/shm/{name.lstrip('/')}")]
 
 
 @pytest.mark.parametrize("detector", ["yunet", "mtcnn"])
 def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothing(engagement_model, fast_extra,
-                                                                                   demo_video, detector):
+                                                                                   demo_video, detector, frame_slots):
     """Faces detected in 2 processes (frames through shared memory): the same frames, ids, boxes and scores, exactly,
     as one thread; stopping early stops the processes and frees the shared memory."""
     from engage.inference.predictor import Predictor
 
     predictor = Predictor(engagement_model, detector=detector, backend="onnx")
-    segments = shared_memory_segments()
     pooled = list(predictor.predict_video(demo_video, every=2, detect_processes=2))
     single = list(predictor.predict_video(demo_video, every=2, pipeline=False))
     assert frame_key(pooled) == frame_key(single)
@@ -117,11 +136,12 @@ def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothi
     assert len(multiprocessing.active_children()) == 2
     frames.close()  # the consumer stops early
     assert multiprocessing.active_children() == []
-    assert shared_memory_segments() == segments
+    assert frame_slots and left_over(frame_slots) == []
 
 
 def test_a_detector_that_cannot_start_in_a_worker_raises_its_own_error():
-    """The worker's error, not a pool broken without a reason (an initializer that raises would respawn forever)."""
+    """The worker's own error, not "a process terminated abruptly" (what the executor says of an initializer that
+    raises)."""
     from engage.errors import UsageError
     from engage.faces.detect_pool import DetectorPool
 
@@ -145,3 +165,30 @@ def test_one_video_is_detected_on_every_core_by_default_with_the_same_csv(tmp_pa
     assert (f"faces detected in {cores} processes" in runs["0"][0]) == (cores > 1)
     assert "faces detected in" not in runs["1"][0]
     assert runs["0"][1] == runs["1"][1] and len(runs["0"][1].splitlines()) == 1 + 24 * 2
+
+
+def test_a_full_shared_memory_waits_for_a_free_slot_or_says_so(monkeypatch, fast_predictor, demo_video, frame_slots):
+    """/dev/shm with room for 2 frame slots only (the pool wants 6): the frames wait for a free slot and the results
+    are the same; with room for none: one clear error, not a SIGBUS on the first write."""
+    import errno
+
+    from engage.errors import EngageError
+    from engage.faces import detect_pool
+
+    room = {"slots": 2}
+    allocate = os.posix_fallocate
+
+    def limited(fd, offset, length):
+        if room["slots"] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room["slots"] -= 1
+        allocate(fd, offset, length)
+
+    monkeypatch.setattr(detect_pool.os, "posix_fallocate", limited)
+    pooled = list(fast_predictor.predict_video(demo_video, detect_processes=2))
+    assert frame_key(pooled) == frame_key(fast_predictor.predict_video(demo_video, pipeline=False))
+    assert len(frame_slots) == 3 and left_over(frame_slots) == []  # 2 slots, and a third refused and removed
+    room["slots"] = 0
+    with pytest.raises(EngageError, match=r"no room in shared memory \(/dev/shm\)"):
+        list(fast_predictor.predict_video(demo_video, detect_processes=2))
+    assert left_over(frame_slots) == []

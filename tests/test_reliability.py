@@ -416,11 +416,9 @@ def _detector_processes(parent: int) -> list[int]:
     return found
 
 
-def test_a_detector_process_killed_mid_video_is_one_line_and_writes_nothing(tmp_path, fast_extra):
-    """A video's faces are detected in worker processes (one per core); one of them is killed (as the kernel's
-    out-of-memory killer would): predict stops with one line, the CSV is not put in place, no temporary file is
-    left, no worker is left running."""
-    import signal
+def _predict_long_video_with_detector_processes(tmp_path) -> tuple[subprocess.Popen, list[int], Path]:
+    """`engage predict` on a 30 s video with 2 detector processes, returned once both run and rows are being
+    staged (mid-video): the process, its detector processes' ids, the CSV path."""
     import time
 
     from engage.inference.demo import write_demo_video
@@ -431,22 +429,59 @@ def test_a_detector_process_killed_mid_video_is_one_line_and_writes_nothing(tmp_
     process = _start([sys.executable, "-m", "engage.cli", "predict", str(video), "--detector", "yunet",
                       "--backend", "onnx", "--workers", "2", "--csv", str(out_csv)])
     deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not list((tmp_path / "out").glob(".tmp-*")):
+    workers: list[int] = []
+    while time.time() < deadline and process.poll() is None:
+        workers = _detector_processes(process.pid)
+        staged = list((tmp_path / "out").glob(".tmp-*"))
+        if len(workers) == 2 and staged and staged[0].stat().st_size > 0:  # rows flushed: frames were detected
+            break
         time.sleep(0.05)
-    workers = _detector_processes(process.pid)
-    assert process.poll() is None and len(workers) == 2, "predict finished (or never started) before a worker was killed"
+    assert process.poll() is None and len(workers) == 2, "predict finished (or never started) before it was mid-video"
+    return process, workers, out_csv
+
+
+def test_a_detector_process_killed_mid_video_is_one_line_and_writes_nothing(tmp_path, fast_extra):
+    """A video's faces are detected in worker processes (one per core); one of them is killed (as the kernel's
+    out-of-memory killer would): predict stops with one line, the CSV is not put in place, no temporary file is
+    left, no worker is left running."""
+    import signal
+
+    process, workers, out_csv = _predict_long_video_with_detector_processes(tmp_path)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == ("engage: error: face detection stopped: a detector process ended unexpectedly "
                                                "(out of memory?)"), stderr
-    assert list((tmp_path / "out").iterdir()) == []
+    assert list(out_csv.parent.iterdir()) == []
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers[1:])
+
+
+def test_detector_processes_end_with_a_killed_predict_and_leave_no_shared_memory(tmp_path, fast_extra):
+    """predict itself killed outright mid-video (SIGKILL to it alone, as the out-of-memory killer does): its detector
+    processes notice and end within seconds, and the frames' shared memory is removed (by Python's resource
+    tracker, once they are gone)."""
+    import signal
+    import time
+
+    process, workers, _ = _predict_long_video_with_detector_processes(tmp_path)
+    # the frame slots this predict uses: mapped by its detector processes (other tests may use /dev/shm too)
+    slots = {line.split()[-1] for pid in workers for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+             if "/dev/shm/psm_" in line}
+    assert slots, "no frame slots in use"
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    deadline = time.time() + 20
+    while time.time() < deadline and (any(Path(f"/proc/{pid}").exists() for pid in workers)
+                                      or any(os.path.exists(slot) for slot in slots)):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a detector process outlived predict"
+    assert not any(os.path.exists(slot) for slot in slots), "predict's frame slots were left in /dev/shm"
 
 
 def test_ctrl_c_while_detector_processes_start_is_aborted_without_their_tracebacks(tmp_path, fast_extra):
     """Ctrl+C reaches the whole process group (as from a terminal) just as the detector processes of a video start:
-    "engage: aborted", 130, no traceback of a worker, nothing written, no worker left."""
+    "engage: aborted", 130 (a Ctrl+C that arrives while they are being spawned is held for predict, not lost), no
+    traceback of a worker, nothing written, no worker left."""
     from engage.inference.demo import write_demo_video
 
     video = tmp_path / "long.mp4"

@@ -3,13 +3,15 @@
 YuNet (yuface) and dlib hold the GIL while they detect, so threads cannot share the work; processes can. Each
 worker builds the same detector once and detects exactly as the calling process would (same pixels, same size,
 same code), so the boxes are the same. Frames travel to the workers through shared memory (a few slots per
-worker, reused), not through a pipe: only the slot number and the box lists are pickled."""
+worker, reused, allocated up front so that a full /dev/shm is an error, not a crash), not through a pipe: only
+the slot's name and the box lists are pickled."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +31,9 @@ _slots: dict[str, shared_memory.SharedMemory] = {}  # the parent's slots, opened
 
 def _start(name: str, min_confidence: float | None, detect_size: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it stops the workers
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a parent killed outright (SIGKILL, the OOM killer) cannot stop us: go with it
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="engage-parent-watch", daemon=True).start()
     # one core per worker (the workers are the parallelism): yuface's own OpenMP runtime reads these when loaded
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -38,8 +43,15 @@ def _start(name: str, min_confidence: float | None, detect_size: int | None) -> 
     global _detector, _failed
     try:
         _detector = create_detector(name, min_confidence, detect_size)
-    except Exception as error:  # an initializer that raises would break the pool without saying why
+    except Exception as error:  # raised by every task: the executor would only say "terminated abruptly"
         _failed = error
+
+
+def _exit_with(sentinel: int) -> None:
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os._exit(1)
 
 
 def _started() -> bool:
@@ -73,26 +85,48 @@ class DetectorPool:
     >>> with DetectorPool("yunet", processes=2) as pool:
     ...     for frame, boxes in pool.detect_all(frames, image=lambda f: f.rgb): ...
 
-    Up to `depth` frames per worker are in flight; results come back in the order the frames went in."""
+    Up to `depth` frames per worker are in flight; results come back in the order the frames went in. Use it from
+    one thread (the one that made it)."""
 
     def __init__(self, name: str, min_confidence: float | None = None, detect_size: int | None = None,
                  processes: int = 2, depth: int = 3):
         self.processes = max(1, processes)
         self.depth = max(1, depth)
-        with ctrl_c_left_to_parent():
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start, initargs=(name, min_confidence, detect_size))
-            for _ in range(self.processes):  # the executor starts a process per task until it has them all: now
-                self._pool.submit(_started)
         self._free: list[shared_memory.SharedMemory] = []
         self._all: list[shared_memory.SharedMemory] = []
+        self._closed = False
+        self._room: int | None = None  # how many slots /dev/shm had room for, once it ran out
+        self._pool = None
+        try:
+            with ctrl_c_left_to_parent():
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start, initargs=(name, min_confidence, detect_size))
+                for _ in range(self.processes):  # the executor starts a process per task until it has them all: now
+                    self._pool.submit(_started)
+        except BaseException:
+            self.close()
+            raise
 
-    def _slot(self, nbytes: int) -> shared_memory.SharedMemory:
+    def _slot(self, nbytes: int) -> shared_memory.SharedMemory | None:
+        """A free slot of at least nbytes, or a new one; None when /dev/shm has no room for another."""
+        if self._closed:
+            raise EngageError("the detector processes were stopped")
         for index, memory in enumerate(self._free):
             if memory.size >= nbytes:
                 return self._free.pop(index)
+        if self._room is not None and len(self._all) >= self._room:
+            return None
         memory = shared_memory.SharedMemory(create=True, size=max(1, nbytes))
         self._all.append(memory)
+        try:  # the segment's pages, now: otherwise a full /dev/shm is a SIGBUS on the first write into it (Linux)
+            if hasattr(os, "posix_fallocate") and getattr(memory, "_fd", -1) >= 0:
+                os.posix_fallocate(memory._fd, 0, memory.size)  # noqa: SLF001 (no public handle on the descriptor)
+        except OSError:
+            self._all.remove(memory)
+            memory.close()
+            memory.unlink()
+            self._room = len(self._all)
+            return None
         return memory
 
     def detect_all(self, items: Iterable, image=lambda item: item, max_side=None) -> Iterator[tuple[object, list[FaceBox]]]:
@@ -105,14 +139,21 @@ class DetectorPool:
 
     def _detect_all(self, items: Iterator, image, max_side) -> Iterator[tuple[object, list[FaceBox]]]:
         pending: deque = deque()
-        end = object()
+        end = waiting = object()
         while True:
             while len(pending) < self.processes * self.depth:
-                item = next(items, end)
+                item = next(items, end) if waiting is end else waiting
                 if item is end:
                     break
                 rgb = np.ascontiguousarray(image(item), np.uint8)
                 memory = self._slot(rgb.nbytes)
+                if memory is None:  # /dev/shm is full: wait for a slot in use, or give up if none is
+                    if not pending:
+                        raise EngageError(f"no room in shared memory (/dev/shm) for a {rgb.nbytes / 1e6:.1f} MB "
+                                          "frame for the detector processes; free some, or use --workers 1")
+                    waiting = item
+                    break
+                waiting = end
                 np.ndarray(rgb.shape, np.uint8, buffer=memory.buf)[...] = rgb
                 side = max_side(rgb) if max_side is not None else None
                 pending.append((item, memory, self._pool.submit(_detect, (memory.name, rgb.shape, side))))
@@ -125,7 +166,9 @@ class DetectorPool:
 
     def close(self) -> None:
         """Stop the workers (after the frame each is on) and free the shared memory."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         for memory in self._all:
             memory.close()
             try:

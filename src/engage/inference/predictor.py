@@ -251,16 +251,12 @@ class Predictor:
         smoother = EmaSmoother(self.smoothing_s)
         batch = 1 if video.is_camera else max(1, batch_frames)
         pending = []
-        pool = None
+        frames = video.frames(every, max_frames)
         if detect_processes > 1 and self.detector is not None and not video.is_camera:
-            from engage.faces.detect_pool import DetectorPool
-
-            pool = DetectorPool(self.detector_name, *self._detector_args, processes=detect_processes)
-            detected = pool.detect_all(video.frames(every, max_frames), image=lambda frame: frame.rgb,
-                                       max_side=half_size if self.half_size_detection else None)
+            detected = self._detected_in_processes(frames, detect_processes)
         else:
-            detected = ((frame, self.detect(frame.rgb)) for frame in video.frames(every, max_frames))
-        if (pipeline or pool is not None) and not video.is_camera:
+            detected = ((frame, self.detect(frame.rgb)) for frame in frames)
+        if (pipeline or detect_processes > 1) and not video.is_camera:
             detected = ahead(detected, max(2 * batch, 3 * detect_processes))
         try:
             for frame, boxes in detected:
@@ -271,11 +267,18 @@ class Predictor:
                     pending = []
             yield from self._frame_results(video.name, pending, smoother, keep_images)
         finally:
-            detected.close()  # stops the thread, if any, before the video is closed under it
-            if pool is not None:
-                pool.close()
+            detected.close()  # stops the thread (and the detector processes), if any, before the video is closed
             if not isinstance(source, VideoSource):
                 video.close()
+
+    def _detected_in_processes(self, frames: Iterator[Frame], processes: int) -> Iterator[tuple[Frame, list[FaceBox]]]:
+        """(frame, its faces) in order, detected by `processes` worker processes that live as long as this generator
+        (made, used and stopped on the thread that iterates it)."""
+        from engage.faces.detect_pool import DetectorPool
+
+        with DetectorPool(self.detector_name, *self._detector_args, processes=processes) as pool:
+            yield from pool.detect_all(frames, image=lambda frame: frame.rgb,
+                                       max_side=half_size if self.half_size_detection else None)
 
     def predict_stream_frame(self, rgb: np.ndarray, time_s: float, stream: "FaceStream") -> FrameResult:
         """One frame of a live stream whose frames arrive one at a time (a browser's camera): faces keep their ids

@@ -271,8 +271,8 @@ class _Job:
         if video.is_camera and self.log is not None:
             self.log(f"scoring {item.name} live; press Ctrl+C to stop")
         started = time.perf_counter()
-        if options.detect_processes > 1 and predictor.detector is not None and not video.is_camera:
-            self.run.detect_processes = options.detect_processes
+        self.run.detect_processes = max(self.run.detect_processes,
+                                        predictor.detect_processes_for(video, options.detect_processes))
         try:
             if options.annotate_dir:
                 writer = Mp4Writer(os.path.join(options.annotate_dir, item.stem + ".mp4"), video.fps / options.every,

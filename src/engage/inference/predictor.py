@@ -252,7 +252,7 @@ class Predictor:
         batch = 1 if video.is_camera else max(1, batch_frames)
         pending = []
         frames = video.frames(every, max_frames)
-        if detect_processes > 1 and self.detector is not None and not video.is_camera:
+        if self.detect_processes_for(video, detect_processes) > 1:
             detected = self._detected_in_processes(frames, detect_processes)
         else:
             detected = ((frame, self.detect(frame.rgb)) for frame in frames)
@@ -270,6 +270,11 @@ class Predictor:
             detected.close()  # stops the thread (and the detector processes), if any, before the video is closed
             if not isinstance(source, VideoSource):
                 video.close()
+
+    def detect_processes_for(self, video: VideoSource, requested: int) -> int:
+        """How many processes predict_video detects this video's faces in when asked for `requested`: those, for a
+        file with a detector; else 1 (the calling process: cameras, and 'none')."""
+        return requested if requested > 1 and self.detector is not None and not video.is_camera else 1
 
     def _detected_in_processes(self, frames: Iterator[Frame], processes: int) -> Iterator[tuple[Frame, list[FaceBox]]]:
         """(frame, its faces) in order, detected by `processes` worker processes that live as long as this generator

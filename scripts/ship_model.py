@@ -28,6 +28,58 @@ TERMS = ("Trained on research datasets under their owners' terms (academic, non-
          "use these weights for research and consented studies only.")
 
 
+RUN_ONLY = ("device", "threads", "save_every_s", "data", "val", "split", "val_fraction", "init", "stop_after")
+
+
+def recalibrated(config: dict, crossval: dict, parser) -> dict:
+    """The model's config with the calibration and decision of a cross-validation of its own recipe, measured at its
+    own number of epochs: the network is unchanged, what its probabilities mean is not."""
+    mine = {k: v for k, v in (config.get("train_config") or {}).items() if k not in RUN_ONLY}
+    theirs = {k: v for k, v in crossval["recipe"].items() if k not in RUN_ONLY}
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        parser.error(f"the cross-validation is of another recipe than the model's ({', '.join(differ)} differ)")
+    if crossval["chosen_epoch"] != config.get("epoch"):
+        parser.error(f"the cross-validation calibrated epoch {crossval['chosen_epoch']}, the model was trained "
+                     f"{config.get('epoch')} epochs (run it with --cv-epoch {config.get('epoch')})")
+    decision = {"positive_class": (config.get("decision") or {}).get("positive_class", "engaged"),
+                "threshold": crossval["threshold"], "rule": crossval["decision_rule"]}
+    summary = {"folds": crossval["folds"], "chosen_epoch": crossval["chosen_epoch"],
+               "cross_fitted": {name: {k: v for k, v in row.items() if k != "ci95"}
+                                for name, row in crossval["cross_fitted"].items()}}
+    return dict(config, calibration=crossval["calibration"], decision=decision, crossval=summary)
+
+
+def base_rate_section(config: dict, crossval: dict | None) -> dict:
+    """What p means: the base rate its calibration assumes, and each training set's own share of positives."""
+    calibration = config.get("calibration") or {}
+    if calibration.get("base_rate") is None:
+        return {}
+    shares = {name: row["positive_share"] for name, row in (crossval or {}).get("cross_fitted", {}).items()}
+    return {"base_rate": {
+        "default": calibration["base_rate"],
+        "meaning": "p_engaged is calibrated for this share of on-task faces (0.5: as many on-task as off-task), so "
+                   "0.5 is the decision point; --base-rate R re-weights it to a site's share by the prior-shift "
+                   "correction (odds x R / (1 - R) / (R0 / (1 - R0))) and the label follows",
+        "training_shares": shares}}
+
+
+def attached(key: str, path: str | None, keys: tuple[str, ...] | None) -> dict:
+    """A measured section for the card, from a script's JSON report (only the named keys, without per-face rows)."""
+    if not path:
+        return {}
+    with open(path) as handle:
+        report = json.load(handle)
+    if keys is not None:
+        report = {k: report[k] for k in keys if k in report}
+        for detector in (report.get("det_conf") or {}).values():  # the summary, not every face's confidence
+            for bulky in ("real_confidences", "false_confidences", "rows"):
+                detector.pop(bulky, None)
+    else:  # one entry per site: its summary, not its rotations one by one
+        report = {name: {k: v for k, v in value.items() if k != "rows"} for name, value in report.items()}
+    return {key: report}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="best.safetensors of a training run")
@@ -51,6 +103,14 @@ def main() -> int:
                         help="also average over these shifted / zoomed views (engage.views; recorded in the config)")
     parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
                         help="how the weights are stored: float16, or int8 per output channel (half the size)")
+    parser.add_argument("--calibration-from", action="store_true",
+                        help="with --crossval: give --model the calibration and decision of that cross-validation (run "
+                             "of the same recipe at the model's own number of epochs, e.g. with --cv-epoch), instead of "
+                             "requiring that it already has them")
+    parser.add_argument("--abstention", default=None,
+                        help="report.json of scripts/abstention.py: the quality thresholds and how they were chosen")
+    parser.add_argument("--site-calibration", default=None,
+                        help="the JSON of scripts/site_calibration.py: how far a few students' frames correct a site")
     args = parser.parse_args()
     if not args.val and not args.crossval:
         parser.error("give --val (a validation dataset) or --crossval (a cross-validation report)")
@@ -63,6 +123,8 @@ def main() -> int:
     if args.crossval:
         with open(args.crossval) as handle:
             crossval = json.load(handle)
+        if args.calibration_from:
+            config = recalibrated(config, crossval, parser)
         recorded = (config.get("epoch"), (config.get("decision") or {}).get("threshold"), config.get("calibration"))
         if recorded != (crossval["chosen_epoch"], crossval["threshold"], crossval["calibration"]):
             parser.error(f"{args.model} is not the model of {args.crossval} (epoch, threshold and calibration differ)")
@@ -84,8 +146,8 @@ def main() -> int:
     if crossval:
         figures = {"cross_validation": {key: crossval[key] for key in (
             "folds", "method", "epoch_rule", "calibration_rule", "decision_rule", "chosen_epoch", "threshold",
-            "calibration", "cross_fitted", "cross_fitted_per_fold", "not_cross_fitted", "uncalibrated_at_0.5",
-            "epoch_curve_per_corpus")}, **figures}
+            "base_rate", "best_balanced_accuracy_threshold", "calibration", "cross_fitted", "cross_fitted_per_fold",
+            "not_cross_fitted", "uncalibrated_at_0.5", "epoch_curve_per_corpus") if key in crossval}, **figures}
     train_config = config.get("train_config", {})
     card = {
         "name": args.name,
@@ -106,6 +168,9 @@ def main() -> int:
                        "subjects": sorted((report or {}).get("per_subject", {})),
                        "per_subject": (report or {}).get("per_subject", {})},
         "notes": args.note,
+        **base_rate_section(config, crossval),
+        **attached("abstention", args.abstention, ("chosen", "size", "sharpness", "det_conf", "turn", "coverage")),
+        **attached("site_calibration", args.site_calibration, None),
         "date": datetime.date.today().isoformat(),
         "intended_use": "research and consented studies; not for judging, grading or monitoring people",
     }

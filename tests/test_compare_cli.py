@@ -111,7 +111,7 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     report = json.loads(evaluated.stdout)
     assert report["n"] == 60 and {"accuracy", "f1", "auc", "ci95", "ece", "per_class_recall"} <= set(report)
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
-        "confusion.png", "metrics.json", "predictions.csv", "reliability.png", "roc.png"]
+        "confusion.png", "metrics.json", "predictions.csv", "reliability.png", "risk_coverage.png", "roc.png"]
     predictions = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
     assert len(predictions) == 60 and set(predictions[0]) >= {"path", "label", "p_happy", "p_surprise"}
 

@@ -86,6 +86,11 @@ def test_cross_validation_reports_each_data_set_and_ships_its_decision(tmp_path,
     assert report["chosen_epoch"] in (1, 2, 3) and set(report["epoch_curve"]) == {"1", "2", "3"}
     curve = report["epoch_curve"]
     assert curve[str(report["chosen_epoch"])] == max(curve.values())
+    # p is calibrated for a balanced rate (both classes weighing the same), so the decision is at 0.5
+    assert report["base_rate"] == 0.5 and report["threshold"] == 0.5 and report["calibration"]["base_rate"] == 0.5
+    assert 0 < report["best_balanced_accuracy_threshold"] < 1
+    for row in report["cross_fitted"].values():
+        assert 0 <= row["ece"] <= 1 and 0 <= row["ece_own_rate"] <= 1
     network, config = load_network(report["model"])
     assert config["decision"]["positive_class"] == "engaged"
     assert config["decision"]["threshold"] == pytest.approx(report["threshold"])

@@ -9,13 +9,9 @@ import pytest
 from conftest import make_dataset
 
 from engage.errors import EngageError
-from engage.evaluation.decision import (
-    Decision,
-    best_threshold,
-    calibrate,
-    fit_calibration,
-)
-from engage.evaluation.metrics import basic_metrics, expected_calibration_error
+from engage.evaluation.calibration import calibrate, expected_calibration_error, fit_calibration
+from engage.evaluation.decision import Decision, best_threshold
+from engage.evaluation.metrics import basic_metrics
 from engage.models.checkpoint import save_model
 from engage.models.loading import load_model
 from engage.models.networks import build_model

@@ -40,7 +40,8 @@ def test_expressions_with_fewer_test_time_views(engagement_model, fer_model, sam
                      "--expression-views", "one", "--json")
     assert result.returncode == 0, result.stderr
     face = json.loads(result.stdout)["faces"][0]
-    assert face["expression"] == "happy" and sum(face["expressions"].values()) == pytest.approx(1.0, abs=1e-4)
+    # each of the 7 probabilities is rounded to 4 decimals in the JSON, so their sum is 1 within 7 x 0.00005
+    assert face["expression"] == "happy" and sum(face["expressions"].values()) == pytest.approx(1.0, abs=3.5e-4)
 
 
 def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_images, tmp_path):
@@ -52,8 +53,10 @@ def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_i
     (photos / "day2" / "notes.png").write_text("not a picture")
     (photos / "readme.txt").write_text("ignored: neither an image nor a video")
     out_csv, annotated, crops = tmp_path / "faces.csv", tmp_path / "annotated", tmp_path / "crops"
+    # --min-confidence 0.95: the JPEG of the astronaut holds a "face" of 27x35 px that MTCNN finds at a confidence
+    # of about 0.906, just above its default cut of 0.9, with some JPEG encoders only; the real faces score >= 0.999
     result = run_cli("predict", str(photos), "--model", engagement_model, "--csv", str(out_csv),
-                     "--annotate", str(annotated), "--save-crops", str(crops))
+                     "--annotate", str(annotated), "--save-crops", str(crops), "--min-confidence", "0.95")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.strip()]

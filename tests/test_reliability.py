@@ -152,6 +152,22 @@ def test_a_polyglot_file_is_read_as_the_image_it_starts_with(tmp_path, astronaut
     assert np.array_equal(read_image(polyglot), read_image(jpeg))
 
 
+def assert_every_image_complete(out_csv: Path, images: int) -> None:
+    """The CSV holds every one of the identical images with the same rows (boxes and scores), and nothing else.
+    How many faces one image holds is not asked: the JPEG of the astronaut holds a tiny "face" that MTCNN finds at
+    a confidence just above its cut with some JPEG encoders, a borderline no test should depend on."""
+    import csv
+
+    with open(out_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    by_image: dict[str, list] = {}
+    for row in rows:
+        by_image.setdefault(Path(row["source"]).name, []).append(
+            tuple(row[k] for k in ("face_id", "x", "y", "w", "h", "p_engaged", "label")))
+    assert sorted(by_image) == sorted(f"a{i}.jpg" for i in range(images))
+    assert len({tuple(faces) for faces in by_image.values()}) == 1 and len(by_image["a0.jpg"]) >= 1
+
+
 def test_sigkill_during_predict_leaves_no_output_and_the_rerun_cleans_up(tmp_path, astronaut, engagement_model):
     """SIGKILL cannot be caught: the CSV's staged rows stay behind as a temporary file, never as faces.csv; the
     re-run writes the whole CSV and removes what the killed run left."""
@@ -172,7 +188,7 @@ def test_sigkill_during_predict_leaves_no_output_and_the_rerun_cleans_up(tmp_pat
     assert not out_csv.exists() and len(list((tmp_path / "out").glob(".tmp-*"))) == 1
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(out_csv.read_text().splitlines()) == 41  # the header and one face per image
+    assert_every_image_complete(out_csv, 40)
     assert list((tmp_path / "out").glob(".tmp-*")) == []
 
 
@@ -360,7 +376,7 @@ def test_ctrl_c_during_predict_writes_nothing_and_a_rerun_completes(tmp_path, as
     assert list((tmp_path / "out").iterdir()) == []
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(out_csv.read_text().splitlines()) == 41
+    assert_every_image_complete(out_csv, 40)
 
 
 def _file_size_limit(limit: int):

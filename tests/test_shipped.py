@@ -100,16 +100,19 @@ def test_the_engagement_card_says_what_p_engaged_means_and_where_it_decides():
     classifier = load_model("engagement")
     decision = classifier.decision
     assert decision.positive == card["decision"]["positive_class"] == "engaged"
-    assert decision.threshold == card["decision"]["threshold"] and 0 < decision.threshold < 1
-    assert "balanced accuracy" in card["decision"]["rule"] and "out-of-fold" in card["decision"]["rule"]
+    # p_engaged is calibrated for a balanced base rate (both classes weighing the same), so it decides at 0.5
+    assert decision.threshold == card["decision"]["threshold"] == 0.5
+    assert "balanced base rate" in card["decision"]["rule"] and "balanced accuracy" in card["decision"]["rule"]
     assert classifier.config["calibration"] == card["calibration"] and card["calibration"]["method"] == "platt"
+    assert card["calibration"]["base_rate"] == card["base_rate"]["default"] == 0.5
+    assert set(card["base_rate"]["training_shares"]) >= {"wacv", "daisee"}
     assert set(card["label_mapping"]) == {"wacv", "daisee"} and "on task" in card["meaning"]
     crossval = card["validation"]["cross_validation"]
     assert crossval["folds"] == 5 and crossval["threshold"] == pytest.approx(decision.threshold)
     for group in ("wacv", "daisee", "daisee: daisee_val.npz"):  # per data set, never pooled
         row = crossval["cross_fitted"][group]
         assert row["ci95"]["auc"][0] <= row["auc"] <= row["ci95"]["auc"][1]
-        assert {"balanced_accuracy", "ece", "accuracy", "f1"} <= set(row)
+        assert {"balanced_accuracy", "ece", "ece_own_rate", "accuracy", "f1"} <= set(row)  # ECE at both rates
     assert classifier.config["epoch"] == crossval["chosen_epoch"]
 
 

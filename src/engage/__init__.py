@@ -13,7 +13,8 @@ The public API, in a few names (each imported when first used, so `import engage
     network = engage.create_model("compact", num_classes=2, width=48)   # a network by name (timm-style)
     data = engage.FaceDataset.load("wacv.npz")
     result = engage.train(engage.TrainConfig.from_recipe("default"), data, None, "runs/x")
-    report = engage.evaluate("engagement", "wacv.npz")
+    report = engage.evaluate("engagement", "wacv.npz", base_rate=0.9)   # p read at a site 90% on task
+    site = engage.calibrate("engagement", "site/labels.csv", "site.json")   # a new site's correction (JSON)
 """
 
 __version__ = "0.1.0"
@@ -29,8 +30,11 @@ _PUBLIC = {
     "train": "engage.training.loop",
     "cross_validate": "engage.training.crossval",
     "evaluate": "engage.evaluation.evaluate",
+    "calibrate": "engage.evaluation.site",
+    "SiteCalibration": "engage.evaluation.calibration",
     "Decision": "engage.evaluation.decision",
 }
+_FUNCTIONS = {"evaluate": "evaluate_model", "calibrate": "calibrate_site"}  # public name -> the module's name
 __all__ = sorted(_PUBLIC)
 
 
@@ -40,7 +44,7 @@ def __getattr__(name: str):
     import importlib
 
     module = importlib.import_module(_PUBLIC[name])
-    value = getattr(module, "evaluate_model" if name == "evaluate" else name)
+    value = getattr(module, _FUNCTIONS.get(name, name))
     globals()[name] = value
     return value
 

@@ -149,6 +149,9 @@ Examples:
                    "from the out-of-fold predictions, then train on every subject: RUN/model.safetensors, RUN/crossval.json.")
 @click.option("--final/--no-final", default=True, show_default=True,
               help="With --cv: also train the model on every subject (--no-final: only measure the recipe).")
+@click.option("--cv-epoch", type=click.IntRange(1), default=None,
+              help="With --cv: measure and calibrate at this epoch instead of choosing one (e.g. for a model already "
+                   "trained that many epochs with this recipe).")
 @click.option("--balance", type=click.Choice(["none", "subject", "corpus", "corpus,subject"]), default=None,
               help="Draw training faces so that every data set (corpus) and/or every subject weighs the same.")
 @click.option("--epoch-size", type=click.IntRange(0), default=None, help="Faces drawn per epoch (default: as many as there are).")
@@ -183,7 +186,7 @@ Examples:
               help="auto (default: a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N; with resume: the run's own.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
-def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir, model, width, init, recipe, split,
+def train(task, data, val, cv_folds, final, cv_epoch, balance, epoch_size, freeze, run_dir, model, width, init, recipe, split,
           val_fraction, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weights, select, pad, rotate,
           scale, erase, bf16, device, seed, threads) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
@@ -233,7 +236,7 @@ def train(task, data, val, cv_folds, final, balance, epoch_size, freeze, run_dir
 
             if not data or val:
                 raise UsageError("--cv needs --data (one or more files) and no --val: every subject is held out once")
-            report = cross_validate(config, list(data), cv_folds, run_dir, log=log, final=final)
+            report = cross_validate(config, list(data), cv_folds, run_dir, log=log, final=final, epoch=cv_epoch)
             click.echo(format_report(report))
             return
         result = run_training(config, run_dir, log=log)
@@ -249,6 +252,23 @@ def dataset_options(function):
         click.option("--subject-pattern", default=None, help="Regex whose first group is the subject id in file names."),
         click.option("--usage", multiple=True, type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
                      help="fer2013.csv splits to keep; repeatable."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def judgement_options(function):
+    """What a binary model's score means at a site: --base-rate, --calibration and --no-abstain (predict, serve,
+    batch and evaluate alike)."""
+    options = [
+        click.option("--base-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="R",
+                     help="Share of on-task faces expected at this site: p_engaged is re-weighted to it (prior shift) "
+                          "and the label follows (default: the model's own, 0.5 for the shipped model)."),
+        click.option("--calibration", "calibration", default=None, metavar="SITE.json",
+                     help="A site calibration from 'engage calibrate', applied to p_engaged first."),
+        click.option("--abstain/--no-abstain", default=True, show_default=True,
+                     help="Label faces too small, blurred, turned aside or weakly detected 'uncertain' instead of judging them."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -272,33 +292,109 @@ Examples:
 @click.option("--split", "split_name", default=None, help="Score only the faces of this split of a .npz (e.g. val).")
 @click.option("--out", "out_dir", default=None, help="Folder for metrics.json, predictions.csv and the plots.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
+@judgement_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_dir, bootstrap,
-             as_json) -> None:
+             base_rate, calibration, abstain, as_json) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
     from engage.evaluation.evaluate import evaluate_model
 
     data = list(data) if len(data) > 1 else data[0]
     result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
                             subject_pattern=subject_pattern, usages=list(usage) or None, split=split_name,
-                            out_dir=out_dir, n_boot=bootstrap, log=lambda line: click.echo(line, err=True))
+                            out_dir=out_dir, n_boot=bootstrap, log=lambda line: click.echo(line, err=True),
+                            base_rate=base_rate, calibration=calibration, abstain=abstain)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
+    click.echo(format_evaluation(result, out_dir))
+
+
+def format_evaluation(result: dict, out_dir: str | None = None) -> str:
+    """engage evaluate's summary: every metric on the faces judged, with the coverage beside it, and on all faces."""
     ci = result.get("ci95", {})
-    lines = [f"{result['model']} on {result['data']}: {result['n']:,} faces"]
+    abstention = result["abstention"]
+    every = result.get("all_faces")
+    lines = [f"{result['model']} on {result['data']}: {abstention['faces']:,} faces, {abstention['judged']:,} judged "
+             f"(coverage {100 * result['coverage']:.1f}%"
+             + (": not judged " + ", ".join(f"{k} {v}" for k, v in sorted(abstention["not_judged_by_reason"].items()))
+                if abstention["not_judged_by_reason"] else "") + ")"]
     if "decision" in result:
         decision = result["decision"]
         lines.append(f"  decided: {decision['positive_class']} when p >= {decision['threshold']:.3f} ({decision['rule']})")
+    if result.get("adjustment"):
+        adjustment = result["adjustment"]
+        if adjustment.get("site_calibration"):
+            lines.append(f"  site calibration: fitted on {adjustment['site_calibration']['fitted_on'].get('data', '?')}")
+        if adjustment.get("base_rate") is not None:
+            lines.append(f"  base rate: p re-weighted to {adjustment['base_rate']:g} on task")
+    header = f"  {'':17s} {'judged (coverage ' + format(100 * result['coverage'], '.1f') + '%)':>38s}"
+    lines.append(header + ("   all faces" if every else ""))
     for metric in ("accuracy", "balanced_accuracy", "f1", "macro_f1", "auc"):
         if metric in result:
             low, high = ci.get(metric, [float("nan")] * 2)
-            lines.append(f"  {metric:17s} {100 * result[metric]:6.2f}%  (95% CI {100 * low:.2f}-{100 * high:.2f})")
+            line = f"  {metric:17s} {100 * result[metric]:6.2f}%  (95% CI {100 * low:6.2f}-{100 * high:6.2f})"
+            if every and metric in every:
+                line += f"   {100 * every[metric]:6.2f}%"
+            lines.append(line)
     lines.append("  recall            " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result["per_class_recall"].items()))
-    lines.append(f"  ECE               {result['ece']:.3f}")
+    ece = f"  ECE               {result['ece']:.3f}"
+    if result.get("ece_rate") is not None:
+        ece += f" at base rate {result['ece_rate']:g}"
+        if result.get("ece_own_rate") is not None:
+            ece += f"; {result['ece_own_rate']:.3f} at the data's own rate ({100 * result['own_share']:.1f}% positive)"
+    lines.append(ece)
+    if "risk_coverage" in result:
+        curve = result["risk_coverage"]
+        rule = curve.get("quality_rule") or {}
+        lines.append(f"  risk-coverage     AURC {curve['aurc']:.3f} ({curve['risk']} of the faces kept by confidence)"
+                     + (f"; the quality rule keeps {100 * rule['coverage']:.1f}% at risk {rule['risk']:.3f} "
+                        f"(all faces {rule['risk_all_faces']:.3f})" if rule else ""))
     if out_dir:
         lines.append(f"  written to {out_dir}/: metrics.json, predictions.csv, {', '.join(os.path.basename(p) for p in result['plots'])}")
-    click.echo("\n".join(lines))
+    return "\n".join(lines)
+
+
+CALIBRATE_EXAMPLES = """
+\b
+Examples:
+  engage calibrate --model engagement --data site_frames/labels.csv --label-map yes=engaged,no=disengaged --out site.json
+  engage calibrate --model engagement --data ../shared/data/engagement/daisee/val/labels.csv --label-column engagement \\
+      --label-map 0=disengaged,1=disengaged,2=engaged,3=engaged --out daisee-site.json
+  engage predict lecture.mp4 --calibration site.json
+"""
+
+
+@app.command(epilog=CALIBRATE_EXAMPLES)
+@click.option("--model", "model_name", default="engagement", show_default=True, help="A shipped model name or a model file.")
+@click.option("--data", required=True, multiple=True,
+              help="Labelled frames of the site: a dataset (.npz), image folder or manifest CSV; repeatable.")
+@dataset_options
+@click.option("--split", "split_name", default=None, help="Use only the faces of this split of a .npz.")
+@click.option("--out", "-o", "out_path", required=True, metavar="SITE.json", help="The site calibration file to write.")
+@click.option("--fit-threshold", is_flag=True, help="Also choose the site's threshold (best balanced accuracy); default 0.5.")
+@click.option("--abstain/--no-abstain", default=True, show_default=True,
+              help="Fit on the faces predict would judge only (not too small, blurred, turned aside or weakly detected).")
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written calibration as JSON.")
+def calibrate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_path, fit_threshold,
+              abstain, bootstrap, as_json) -> None:
+    """Correct a model's p_engaged for a new site from a few labelled frames: a temperature and a bias (and
+    optionally a threshold) on top of the model, written as a small JSON file for --calibration.
+
+    Prints ECE and balanced accuracy before and after, measured out of sample by subject (or session) with
+    95% CIs. Needs at least 10 judged faces of each class.
+    """
+    from engage.evaluation.site import calibrate_site, format_site
+
+    notes: list[str] = []  # said after success: a refusal is its one line alone
+    site = calibrate_site(model_name, list(data) if len(data) > 1 else data[0], out_path, label_column=label_column,
+                          label_map=label_map, subject_pattern=subject_pattern, usages=list(usage) or None,
+                          split=split_name, fit_threshold=fit_threshold, abstain=abstain, n_boot=bootstrap,
+                          log=notes.append)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(json.dumps(site.to_dict(), indent=1) if as_json else format_site(site, out_path))
 
 
 COMPARE_EXAMPLES = """
@@ -389,6 +485,7 @@ Examples:
               help="Test-time views of each face for --expressions: as the model records (fer: 16), "
                    "the face and its mirror image, or the face alone (16x faster than fer's).")
 @frame_options
+@judgement_options
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop each video or the camera after N scored frames.")
 @click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write one row per face per frame.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input (one per line) instead of the summary.")
@@ -400,8 +497,8 @@ Examples:
               help="Processes: 2+ videos are scored whole in N processes; a single video's faces are detected "
                    "in N processes (0: one per core).")
 def predict(inputs, sample, webcam, model_name, detector, backend, expressions, fer_model, expression_views,
-            min_confidence, detect_size,
-            every, smooth, max_frames, csv_path, as_json, annotate_dir, timeline_dir, crops_dir, workers) -> None:
+            min_confidence, detect_size, every, smooth, base_rate, calibration, abstain, max_frames, csv_path, as_json,
+            annotate_dir, timeline_dir, crops_dir, workers) -> None:
     """Score every face in images, folders (recursive), globs, videos or a webcam: p_engaged, label, box, face id.
 
     Prints a summary per input (a picture without a face is reported as such); --csv, --json, --annotate,
@@ -423,7 +520,8 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     # a partial, not a closure: worker processes (--workers) build their own from it
     make_predictor = functools.partial(Predictor, model_name, detector=detector, backend=backend, expressions=expressions,
                                        expression_model=fer_model, expression_views=expression_views,
-                                       min_confidence=min_confidence, detect_size=detect_size, smoothing_s=smooth)
+                                       min_confidence=min_confidence, detect_size=detect_size, smoothing_s=smooth,
+                                       base_rate=base_rate, calibration=calibration, abstain=abstain)
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
@@ -531,8 +629,9 @@ Examples:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
               metavar="SECONDS", help="Longest time one image request may take.")
 @click.option("--token", default=None, envvar="ENGAGE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 (or set ENGAGE_TOKEN).")
+@judgement_options
 def serve(host, port, model_name, detector, backend, expression_views, workers, queue, retention, max_upload_mb, timeout_s,
-          token) -> None:
+          token, base_rate, calibration, abstain) -> None:
     """Serve the web page and the HTTP API: score photos, videos and the browser's camera (extra 'serve').
 
     The model is loaded once; video jobs run in a bounded pool and are deleted after --retention seconds
@@ -552,6 +651,7 @@ def serve(host, port, model_name, detector, backend, expression_views, workers, 
     torch.set_num_threads(1)  # the pools score requests in parallel, one core each
     settings = ServeSettings(model=model_name, detector=detector, backend=backend, expression_views=expression_views,
                              workers=workers or os.cpu_count() or 1, video_queue=queue, retention_s=retention, token=token,
+                             base_rate=base_rate, calibration=calibration, abstain=abstain,
                              limits=Limits(video_bytes=max_upload_mb * MB, request_s=timeout_s))
     application = create_app(settings)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -658,8 +758,9 @@ Examples:
               help="Face detector (default: the model's own, else mtcnn).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @frame_options
+@judgement_options
 def batch(sources, out_dir, address, num_cpus, scorers, model_name, detector, backend, min_confidence, detect_size,
-          every, smooth) -> None:
+          every, smooth, base_rate, calibration, abstain) -> None:
     """Score many videos and images on Ray (extra 'cluster'), here or on a cluster: Parquet results, resumable.
 
     Writes one row per face per frame (the columns of predict --csv) under RESULTS_DIR/faces/, one folder per
@@ -681,7 +782,8 @@ def batch(sources, out_dir, address, num_cpus, scorers, model_name, detector, ba
 
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # also when Ray Data was set up before this command
     options = BatchOptions(model=model_name, detector=detector, backend=backend, min_confidence=min_confidence,
-                           detect_size=detect_size, every=every, smooth=smooth, address=address, num_cpus=num_cpus,
+                           detect_size=detect_size, every=every, smooth=smooth, base_rate=base_rate,
+                           calibration=calibration, abstain=abstain, address=address, num_cpus=num_cpus,
                            scorers=scorers)
 
     def on_source(summary: dict) -> None:

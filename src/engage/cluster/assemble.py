@@ -13,11 +13,12 @@ import numpy as np
 from engage.cluster.sources import BatchSource
 from engage.cluster.tasks import END, FACE, FAILED
 from engage.faces.detect import FaceBox
+from engage.faces.quality import UNCERTAIN, FaceQuality
 from engage.inference.predictor import Predictor
 from engage.inference.records import FrameResult
 from engage.inference.tracking import EmaSmoother
 
-FACE_COLUMNS = ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", "det_conf", "proba")
+FACE_COLUMNS = ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", "det_conf", "sharpness", "turn", "proba")
 
 
 class _Pending:
@@ -74,7 +75,6 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
     faces = {name: values[order] for name, values in faces.items()}
     video = pending.info["kind"] == "video"
     smoother = EmaSmoother(predictor.smoothing_s) if video else None
-    positive = predictor.class_names.index(predictor.positive_class) if predictor.positive_class else None
     width, height = pending.info["width"], pending.info["height"]
     records: list[dict] = []
     starts = np.flatnonzero(np.diff(faces["frame"], prepend=-1))
@@ -84,10 +84,12 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
         for i in range(start, stop):
             face_id, proba = int(faces["face_id"][i]), faces["proba"][i]
             box = FaceBox(*(int(faces[name][i]) for name in ("x", "y", "w", "h")), float(faces["det_conf"][i]))
-            p_smoothed = None  # images: p_engaged is the face's own
-            if smoother is not None and positive is not None:
-                p_smoothed = smoother.update(face_id, time_s, float(proba[positive]))
-            results.append(predictor.face_result(face_id, box, proba, None, None, p_smoothed))
+            turn = float(faces["turn"][i])
+            measures = FaceQuality(float(min(box.w, box.h)), float(faces["sharpness"][i]),
+                                   None if np.isnan(turn) else turn, box.confidence)  # measured where the crop was cut
+            quality = (measures, predictor.quality_reasons(measures))
+            # images: p_engaged is the face's own; videos: smoothed per face as predict smooths it
+            results.append(predictor.judged(face_id, box, proba, None, None, time_s, smoother, quality))
         frame = FrameResult(source.name, int(faces["frame"][start]), time_s, results, width, height)
         records.extend(frame.records())
     return records
@@ -96,15 +98,17 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
 def source_summary(source: BatchSource, pending: _Pending, records: list[dict], predictor: Predictor) -> dict:
     """One row of the summary table: what was scored of this source and how engaged its faces looked."""
     info = pending.info
-    scores = [record["p_engaged"] for record in records if record["p_engaged"] is not None]
+    judged = [record for record in records if record["label"] != UNCERTAIN]  # as predict's summary counts them
+    scores = [record["p_engaged"] for record in judged if record["p_engaged"] is not None]
     positive = predictor.positive_class
     return {
         "source": source.name, "path": source.path, "kind": info["kind"], "key": source.key,
         "frames_scored": info["frames_scored"], "frames_with_faces": info["frames_with_faces"],
         "faces": len({record["face_id"] for record in records}), "rows": len(records),
         "mean_p_engaged": float(np.mean(scores)) if scores else None,
-        "share_engaged": (sum(record["label"] == positive for record in records) / len(records)
-                          if records and positive else None),
+        "share_engaged": (sum(record["label"] == positive for record in judged) / len(judged)
+                          if judged and positive else None),
+        "share_uncertain": (len(records) - len(judged)) / len(records) if records else None,
         "duration_s": info["duration_s"], "width": info["width"], "height": info["height"], "fps": info["fps"],
         "detect_s": info["detect_s"], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -22,6 +22,9 @@ class BatchOptions:
     detect_size: int | None = None
     every: int = 1  # score every Nth video frame
     smooth: float = 1.0  # seconds of p_engaged's moving average per face in video (0: off)
+    base_rate: float | None = None  # share of on-task faces expected at the site (None: the model's own rate)
+    calibration: str | None = None  # a site calibration file (engage calibrate)
+    abstain: bool = True  # faces that cannot be judged are 'uncertain'
     # where and how it runs (the results do not depend on these)
     address: str | None = None  # None: start a local Ray on this machine; 'auto' or 'ray://HOST:PORT'
     num_cpus: int | None = None  # CPUs of the local Ray (None: every core); ignored with an address
@@ -40,6 +43,8 @@ class BatchOptions:
             raise UsageError(f"--num-cpus must be 1 or more, got {self.num_cpus}")
         if os.path.isfile(self.model):  # a model file: the same file for every worker, wherever it runs
             object.__setattr__(self, "model", os.path.abspath(self.model))
+        if self.calibration is not None and os.path.isfile(self.calibration):
+            object.__setattr__(self, "calibration", os.path.abspath(self.calibration))
 
     def predictor(self) -> Predictor:
         """This process's Predictor for these settings (loaded once; the model is read once per worker)."""
@@ -47,15 +52,21 @@ class BatchOptions:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = Predictor(self.model, detector=self.detector, backend=self.backend,
                                          min_confidence=self.min_confidence, detect_size=self.detect_size,
-                                         smoothing_s=self.smooth)
+                                         smoothing_s=self.smooth, base_rate=self.base_rate,
+                                         calibration=self.calibration, abstain=self.abstain)
         return _PREDICTORS[key]
 
     def _scoring_key(self) -> tuple:
-        return (self.model, self.detector, self.backend, self.min_confidence, self.detect_size, self.smooth)
+        return (self.model, self.detector, self.backend, self.min_confidence, self.detect_size, self.smooth,
+                self.base_rate, self.calibration, self.abstain)
 
     def settings(self) -> dict:
         """The settings the results depend on, as a results folder records them (with the detector chosen)."""
         predictor = self.predictor()
         scoring = {field.name: getattr(self, field.name) for field in fields(self)
-                   if field.name in ("model", "backend", "min_confidence", "detect_size", "every", "smooth")}
+                   if field.name in ("model", "backend", "min_confidence", "detect_size", "every", "smooth", "base_rate",
+                                     "abstain")}
+        site = predictor.adjustment.site  # by what it does, not its path: an edited file is other settings
+        scoring["calibration"] = None if site is None else {key: value for key, value in site.to_dict().items()
+                                                            if key in ("temperature", "bias", "threshold", "base_rate")}
         return {**scoring, "detector": predictor.detector_name, "classes": list(predictor.class_names)}

@@ -36,9 +36,9 @@ LOCK_FILE = ".lock"
 
 INT_COLUMNS = frozenset({"frame", "face_id", "x", "y", "w", "h", "frames_scored", "frames_with_faces", "faces", "rows",
                          "width", "height"})
-STRING_COLUMNS = frozenset({"source", "label", "expression", "path", "kind", "key", "finished_at", "reason"})
+STRING_COLUMNS = frozenset({"source", "label", "quality", "expression", "path", "kind", "key", "finished_at", "reason"})
 SUMMARY_COLUMNS = ("source", "path", "kind", "key", "frames_scored", "frames_with_faces", "faces", "rows",
-                   "mean_p_engaged", "share_engaged", "duration_s", "width", "height", "fps", "detect_s", "finished_at")
+                   "mean_p_engaged", "share_engaged", "share_uncertain", "duration_s", "width", "height", "fps", "detect_s", "finished_at")
 FAILURE_COLUMNS = ("source", "path", "kind", "reason")
 FOLDER_MODE = FILE_MODE | (FILE_MODE & 0o444) >> 2  # what mkdir would give (mkdtemp's folders are private)
 

@@ -14,6 +14,7 @@ import numpy as np
 from engage.cluster.options import BatchOptions
 from engage.errors import EngageError, ImageReadError
 from engage.faces.crop import to_gray
+from engage.faces.quality import measure_face
 from engage.inference.predictor import Predictor, crop_faces, video_gap_s
 from engage.inference.tracking import IouTracker
 from engage.io.images import read_image
@@ -21,6 +22,7 @@ from engage.io.video import VideoSource
 
 FACE, END, FAILED = "face", "end", "failed"  # row kinds: a face to score; a source done (info) or failed (reason)
 FACES_PER_BLOCK = 512  # faces sent on to scoring together
+FLOAT_COLUMNS = ("det_conf", "sharpness", "turn")  # the quality measures travel with each face (turn: NaN without landmarks)
 
 
 class _Rows:
@@ -34,13 +36,16 @@ class _Rows:
 
     def _clear(self) -> None:
         self.columns: dict[str, list] = {name: [] for name in ("frame", "time_s", "face_index", "face_id", "x", "y", "w",
-                                                              "h", "det_conf")}
+                                                              "h", *FLOAT_COLUMNS)}
         self.crops: list[np.ndarray] = []
 
     def add(self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray) -> None:
-        for index, (box, face_id) in enumerate(zip(boxes, face_ids)):
+        for index, (box, face_id, crop) in enumerate(zip(boxes, face_ids, crops)):
+            quality = measure_face(box, crop)
             for name, value in (("frame", frame), ("time_s", time_s), ("face_index", index), ("face_id", face_id),
-                                ("x", box.x), ("y", box.y), ("w", box.w), ("h", box.h), ("det_conf", box.confidence)):
+                                ("x", box.x), ("y", box.y), ("w", box.w), ("h", box.h), ("det_conf", box.confidence),
+                                ("sharpness", quality.sharpness),
+                                ("turn", np.nan if quality.turn is None else quality.turn)):
                 self.columns[name].append(value)
         self.crops.extend(crops)
 
@@ -52,7 +57,7 @@ class _Rows:
         count = len(self.crops)
         block = self._frame(FACE, count, "")
         for name, values in self.columns.items():
-            block[name] = np.asarray(values, np.float64 if name in ("time_s", "det_conf") else np.int64)
+            block[name] = np.asarray(values, np.float64 if name in ("time_s", *FLOAT_COLUMNS) else np.int64)
         block["crop"] = np.stack(self.crops).astype(np.uint8) if count else np.zeros((0, *self.crop_shape), np.uint8)
         self.sent += count
         self._clear()
@@ -62,7 +67,7 @@ class _Rows:
         """The source's closing row: END with what detection found, or FAILED with the reason."""
         block = self._frame(kind, 1, json.dumps(info))
         for name in self.columns:
-            block[name] = np.zeros(1, np.float64 if name in ("time_s", "det_conf") else np.int64)
+            block[name] = np.zeros(1, np.float64 if name in ("time_s", *FLOAT_COLUMNS) else np.int64)
         block["crop"] = np.zeros((1, *self.crop_shape), np.uint8)
         return block
 

@@ -3,9 +3,8 @@
 A binary model reports p(positive class): the class named `engaged` when it has one, else the second of its
 two classes (class names are sorted, like scikit-learn's positive label). Its model file may record:
 
-- `calibration`: logits' = scale * logits + bias, fitted on out-of-fold predictions (Platt scaling for two
-  classes, temperature for more); applied to log-probabilities, which differ from logits by a constant per
-  face, so it works the same for PyTorch, ONNX and HOG+SVM models;
+- `calibration` (engage.evaluation.calibration): logits' = scale * logits + bias, fitted on out-of-fold
+  predictions, with the base rate its probabilities assume;
 - `decision`: the positive class and the threshold at which a face is labelled positive, with the rule that
   chose it. Without one the threshold is 0.5.
 """
@@ -88,56 +87,7 @@ class Decision:
         return {"positive_class": self.positive, "threshold": self.threshold, "rule": self.rule}
 
 
-# ---- calibration ---------------------------------------------------------------------------------------------
-def calibrate(proba: np.ndarray, calibration: dict | None) -> np.ndarray:
-    """Probabilities after the recorded calibration: softmax(scale * log p + bias); unchanged without one."""
-    proba = np.asarray(proba, np.float32)
-    if not calibration or len(proba) == 0:
-        return proba
-    scale = float(calibration["scale"])
-    bias = np.asarray(calibration["bias"], np.float64)
-    if bias.shape != (proba.shape[1],) or not scale > 0:
-        raise EngageError(f"calibration must have a positive scale and one bias per class, got {calibration}")
-    logits = scale * np.log(np.clip(proba.astype(np.float64), 1e-12, 1.0)) + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def fit_calibration(labels: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None) -> dict:
-    """Fit calibration on held-out predictions: Platt scaling (scale and bias of the log-odds) for two
-    classes, temperature scaling for more; `weights` per face (e.g. each data set weighing the same).
-    Returns {'scale', 'bias', 'method', 'n'}."""
-    from scipy.optimize import minimize
-
-    labels, proba = np.asarray(labels), np.asarray(proba, np.float64)
-    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
-    weights = weights / weights.sum()
-    if len(np.unique(labels)) < 2:
-        raise EngageError("calibration needs held-out faces of at least two classes")
-    log_p = np.log(np.clip(proba, 1e-12, 1.0))
-    num_classes = proba.shape[1]
-
-    def nll(params: np.ndarray) -> float:
-        scale = np.exp(params[0])
-        bias = np.zeros(num_classes)
-        if num_classes == 2:
-            bias[1] = params[1]
-        logits = scale * log_p + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(logits).sum(axis=1))
-        return float(np.sum(weights * (log_norm - logits[np.arange(len(labels)), labels])))
-
-    start = np.zeros(2 if num_classes == 2 else 1)
-    fitted = minimize(nll, start, method="L-BFGS-B" if num_classes == 2 else "Nelder-Mead")
-    scale = float(np.exp(fitted.x[0]))
-    bias = [0.0] * num_classes
-    if num_classes == 2:
-        bias[1] = float(fitted.x[1])
-    return {"scale": round(scale, 6), "bias": [round(b, 6) for b in bias],
-            "method": "platt" if num_classes == 2 else "temperature", "n": int(len(labels))}
-
-
+# ---- thresholds ----------------------------------------------------------------------------------------------
 def best_threshold(labels_by_group: list[np.ndarray], p_by_group: list[np.ndarray]) -> float:
     """The threshold that maximises balanced accuracy (Youden's J), averaged over groups (data sets) so that a
     large set does not choose for a small one. Candidates lie midway between neighbouring scores, so no face sits

@@ -43,7 +43,9 @@ def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str
     name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0]  # the images' data set: their folder or CSV
     dataset, report = preprocess(source, settings, corpus=name)
     log(f"pre-processed {report.images} images with the model's settings (detector {settings.detector}): "
-        f"{report.faces} faces, {report.counts['no-face']} without a face, {report.counts['unreadable']} unreadable")
+        f"{report.counts['detected'] + report.counts['no-detect']} faces, {report.counts['whole-image']} used whole "
+        "(no face found), "
+        f"{report.counts['no-face']} skipped (no face found), {report.counts['unreadable']} unreadable")
     return dataset
 
 
@@ -70,28 +72,74 @@ def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
     return np.where(dataset.labels >= 0, index[np.maximum(dataset.labels, 0)], -1)
 
 
+def load_data(data: str | list[str], classifier: FaceClassifier, label_column: str = "label",
+              label_map: str | None = None, subject_pattern: str | None = None, usages: list[str] | None = None,
+              split: str | None = None, log: Callable[[str], None] = print) -> tuple[FaceDataset, str]:
+    """One or several data sources (any form the readers take) as one dataset for this model, and their name;
+    split: only the faces of that split of a .npz."""
+    from engage.data.dataset import concatenate
+
+    sources = [data] if isinstance(data, str) else list(data)
+    dataset = concatenate([load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
+                           for source in sources], sources)
+    name = ", ".join(sources)
+    if split:
+        present = sorted(set(dataset.split.tolist()) - {""})
+        if split not in present:
+            raise EngageError(f"{name} has no split {split!r} (it has: {', '.join(present) or 'no splits'})")
+        dataset = dataset.subset(dataset.split == split)
+    return dataset, name
+
+
+def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
+    """The `quality` of every face of a dataset, as `engage predict` would give it: 'ok', or why it cannot be judged
+    (engage.faces.quality, measured from the stored box, landmarks, confidence and crop); a face used whole because
+    the detector found none is 'no-face' (predict reports such an image as having no face)."""
+    from engage.faces.detect import FaceBox
+    from engage.faces.quality import THRESHOLDS, measure_face, quality_label
+
+    thresholds = thresholds or THRESHOLDS
+    detector = dataset.settings.detector
+    quality = []
+    for i in range(len(dataset)):
+        source = dataset.face_source[i]
+        if source == "whole-image":
+            quality.append("no-face")
+            continue
+        landmarks = dataset.landmarks[i]
+        box = FaceBox(*(int(v) for v in dataset.boxes[i]), float(dataset.det_conf[i]),
+                      tuple(map(tuple, landmarks)) if np.isfinite(landmarks).all() else None)
+        measures = measure_face(box, dataset.faces[i])
+        quality.append(quality_label(thresholds.reasons(measures, detector if source == "detected" else None)))
+    return np.asarray(quality, dtype=object).astype(str)
+
+
 def evaluate_model(model: str, data: str | list[str], label_column: str = "label", label_map: str | None = None,
                    subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
-                   out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print) -> dict:
-    """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir."""
-    from engage.data.dataset import concatenate
+                   out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print,
+                   base_rate: float | None = None, calibration=None, abstain: bool = True) -> dict:
+    """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir.
+
+    base_rate and calibration (a site calibration file or object) adjust p(positive) as predict does. With abstain
+    (the default, as predict), faces that cannot be judged (engage.faces.quality) are left out of the metrics and
+    `coverage` says what share was judged; `all_faces` gives the figures without abstention, and `risk_coverage`
+    the risk of the faces kept at every coverage."""
+    from dataclasses import replace
+
+    from engage.evaluation.calibration import make_adjustment, model_rate
     from engage.evaluation.metrics import (
         basic_metrics,
+        ece_of,
         evaluation_report,
+        risk_coverage,
         save_plots,
         write_predictions,
     )
 
     classifier = load_model(model)
-    sources = [data] if isinstance(data, str) else list(data)
-    dataset = concatenate([load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
-                           for source in sources], sources)
-    data = ", ".join(sources)
-    if split:
-        present = sorted(set(dataset.split.tolist()) - {""})
-        if split not in present:
-            raise EngageError(f"{data} has no split {split!r} (it has: {', '.join(present) or 'no splits'})")
-        dataset = dataset.subset(dataset.split == split)
+    adjustment = make_adjustment(base_rate, calibration)
+    adjustment.check(classifier.config, model)
+    dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log)
     labelled = dataset.labels >= 0
     if not labelled.any():
         raise EngageError(f"{data}: no labelled faces to evaluate on")
@@ -99,21 +147,53 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     labels = align_labels(dataset, classifier.class_names)
     if len(np.unique(labels)) < 2 and len(classifier.class_names) == 2:
         log("warning: the data holds one class only, so AUC and F1 are undefined or misleading")
-    proba = classifier.predict_proba(dataset.faces)
     decision = classifier.decision
-    report = evaluation_report(labels, proba, classifier.class_names,
-                               dataset.subjects if dataset.has_subjects else None, n_boot=n_boot, decision=decision)
-    report = {"model": model, "data": data, **report, "plots": []}
+    decision = replace(decision, threshold=adjustment.threshold(decision.threshold))
+    proba = classifier.predict_proba(dataset.faces)
+    if not adjustment.empty:
+        proba = adjustment.apply_proba(proba, classifier.config, decision.positive_index)
+    rate = adjustment.base_rate or (adjustment.site.base_rate if adjustment.site else model_rate(classifier.config))
+    quality = dataset_quality(dataset)
+    judged = quality == "ok" if abstain else np.ones(len(dataset), bool)
+    if not judged.any():
+        raise EngageError(f"{data}: none of its {len(dataset)} faces can be judged (quality: "
+                          f"{', '.join(sorted(set(quality.tolist())))}); --no-abstain scores them anyway")
+    kept = dataset.subset(judged)
+    report = evaluation_report(labels[judged], proba[judged], classifier.class_names,
+                               kept.subjects if kept.has_subjects else None, n_boot=n_boot, decision=decision,
+                               ece_rate=rate if decision.binary else None)
+    reasons: dict[str, int] = {}
+    for value in quality[quality != "ok"]:
+        for reason in value.split("+"):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    report = {"model": model, "data": data, **report, "coverage": float(judged.mean()),
+              "abstention": {"on": bool(abstain), "faces": int(len(dataset)), "judged": int(judged.sum()),
+                             "not_judged_by_reason": reasons},
+              "plots": []}
+    if not adjustment.empty:
+        report["adjustment"] = {"base_rate": adjustment.base_rate,
+                                "site_calibration": adjustment.site.to_dict() if adjustment.site else None}
+    if judged.sum() < len(dataset):
+        report["all_faces"] = {"n": int(len(dataset)), "coverage": 1.0,
+                               **basic_metrics(labels, proba, decision),
+                               "ece": ece_of(labels, proba, decision, rate if decision.binary else None)}
+    curve = risk_coverage(labels, proba, decision, judged) if len(np.unique(labels)) > 1 else None
+    if curve is not None:
+        report["risk_coverage"] = curve
     if len(dataset.corpora) > 1:  # several data sets: each one's figures too (a pooled AUC can reward telling sets apart)
-        report["per_corpus"] = {
-            name: {"n": int((dataset.corpus == name).sum()),
-                   **basic_metrics(labels[dataset.corpus == name], proba[dataset.corpus == name], decision)}
-            for name in dataset.corpora if len(np.unique(labels[dataset.corpus == name])) == 2 or not decision.binary}
+        report["per_corpus"] = {}
+        for name in dataset.corpora:
+            mine = (dataset.corpus == name) & judged
+            if len(np.unique(labels[mine])) == 2 or (mine.any() and not decision.binary):
+                report["per_corpus"][name] = {"n": int(mine.sum()),
+                                              "coverage": float(judged[dataset.corpus == name].mean()),
+                                              **basic_metrics(labels[mine], proba[mine], decision)}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_predictions(os.path.join(out_dir, "predictions.csv"), dataset.paths, dataset.subjects, labels, proba,
-                          classifier.class_names, decision)
-        report["plots"] = save_plots(out_dir, labels, proba, classifier.class_names, title=os.path.basename(model),
-                                     decision=decision)
+                          classifier.class_names, decision, quality=quality if abstain else None)
+        report["plots"] = save_plots(out_dir, labels[judged], proba[judged], classifier.class_names,
+                                     title=os.path.basename(model), decision=decision,
+                                     ece_rate=rate if decision.binary else None, curve=curve)
         write_text(os.path.join(out_dir, "metrics.json"), json.dumps(report, indent=1))
     return report

@@ -15,6 +15,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from engage.evaluation.calibration import binary_ece, ece_at_rates, expected_calibration_error, rate_weights
 from engage.evaluation.decision import Decision
 from engage.io.files import atomic_write
 
@@ -81,47 +82,51 @@ def fast_metrics(labels: np.ndarray, proba: np.ndarray, decision: Decision | Non
     return metrics
 
 
-def expected_calibration_error(labels: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
-    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
-    labels, proba = np.asarray(labels), np.asarray(proba)
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
-
-
-def bootstrap_ci(labels: np.ndarray, proba: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95, decision: Decision | None = None,
-                 predicted: np.ndarray | None = None) -> dict[str, list[float]]:
-    """Percentile confidence intervals of every basic metric.
-
-    With groups (subject ids) whole subjects are resampled: images of one student are not independent.
-    """
-    labels, proba = np.asarray(labels), np.asarray(proba)
+def resamples(labels: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: int = 0):
+    """Bootstrap resamples as index arrays: whole groups (subjects) drawn with replacement when there are several,
+    else faces; resamples holding one class only are left out."""
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    if groups is not None and len(set(groups.tolist())) > 1:
+    if groups is not None and len(set(np.asarray(groups).tolist())) > 1:
         unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
         members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
         draw = lambda: np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])  # noqa: E731
     else:
         draw = lambda: rng.integers(0, len(labels), len(labels))  # noqa: E731
-    samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
         index = draw()
-        if len(np.unique(labels[index])) < 2:
-            continue
+        if len(np.unique(labels[index])) >= 2:
+            yield index
+
+
+def bootstrap_ci(labels: np.ndarray, proba: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95, decision: Decision | None = None,
+                 predicted: np.ndarray | None = None, ece_rate: float | None = None) -> dict[str, list[float]]:
+    """Percentile confidence intervals of every basic metric.
+
+    With groups (subject ids) whole subjects are resampled: images of one student are not independent.
+    ece_rate: the ECE of a binary model's probabilities with the faces re-weighted to this share of positives (the
+    base rate they are calibrated for); None: as the faces come.
+    """
+    labels, proba = np.asarray(labels), np.asarray(proba)
+    samples: dict[str, list[float]] = {}
+    for index in resamples(labels, groups, n_boot, seed):
         chosen = None if predicted is None else np.asarray(predicted)[index]
         for key, value in fast_metrics(labels[index], proba[index], decision, chosen).items():
             samples.setdefault(key, []).append(value)
-        samples.setdefault("ece", []).append(expected_calibration_error(labels[index], proba[index]))
+        samples.setdefault("ece", []).append(ece_of(labels[index], proba[index], decision, ece_rate))
     alpha = (1 - level) / 2
     return {k: [float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha))] for k, v in samples.items()}
+
+
+def ece_of(labels: np.ndarray, proba: np.ndarray, decision: Decision | None = None, rate: float | None = None) -> float:
+    """ECE of the probabilities: for a binary model, of p(positive) (binary_ece), with the faces re-weighted to the
+    share of positives `rate` when given (the base rate p assumes); for more classes, the top-label ECE."""
+    decision = _decision(decision, np.asarray(proba).shape[1])
+    if not decision.binary:
+        return expected_calibration_error(labels, proba)
+    positive = np.asarray(labels) == decision.positive_index
+    return binary_ece(positive, decision.p_positive(proba), weights=None if rate is None else rate_weights(positive, rate))
 
 
 def per_subject_accuracy(labels: np.ndarray, proba: np.ndarray, subjects: np.ndarray,
@@ -136,9 +141,11 @@ def per_subject_accuracy(labels: np.ndarray, proba: np.ndarray, subjects: np.nda
 
 def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[str],
                       subjects: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                      decision: Decision | None = None) -> dict:
+                      decision: Decision | None = None, ece_rate: float | None = None) -> dict:
     """Everything `engage evaluate` reports: metrics, 95% CIs, per-class recall, confusion, ECE, per-subject.
-    Labels are decided as the model decides (its positive class and threshold; the argmax for multi-class)."""
+    Labels are decided as the model decides (its positive class and threshold; the argmax for multi-class).
+    ece_rate: the base rate a binary model's probabilities are calibrated for; `ece` is then measured with the faces
+    re-weighted to it, and `ece_own_rate` with the probabilities re-weighted to the data's own share of positives."""
     labels, proba = np.asarray(labels), np.asarray(proba)
     decision = decision or Decision.for_classes(class_names)
     predicted = decision.predict(proba)
@@ -151,9 +158,14 @@ def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[s
         name: float(r) for name, r in zip(class_names, recall_score(labels, predicted, labels=classes, average=None, zero_division=0))
     }
     report["confusion_matrix"] = confusion_matrix(labels, predicted, labels=classes).tolist()
-    report["ece"] = expected_calibration_error(labels, proba)
+    report["ece"] = ece_of(labels, proba, decision, ece_rate)
+    if decision.binary and ece_rate is not None:
+        report["ece_rate"] = ece_rate
+        own = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, ece_rate)
+        if "own_rate" in own:
+            report["ece_own_rate"], report["own_share"] = own["own_rate"], own["own_share"]
     report["ci95"] = bootstrap_ci(labels, proba, np.asarray(subjects) if has_subjects else None, n_boot, seed,
-                                  decision=decision)
+                                  decision=decision, ece_rate=ece_rate)
     report["ci_method"] = f"{n_boot} bootstrap resamples of {'subjects' if has_subjects else 'images'}, percentile"
     if decision.binary:
         report["f1_definition"] = (f"f1: F1 of the positive class '{decision.positive}' at threshold "
@@ -164,24 +176,72 @@ def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[s
 
 
 def write_predictions(path: str, paths: np.ndarray, subjects: np.ndarray, labels: np.ndarray, proba: np.ndarray,
-                      class_names: list[str], decision: Decision | None = None) -> None:
-    """One row per face: path, subject, true label, predicted label (as the model decides), a probability per class."""
-    predicted = (decision or Decision.for_classes(class_names)).predict(proba)
+                      class_names: list[str], decision: Decision | None = None, quality: np.ndarray | None = None) -> None:
+    """One row per face: path, subject, true label, predicted label (as the model decides; 'uncertain' where the
+    face's quality is not 'ok'), a probability per class, and the quality when given."""
+    predicted = [class_names[int(k)] for k in (decision or Decision.for_classes(class_names)).predict(proba)]
+    if quality is not None:
+        predicted = [name if q == "ok" else "uncertain" for name, q in zip(predicted, quality)]
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "subject", "label", "predicted"] + [f"p_{name}" for name in class_names])
-            for p, s, y, row, k in zip(paths, subjects, labels, proba, predicted):
+            writer.writerow(["path", "subject", "label", "predicted"] + [f"p_{name}" for name in class_names]
+                            + (["quality"] if quality is not None else []))
+            for i, (p, s, y, row, k) in enumerate(zip(paths, subjects, labels, proba, predicted)):
                 true = class_names[y] if y >= 0 else ""
-                writer.writerow([p, s, true, class_names[int(k)]] + [f"{v:.6f}" for v in row])
+                writer.writerow([p, s, true, k] + [f"{v:.6f}" for v in row] + ([quality[i]] if quality is not None else []))
 
     atomic_write(path, write)
 
 
+def risk_coverage(labels: np.ndarray, proba: np.ndarray, decision: Decision, judged: np.ndarray | None = None,
+                  points: int = 21) -> dict:
+    """The risk-coverage curve of selective classification (Geifman and El-Yaniv 2017): faces are kept in order of
+    the model's confidence (for a binary model, the distance of the log-odds from its threshold; else the top
+    probability), and the risk of the kept faces (balanced error, 1 - balanced accuracy, for a binary model; else
+    the error rate) is given at each coverage, with its area (AURC). `judged`: the faces the quality rule keeps,
+    whose coverage and risk are given as one point beside the curve."""
+    from engage.evaluation.calibration import logit
+
+    labels, proba = np.asarray(labels), np.asarray(proba)
+    predicted = decision.predict(proba)
+    if decision.binary:
+        confidence = np.abs(logit(decision.p_positive(proba)) - logit(decision.threshold))
+    else:
+        confidence = proba.max(axis=1)
+
+    def risk(kept: np.ndarray) -> float:
+        if not kept.any():
+            return float("nan")
+        if decision.binary:
+            recalls = [float((predicted[kept & (labels == c)] == c).mean()) for c in np.unique(labels[kept])]
+            return 1.0 - float(np.mean(recalls))
+        return float((predicted[kept] != labels[kept]).mean())
+
+    order = np.argsort(-confidence, kind="stable")
+    coverages = np.linspace(1.0 / points, 1.0, points)
+    curve = []
+    for coverage in coverages:
+        kept = np.zeros(len(labels), bool)
+        kept[order[: max(1, int(round(coverage * len(labels))))]] = True
+        curve.append([round(float(coverage), 4), risk(kept)])
+    risks = np.array([r for _, r in curve], np.float64)
+    result = {"confidence": "distance of the log-odds from the threshold" if decision.binary else "top probability",
+              "risk": "balanced error (1 - balanced accuracy)" if decision.binary else "error rate",
+              "curve": curve, "aurc": float(np.nanmean(risks))}
+    if judged is not None:
+        judged = np.asarray(judged, bool)
+        result["quality_rule"] = {"coverage": float(judged.mean()), "risk": risk(judged), "risk_all_faces": risk(
+            np.ones(len(labels), bool))}
+    return result
+
+
 def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: list[str], title: str = "",
-               decision: Decision | None = None) -> list[str]:
-    """confusion.png, reliability.png and (binary) roc.png in folder; returns the files written."""
+               decision: Decision | None = None, ece_rate: float | None = None,
+               curve: dict | None = None) -> list[str]:
+    """confusion.png, reliability.png, (binary) roc.png and, given a risk-coverage curve, risk_coverage.png in
+    folder; returns the files written. ece_rate: the reliability diagram weighs the faces to that base rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,16 +267,22 @@ def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: 
     written.append(_save(figure, os.path.join(folder, "confusion.png")))
 
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
-    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == labels  # top-label calibration, as the ECE
+    if decision.binary:  # p(positive) against the share of positives, as the ECE
+        confidence, correct = decision.p_positive(proba), labels == decision.positive_index
+        weights = rate_weights(correct, ece_rate) if ece_rate is not None else np.ones(len(labels))
+        x_name, y_name = f"p({decision.positive})", f"share {decision.positive}"
+    else:  # top-label calibration, as the ECE
+        confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == labels
+        weights, x_name, y_name = np.ones(len(labels)), "confidence", "accuracy"
     edges = np.linspace(0, 1, 11)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, 9)
     centres = [(edges[b] + edges[b + 1]) / 2 for b in range(10) if (which == b).any()]
-    accuracy = [correct[which == b].mean() for b in range(10) if (which == b).any()]
+    accuracy = [np.average(correct[which == b], weights=weights[which == b]) for b in range(10) if (which == b).any()]
     axis.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    axis.bar(centres, accuracy, width=0.09, alpha=0.7, label="accuracy in bin")
-    axis.set_xlabel("confidence")
-    axis.set_ylabel("accuracy")
-    axis.set_title(f"{title} reliability (ECE {expected_calibration_error(labels, proba):.3f})".strip())
+    axis.bar(centres, accuracy, width=0.09, alpha=0.7, label=f"{y_name} in bin")
+    axis.set_xlabel(x_name)
+    axis.set_ylabel(y_name + (f" (faces weighed to base rate {ece_rate:g})" if ece_rate is not None else ""))
+    axis.set_title(f"{title} reliability (ECE {ece_of(labels, proba, decision, ece_rate):.3f})".strip())
     axis.legend(loc="upper left")
     written.append(_save(figure, os.path.join(folder, "reliability.png")))
 
@@ -234,6 +300,20 @@ def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: 
         axis.set_title(f"{title} ROC".strip())
         axis.legend(loc="lower right")
         written.append(_save(figure, os.path.join(folder, "roc.png")))
+    if curve is not None:
+        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        coverage, risks = zip(*curve["curve"])
+        axis.plot(coverage, risks, "-o", markersize=3, label=f"kept by confidence (AURC {curve['aurc']:.3f})")
+        rule = curve.get("quality_rule")
+        if rule:
+            axis.plot([rule["coverage"]], [rule["risk"]], "s", color="black",
+                      label=f"quality rule: {100 * rule['coverage']:.1f}% judged")
+        axis.set_xlabel("coverage (share of faces judged)")
+        axis.set_ylabel(curve["risk"])
+        axis.set_xlim(0, 1.02)
+        axis.set_title(f"{title} risk-coverage".strip())
+        axis.legend(loc="upper left", fontsize=8)
+        written.append(_save(figure, os.path.join(folder, "risk_coverage.png")))
     return written
 
 

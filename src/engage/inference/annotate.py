@@ -8,15 +8,19 @@ import cv2
 import numpy as np
 
 from engage.errors import EngageError
+from engage.faces.quality import UNCERTAIN
 from engage.inference.records import FaceResult, VideoSummary
 from engage.io.files import atomic_write
 
 ENGAGED_RGB = (40, 180, 60)
 OTHER_RGB = (225, 60, 40)
 UNKNOWN_RGB = (240, 200, 30)
+UNCERTAIN_RGB = (140, 140, 140)  # not judged (engage.faces.quality)
 
 
 def face_colour(face: FaceResult, positive_label: str | None) -> tuple[int, int, int]:
+    if face.label == UNCERTAIN:
+        return UNCERTAIN_RGB
     if positive_label is None:
         return UNKNOWN_RGB
     return ENGAGED_RGB if face.label == positive_label else OTHER_RGB

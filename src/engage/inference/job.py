@@ -338,7 +338,8 @@ def format_result(result: dict) -> str:
         for face in faces:
             score = f" {face['p_engaged']:.2f}" if face["p_engaged"] is not None else ""
             expression = f" ({face['expression']})" if face.get("expression") else ""
-            parts.append(f"#{face['face_id']} {face['label']}{score}{expression}")
+            why = f" ({face['quality'].replace('+', ', ')})" if face.get("quality", "ok") != "ok" else ""
+            parts.append(f"#{face['face_id']} {face['label']}{why}{score}{expression}")
         noun = "face" if len(faces) == 1 else "faces"
         return f"{result['source']}: {len(faces)} {noun}: " + ", ".join(parts)
     lines = [f"{result['source']}: {result['frames_scored']} frames scored ({result['duration_s']:.1f} s of video"
@@ -353,6 +354,8 @@ def format_result(result: dict) -> str:
             line += f", mean p_engaged {face['mean_p_engaged']:.2f}"
         if "share_engaged" in face:
             line += f", engaged {100 * face['share_engaged']:.0f}% of the time"
+        if face.get("share_uncertain"):
+            line += f" judged; not judged {100 * face['share_uncertain']:.0f}% (uncertain)"
         lines.append(line)
     return "\n".join(lines)
 

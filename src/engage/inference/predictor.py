@@ -5,6 +5,7 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -19,6 +20,7 @@ from engage.faces.crop import (
     whole_image_box,
 )
 from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, create_detector
+from engage.faces.quality import THRESHOLDS, UNCERTAIN, FaceQuality, measure_face, quality_label
 from engage.inference.records import FaceResult, FrameResult
 from engage.inference.tracking import EmaSmoother, IouTracker
 from engage.io.images import as_rgb_image
@@ -100,6 +102,11 @@ class Predictor:
     looks at half-size frames, see below). smoothing_s: time constant of p_engaged's moving average in
     video. threads: CPU threads for detector and network (1 is fastest for a few faces per frame); PyTorch's
     thread count is set for the whole process when the Predictor is made (None leaves it).
+    base_rate: the share of on-task faces expected at the site; p_engaged is re-weighted to it (prior shift) and the
+    label follows (None: the rate the model's probabilities are calibrated for, 0.5 for the shipped model).
+    calibration: a site calibration (a file from `engage calibrate`, or a SiteCalibration) applied first.
+    abstain: a face too small, blurred, turned to the side or weakly detected is labelled 'uncertain' (its reasons
+    in FaceResult.quality) instead of being judged (engage.faces.quality).
 
     Video files run as a pipeline: a thread decodes and detects the next frames while the calling thread
     tracks and scores (onnxruntime and PyTorch release the GIL), with the same results in the same order.
@@ -108,7 +115,8 @@ class Predictor:
     def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
                  expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
                  expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None,
-                 smoothing_s: float = 1.0, threads: int | None = 1):
+                 smoothing_s: float = 1.0, threads: int | None = 1, base_rate: float | None = None,
+                 calibration=None, abstain: bool = True):
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
         self.model_name = str(model)
@@ -119,8 +127,15 @@ class Predictor:
         self.model = load_scoring_model(model, backend, threads)
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
-        self.decision = self.model.decision  # positive class and threshold, as the model file records
+        from engage.evaluation.calibration import make_adjustment
+
+        self.adjustment = make_adjustment(base_rate, calibration)  # a site's correction and base rate, checked here
+        self.adjustment.check(self.model.config, self.model_name)
+        decision = self.model.decision  # positive class and threshold, as the model file records (or the site's)
+        self.decision = replace(decision, threshold=self.adjustment.threshold(decision.threshold))
         self.positive_class = self.decision.positive
+        self.abstain = abstain
+        self.quality_thresholds = THRESHOLDS
         self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
                                  if expressions else None)
         self.expression_names = self.expression_model.class_names if self.expression_model else None
@@ -174,8 +189,12 @@ class Predictor:
         return self.detector.detect(rgb)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
-        """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities."""
-        return np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
+        """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities, calibrated
+        as the model records, then corrected for the site and re-weighted to the base rate when asked."""
+        proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
+        if self.adjustment.empty:
+            return proba
+        return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
 
     def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
@@ -200,8 +219,23 @@ class Predictor:
             start += count
         return scored
 
+    def quality_reasons(self, measures: FaceQuality) -> list[str]:
+        """Why a face with these measures cannot be judged (engage.faces.quality); detector confidence is checked
+        only for a detector's faces (not for the whole images of detector 'none')."""
+        return self.quality_thresholds.reasons(measures, self.detector_name if self.detector is not None else None)
+
+    def quality_of(self, box: FaceBox, crop: np.ndarray | None) -> tuple[FaceQuality | None, list[str]]:
+        """A face's quality measures and the reasons it cannot be judged (nothing to measure without its crop)."""
+        if crop is None:
+            return None, []
+        measures = measure_face(box, crop)
+        return measures, self.quality_reasons(measures)
+
     def face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
-                     crop: np.ndarray, p_smoothed: float | None = None) -> FaceResult:
+                    crop: np.ndarray | None, p_smoothed: float | None = None,
+                    quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
+        """One face's result: p_engaged (smoothed when given), its label as the model decides, or 'uncertain' when
+        the face cannot be judged (quality: measures and reasons, else measured from box and crop)."""
         probabilities = {name: float(p) for name, p in zip(self.class_names, proba)}
         p_raw = probabilities[self.positive_class] if self.positive_class else None
         p_engaged = p_raw if p_smoothed is None else p_smoothed
@@ -209,10 +243,26 @@ class Predictor:
             label = self.decision.label(p_engaged)
         else:
             label = self.class_names[int(np.argmax(proba))]
+        measures, reasons = quality if quality is not None else self.quality_of(box, crop)
+        if reasons and self.abstain:
+            label = UNCERTAIN
         expressions = None
         if expression is not None:
             expressions = {name: float(p) for name, p in zip(self.expression_names, expression)}
-        return FaceResult(face_id, box, probabilities, label, p_engaged, p_raw, expressions, crop)
+        return FaceResult(face_id, box, probabilities, label, p_engaged, p_raw, expressions, crop,
+                          quality_label(reasons), measures)
+
+    def judged(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
+               crop: np.ndarray | None, time_s: float, smoother: EmaSmoother | None,
+               quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
+        """A face of a video or stream: p_engaged smoothed per face over time. A face that cannot be judged keeps
+        its own score and stays out of the smoothing, so a blurred frame does not move its neighbours."""
+        quality = quality if quality is not None else self.quality_of(box, crop)
+        p_smoothed = None
+        if self.positive_class is not None and smoother is not None and not (quality[1] and self.abstain):
+            p_raw = float(proba[self.class_names.index(self.positive_class)])
+            p_smoothed = smoother.update(face_id, time_s, p_raw)
+        return self.face_result(face_id, box, proba, expression, crop, p_smoothed, quality)
 
     # ---- images ------------------------------------------------------------------------------------
     def predict(self, image) -> list[FaceResult]:
@@ -301,13 +351,8 @@ class Predictor:
             return
         scored = self._score([(frame.rgb, boxes) for frame, boxes, _ in pending])
         for (frame, _, ids), faces in zip(pending, scored):
-            results = []
-            for face_id, (box, proba, expression, crop) in zip(ids, faces):
-                p_smoothed = None
-                if self.positive_class is not None:
-                    p_raw = float(proba[self.class_names.index(self.positive_class)])
-                    p_smoothed = smoother.update(face_id, frame.time_s, p_raw)
-                results.append(self.face_result(face_id, box, proba, expression, crop, p_smoothed))
+            results = [self.judged(face_id, box, proba, expression, crop, frame.time_s, smoother)
+                       for face_id, (box, proba, expression, crop) in zip(ids, faces)]
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)

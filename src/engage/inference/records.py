@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engage.faces.detect import FaceBox
+from engage.faces.quality import OK, UNCERTAIN, FaceQuality
 from engage.io.files import StagedFile
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 # One row per face per frame (OpenFace-style stable names); images are frame 0 at time 0.
 CSV_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label")
 RAW_COLUMN = "p_engaged_raw"  # the unsmoothed score, always written after the documented columns
+QUALITY_COLUMN = "quality"  # 'ok', or why the face was not judged (label 'uncertain'): after the raw score
 
 
 @dataclass
@@ -27,7 +29,8 @@ class FaceResult:
 
     p_engaged is the (smoothed, in video) probability of the positive class; p_engaged_raw the network's
     own value for this frame; probabilities holds every class of the model; expressions the FER model's
-    7 probabilities when asked.
+    7 probabilities when asked. quality is 'ok', or the reasons the face cannot be judged ('small', 'blurred',
+    'side-view', 'weak-detection', joined by '+'; its label is then 'uncertain'); measures holds what was measured.
     """
 
     face_id: int
@@ -38,6 +41,8 @@ class FaceResult:
     p_engaged_raw: float | None = None
     expressions: dict[str, float] | None = None
     face: np.ndarray | None = field(default=None, repr=False, compare=False)  # the crop that was scored, as the model saw it
+    quality: str = OK
+    measures: FaceQuality | None = field(default=None, compare=False)
 
     @property
     def det_conf(self) -> float:
@@ -52,8 +57,10 @@ class FaceResult:
         values = {
             "face_id": self.face_id, "box": self.box.as_list(), "det_conf": round(self.det_conf, 4),
             "p_engaged": _round(self.p_engaged), "p_engaged_raw": _round(self.p_engaged_raw), "label": self.label,
-            "probabilities": {name: _round(p) for name, p in self.probabilities.items()},
+            "quality": self.quality, "probabilities": {name: _round(p) for name, p in self.probabilities.items()},
         }
+        if self.measures is not None:
+            values["measures"] = self.measures.to_dict()
         if self.expressions is not None:
             values["expression"] = self.expression
             values["expressions"] = {name: _round(p) for name, p in self.expressions.items()}
@@ -84,6 +91,7 @@ class FrameResult:
                 "source": self.source, "frame": self.frame, "time_s": float(self.time_s), "face_id": face.face_id,
                 "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h, "det_conf": float(face.det_conf),
                 "p_engaged": face.p_engaged, "label": face.label, RAW_COLUMN: face.p_engaged_raw,
+                QUALITY_COLUMN: face.quality,
             }
             if face.expressions is not None:
                 record["expression"] = face.expression
@@ -102,7 +110,7 @@ class FrameResult:
             if expression_names:
                 row["expression"] = record.get("expression") or ""
             else:
-                row = {key: value for key, value in row.items() if key in CSV_COLUMNS or key == RAW_COLUMN}
+                row = {key: value for key, value in row.items() if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN)}
             rows.append(row)
         return rows
 
@@ -112,8 +120,8 @@ def _fmt(value: float | None) -> str:
 
 
 def csv_columns(expression_names: list[str] | None = None) -> list[str]:
-    """The documented columns, the raw score, then (when asked) the expression and its 7 probabilities."""
-    columns = [*CSV_COLUMNS, RAW_COLUMN]
+    """The documented columns, the raw score, the quality, then (when asked) the expression and its 7 probabilities."""
+    columns = [*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN]
     if expression_names:
         columns += ["expression"] + [f"p_{name}" for name in expression_names]
     return columns
@@ -149,7 +157,8 @@ class CsvWriter(StagedFile):
 
 @dataclass
 class FaceSummary:
-    """One tracked face over a video: how long it was seen and how engaged it looked."""
+    """One tracked face over a video: how long it was seen and how engaged it looked. Frames in which the face
+    could not be judged (label 'uncertain') count for time on screen, not for its mean or shares of engagement."""
 
     face_id: int
     frames: int = 0
@@ -161,17 +170,26 @@ class FaceSummary:
 
     @property
     def mean_p_engaged(self) -> float | None:
+        """Mean p_engaged over the frames in which the face was judged."""
         return self.p_sum / self.p_count if self.p_count else None
 
+    @property
+    def judged(self) -> int:
+        return self.frames - self.labels[UNCERTAIN]
+
     def share(self, label: str) -> float:
-        """Share of this face's scored frames (hence of its time on screen) with this label."""
-        return self.labels[label] / self.frames if self.frames else 0.0
+        """Share of this face's judged frames (hence of its judged time on screen) with this label; for
+        'uncertain', the share of all its frames."""
+        if label == UNCERTAIN:
+            return self.labels[label] / self.frames if self.frames else 0.0
+        return self.labels[label] / self.judged if self.judged else 0.0
 
     def to_dict(self, positive_label: str | None) -> dict:
         values = {"face_id": self.face_id, "frames": self.frames, "first_s": round(self.first_s, 3),
                   "last_s": round(self.last_s, 3), "mean_p_engaged": _round(self.mean_p_engaged)}
         if positive_label is not None:
             values["share_engaged"] = round(self.share(positive_label), 4)
+        values["share_uncertain"] = round(self.share(UNCERTAIN), 4)
         values["label_shares"] = {label: round(self.share(label), 4) for label in sorted(self.labels)}
         return values
 
@@ -205,7 +223,7 @@ class VideoSummary:
             summary.frames += 1
             summary.last_s = frame.time_s
             summary.labels[face.label] += 1
-            if face.p_engaged is not None:
+            if face.p_engaged is not None and face.label != UNCERTAIN:
                 summary.p_sum += face.p_engaged
                 summary.p_count += 1
                 self._add_point(face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw))
@@ -246,5 +264,5 @@ def to_dataframe(results) -> "pandas.DataFrame":
                 else:
                     raise TypeError(f"to_dataframe takes FaceResults or FrameResults, not {type(item).__name__}")
     records = [record for frame in frames for record in frame.records()]
-    columns = list(dict.fromkeys([*CSV_COLUMNS, RAW_COLUMN, *(key for record in records for key in record)]))
+    columns = list(dict.fromkeys([*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN, *(key for record in records for key in record)]))
     return pandas.DataFrame.from_records(records, columns=columns)

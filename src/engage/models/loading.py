@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from engage.errors import EngageError, UsageError
-from engage.evaluation.decision import Decision, calibrate
+from engage.evaluation.calibration import calibrate
+from engage.evaluation.decision import Decision
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "weights")
 VIEWS = ("model", "flip", "one")  # test-time views: as the model file records, the face and its mirror, the face alone

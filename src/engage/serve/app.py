@@ -56,12 +56,16 @@ class ServeSettings:
     token: str | None = None
     smoothing_s: float = 1.0
     limits: Limits = field(default_factory=Limits)
+    base_rate: float | None = None  # share of on-task faces expected at the site (None: the model's own rate)
+    calibration: str | None = None  # a site calibration file (engage calibrate)
+    abstain: bool = True  # faces that cannot be judged are 'uncertain'
 
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """The server's one Predictor (with the expression model, used only when a request asks)."""
     return Predictor(settings.model, detector=settings.detector, backend=settings.backend, expressions=True,
-                     expression_views=settings.expression_views, smoothing_s=settings.smoothing_s)
+                     expression_views=settings.expression_views, smoothing_s=settings.smoothing_s,
+                     base_rate=settings.base_rate, calibration=settings.calibration, abstain=settings.abstain)
 
 
 def create_app(settings: ServeSettings | None = None, predictor: Predictor | None = None) -> FastAPI:
@@ -146,7 +150,11 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         return {"serving": {"model": predictor.model_name, "classes": predictor.class_names,
                             "positive_class": predictor.positive_class, "threshold": predictor.decision.threshold,
                             "detector": predictor.detector_name, "backend": predictor.backend,
-                            "expression_classes": predictor.expression_names},
+                            "expression_classes": predictor.expression_names,
+                            "base_rate": predictor.adjustment.base_rate,
+                            "site_calibration": (predictor.adjustment.site.to_dict()
+                                                 if predictor.adjustment.site else None),
+                            "abstain": predictor.abstain, "quality_thresholds": predictor.quality_thresholds.to_dict()},
                 "cards": {name: read_card(path) for name, path in shipped_models().items()}}
 
     # ---- images --------------------------------------------------------------------------------------

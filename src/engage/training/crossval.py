@@ -2,10 +2,10 @@
 
 `engage train engagement --cv K` trains the recipe K times, each time leaving out a K-th of every data set's
 subjects, and scores the left-out faces after every epoch. From those out-of-fold predictions it chooses
-the number of epochs (best mean ROC AUC over the data sets), fits the calibration (Platt scaling, every data set
-weighing the same) and the decision threshold (best mean balanced accuracy over the data sets). The figures it
-reports are cross-fitted: each fold's faces are scored with the epoch, calibration and threshold chosen on the
-other folds' out-of-fold predictions only (those folds' models saw fold k's faces in training: the usual
+the number of epochs (best mean ROC AUC over the data sets) and fits the calibration (Platt scaling with both
+classes, and every data set within each, weighing the same: p is calibrated for a base rate of 0.5, so the decision
+is at 0.5). The figures it reports are cross-fitted: each fold's faces are scored with the epoch and calibration
+chosen on the other folds' out-of-fold predictions only (those folds' models saw fold k's faces in training: the usual
 approximation, not a nested cross-validation). Finally the recipe is trained on every subject for the chosen number of epochs, and that
 model is written with its calibration and threshold.
 
@@ -25,17 +25,16 @@ import numpy as np
 
 from engage.data.dataset import FaceDataset, concatenate
 from engage.errors import EngageError
-from engage.evaluation.decision import (
-    Decision,
-    best_threshold,
+from engage.evaluation.calibration import (
+    BALANCED,
+    DegenerateCalibration,
+    balanced_weights,
     calibrate,
+    ece_at_rates,
     fit_calibration,
 )
-from engage.evaluation.metrics import (
-    basic_metrics,
-    bootstrap_ci,
-    expected_calibration_error,
-)
+from engage.evaluation.decision import Decision, best_threshold
+from engage.evaluation.metrics import basic_metrics, bootstrap_ci
 from engage.io.files import atomic_write, write_text
 
 # config fields that do not change what a fold computes (so a run may continue with other values)
@@ -143,33 +142,48 @@ def _mean_auc(labels: np.ndarray, proba: np.ndarray, corpus: np.ndarray, mask: n
     return float(np.mean(values))
 
 
-def _corpus_weights(corpus: np.ndarray) -> np.ndarray:
-    names, inverse, counts = np.unique(corpus, return_inverse=True, return_counts=True)
-    return 1.0 / (len(names) * counts[inverse])
+IDENTITY_CALIBRATION = {"scale": 1.0, "bias": [0.0, 0.0], "method": "none"}
+DECISION_RULE = ("0.5 on p calibrated for a balanced base rate (as many on-task as off-task faces): the Bayes decision "
+                 "for balanced accuracy")
+CALIBRATION_RULE = ("Platt scaling of the log-odds on out-of-fold predictions, both classes and, within each, every data "
+                    "set weighing the same: p is calibrated for a base rate of 0.5")
 
 
 def _choose(labels, oof: dict[int, np.ndarray], corpus: np.ndarray, mask: np.ndarray, decision: Decision,
-            fold_of: np.ndarray) -> dict:
-    """Epoch, calibration and threshold chosen on the masked out-of-fold faces."""
-    curve = {epoch: _mean_auc(labels, proba, corpus, mask, decision, fold_of) for epoch, proba in oof.items()}
-    epoch = max(curve, key=lambda e: (round(curve[e], 6), -e))  # the best; the earlier of equals
-    calibration = fit_calibration(labels[mask], oof[epoch][mask], _corpus_weights(corpus[mask]))
-    calibrated = calibrate(oof[epoch][mask], calibration)
-    p = decision.p_positive(calibrated)
-    positive = labels[mask] == decision.positive_index
+            fold_of: np.ndarray, epoch: int | None = None) -> dict:
+    """Epoch and calibration chosen on the masked out-of-fold faces. The calibration is fitted with both classes
+    weighing the same (and every data set within each), so p is calibrated for a base rate of 0.5 and the decision
+    is at 0.5; where the scores do not separate the classes, it falls back to the network's own probabilities
+    (scale 1, bias 0) and says so. The threshold with the best balanced accuracy is reported beside it.
+    epoch: calibrate at this epoch instead of choosing one (a model trained for that many epochs)."""
+    curve = {e: _mean_auc(labels, proba, corpus, mask, decision, fold_of) for e, proba in oof.items()}
+    if epoch is None:
+        epoch = max(curve, key=lambda e: (round(curve[e], 6), -e))  # the best; the earlier of equals
+    positive = (labels[mask] == decision.positive_index).astype(int)
+    try:
+        calibration = fit_calibration(labels[mask], oof[epoch][mask], balanced_weights(positive, corpus[mask]),
+                                      base_rate=BALANCED)
+    except DegenerateCalibration as error:
+        calibration = dict(IDENTITY_CALIBRATION, n=int(mask.sum()), base_rate=BALANCED,
+                           fallback=f"not fitted: {error}; the network's own probabilities are used")
+    p = decision.p_positive(calibrate(oof[epoch][mask], calibration))
     names = corpus[mask]
-    threshold = best_threshold([positive[names == n].astype(int) for n in np.unique(names)],
-                               [p[names == n] for n in np.unique(names)])
-    return {"epoch": int(epoch), "curve": curve, "calibration": calibration, "threshold": float(threshold)}
+    best = best_threshold([positive[names == n] for n in np.unique(names)], [p[names == n] for n in np.unique(names)])
+    return {"epoch": int(epoch), "curve": curve, "calibration": calibration, "threshold": BALANCED,
+            "best_balanced_accuracy_threshold": float(best)}
 
 
 def group_report(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray, subjects: np.ndarray,
                  decision: Decision, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Metrics of one data set's out-of-fold faces with 95% CIs (whole subjects resampled)."""
+    """Metrics of one data set's out-of-fold faces with 95% CIs (whole subjects resampled); `ece` at the balanced
+    rate the probabilities are calibrated for, `ece_own_rate` with them re-weighted to the data set's own share."""
+    ece = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, BALANCED)
     report = {"n": int(len(labels)), "subjects": int(len(set(subjects.tolist()))),
               "positive_share": float(np.mean(labels == decision.positive_index)),
-              **basic_metrics(labels, proba, decision, predicted), "ece": expected_calibration_error(labels, proba)}
-    report["ci95"] = bootstrap_ci(labels, proba, subjects, n_boot, seed, decision=decision, predicted=predicted)
+              **basic_metrics(labels, proba, decision, predicted), "ece": ece["balanced"],
+              "ece_own_rate": ece.get("own_rate", float("nan"))}
+    report["ci95"] = bootstrap_ci(labels, proba, subjects, n_boot, seed, decision=decision, predicted=predicted,
+                                  ece_rate=BALANCED)
     return report
 
 
@@ -195,10 +209,12 @@ def fold_report(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray, fo
 
 
 def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Callable[[str], None] = print,
-                   final: bool = True, n_boot: int = 1000) -> dict:
+                   final: bool = True, n_boot: int = 1000, epoch: int | None = None) -> dict:
     """Cross-validate the recipe `config` (a TrainConfig) on the dataset files, then (final) train the model
     that ships: see the module's docstring. Writes into out_dir: foldK/ (a run each), final/ (the last run),
-    model.safetensors, oof.npz and crossval.json. A killed run continues where it stopped."""
+    model.safetensors, oof.npz and crossval.json. A killed run continues where it stopped.
+    epoch: score and calibrate at this epoch instead of choosing one (e.g. to calibrate a model already trained
+    for that many epochs with this recipe); the folds' runs are the same, so an earlier run's are reused."""
     from engage.models.checkpoint import load_network, save_model
 
     datasets = [FaceDataset.load(path) for path in paths]
@@ -232,18 +248,20 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
             + (" (continuing)" if started else ""))
         # data=None: a fold is continued by re-running the cross-validation, never alone on every face
         scores = _scores_at_every_epoch(replace(config, data=None), data.subset(~test_mask), data.subset(test_mask), run_dir, started, log)
-        for epoch, proba in scores.items():
-            oof.setdefault(epoch, np.full((len(data), proba.shape[1]), np.nan, np.float32))[test_mask] = proba
+        for scored_epoch, proba in scores.items():
+            oof.setdefault(scored_epoch, np.full((len(data), proba.shape[1]), np.nan, np.float32))[test_mask] = proba
 
+    if epoch is not None and epoch not in oof:
+        raise EngageError(f"--cv-epoch {epoch}: the recipe trains {len(oof)} epochs (1 to {max(oof)})")
     everyone = np.ones(len(data), bool)
-    chosen = _choose(labels, oof, data.corpus, everyone, decision, fold_of)
+    chosen = _choose(labels, oof, data.corpus, everyone, decision, fold_of, epoch)
     # cross-fitted figures: fold k scored with what the other folds chose
     honest = np.zeros_like(oof[chosen["epoch"]])
     predicted = np.zeros(len(data), np.int64)
     fold_choices = []
     for k in range(folds):
         test_mask = fold_of == k
-        choice = _choose(labels, oof, data.corpus, ~test_mask, decision, fold_of)
+        choice = _choose(labels, oof, data.corpus, ~test_mask, decision, fold_of, epoch)
         honest[test_mask] = calibrate(oof[choice["epoch"]][test_mask], choice["calibration"])
         fold_decision = replace(decision, threshold=choice["threshold"])
         predicted[test_mask] = fold_decision.predict(honest[test_mask])
@@ -255,11 +273,12 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
             groups[f"{name}: {os.path.basename(path)}"] = file_of == i
     report = {
         "folds": folds, "n": int(len(data)), "files": list(paths), "classes": data.class_names,
-        "decision_rule": "threshold maximising the mean over data sets of balanced accuracy, on calibrated out-of-fold "
-                         "predictions",
-        "epoch_rule": "epoch with the best mean over data sets of the mean over folds of out-of-fold ROC AUC (the "
-                      "earlier of equals)",
-        "calibration_rule": "Platt scaling of the log-odds on out-of-fold predictions, every data set weighing the same",
+        "decision_rule": DECISION_RULE,
+        "epoch_rule": ("epoch with the best mean over data sets of the mean over folds of out-of-fold ROC AUC (the "
+                       "earlier of equals)") if epoch is None else f"fixed: epoch {epoch} (--cv-epoch)",
+        "calibration_rule": CALIBRATION_RULE,
+        "base_rate": BALANCED,
+        "best_balanced_accuracy_threshold": chosen["best_balanced_accuracy_threshold"],
         "chosen_epoch": chosen["epoch"], "calibration": chosen["calibration"], "threshold": chosen["threshold"],
         "epoch_curve": {str(e): round(v, 5) for e, v in chosen["curve"].items()},
         "epoch_curve_per_corpus": {
@@ -273,7 +292,8 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
         "not_cross_fitted": "epoch_curve, epoch_curve_per_corpus and uncalibrated_at_0.5 use every fold's predictions "
                             "at the epoch chosen on all folds",
         "uncalibrated_at_0.5": {name: {**basic_metrics(labels[m], oof[chosen["epoch"]][m], decision),
-                                       "ece": expected_calibration_error(labels[m], oof[chosen["epoch"]][m])}
+                                       "ece": ece_at_rates(labels[m], decision.p_positive(oof[chosen["epoch"]][m]),
+                                                           decision.positive_index)["balanced"]}
                                 for name, m in groups.items() if len(np.unique(labels[m])) == 2},
         "method": "cross-fitted: each fold's faces are scored with the epoch, calibration and threshold chosen on the "
                   f"other folds' out-of-fold predictions; 95% CIs from {n_boot} bootstrap resamples of whole subjects",
@@ -320,19 +340,23 @@ def format_report(report: dict) -> str:
         low, high = row["ci95"].get(metric, [float("nan")] * 2)
         return f"{100 * row[metric]:5.1f} [{100 * low:4.1f}, {100 * high:4.1f}]"
 
-    lines = [f"{report['folds']} subject folds per data set; chosen: {report['chosen_epoch']} epochs, threshold "
-             f"{report['threshold']:.3f}, calibration scale {report['calibration']['scale']:.3f} bias "
-             f"{report['calibration']['bias'][1]:+.3f}", "",
+    calibration = report["calibration"]
+    lines = [f"{report['folds']} subject folds per data set; chosen: {report['chosen_epoch']} epochs, calibration scale "
+             f"{calibration['scale']:.3f} bias {calibration['bias'][1]:+.3f}"
+             + (f" ({calibration['fallback']})" if calibration.get("fallback") else "")
+             + f"; p calibrated for a base rate of {report.get('base_rate', 0.5):g}, threshold {report['threshold']:.3f}",
+             "",
              f"{'data set':28s} {'n':>6s} {'engaged':>8s} {'AUC % (folds)':>20s} {'AUC % (pooled)':>18s} "
-             f"{'bal. acc. %':>18s} {'accuracy %':>18s} {'F1 %':>18s} {'ECE':>6s}"]
+             f"{'bal. acc. %':>18s} {'accuracy %':>18s} {'F1 %':>18s} {'ECE':>6s} {'ECE own':>7s}"]
     for name, row in report["cross_fitted"].items():
         folds = report["cross_fitted_per_fold"][name]["auc"]
         per_fold = f"{100 * folds['mean']:5.1f} [{100 * folds['ci95'][0]:4.1f}, {100 * folds['ci95'][1]:4.1f}]"
         lines.append(f"{name[:28]:28s} {row['n']:6d} {100 * row['positive_share']:7.1f}% {per_fold:>20s} "
                      f"{cell(row, 'auc'):>18s} {cell(row, 'balanced_accuracy'):>18s} {cell(row, 'accuracy'):>18s} "
-                     f"{cell(row, 'f1'):>18s} {row['ece']:6.3f}")
+                     f"{cell(row, 'f1'):>18s} {row['ece']:6.3f} {row.get('ece_own_rate', float('nan')):7.3f}")
     lines += ["", "AUC (folds): mean over the folds of each fold's AUC (the faces of one model), 95% t-interval; "
-                  "the others: all out-of-fold faces together, 95% CI over students"]
+                  "the others: all out-of-fold faces together, 95% CI over students; ECE of p_engaged at the balanced "
+                  "rate (both classes weighing the same), ECE own: with p re-weighted to the data set's own share"]
     if report.get("model"):
         lines += ["", f"model (every subject, calibrated, threshold recorded): {report['model']}"]
     return "\n".join(lines)

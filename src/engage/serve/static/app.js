@@ -84,7 +84,7 @@ async function scoreImage(file) {
   img.src = "data:image/png;base64," + result.annotated_png;
   await img.decode().catch(() => {});
   fillRows("image-faces", result.faces.map((f) => [
-    "#" + f.face_id, f.label, fmt2(f.p_engaged), f.det_conf.toFixed(2), f.box.join(", "), f.expression || "-",
+    "#" + f.face_id, f.label === "uncertain" ? `uncertain (${f.quality.replace(/\+/g, ", ")})` : f.label, fmt2(f.p_engaged), f.det_conf.toFixed(2), f.box.join(", "), f.expression || "-",
   ]));
   $("image-result").hidden = false;
   const n = result.faces.length;
@@ -199,7 +199,7 @@ function drawLive(result) {
   ctx.font = `${Math.max(14, result.width / 35)}px system-ui, sans-serif`;
   for (const f of result.faces) {
     const [x, y, w, h] = f.box;
-    const colour = f.label === "engaged" ? "#28b43c" : "#e13c28";
+    const colour = f.label === "engaged" ? "#28b43c" : f.label === "uncertain" ? "#8c8c8c" : "#e13c28";
     ctx.strokeStyle = colour;
     ctx.strokeRect(x, y, w, h);
     const caption = `#${f.face_id} ${f.label} ${fmt2(f.p_engaged)}`;

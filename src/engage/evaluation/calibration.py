@@ -143,53 +143,41 @@ def logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def sigmoid(log_odds: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(log_odds, np.float64)))
+
+
 def shift_base_rate(p_positive: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
     """p(positive) calibrated for a share `from_rate` of positives, re-weighted for a share `to_rate`
     (prior-shift correction: log-odds + logit(to_rate) - logit(from_rate))."""
-    shifted = logit(p_positive) + logit(to_rate) - logit(from_rate)
-    return 1.0 / (1.0 + np.exp(-shifted))
+    return sigmoid(logit(p_positive) + logit(to_rate) - logit(from_rate))
 
 
-def expected_calibration_error(labels: np.ndarray, proba: np.ndarray, bins: int = 10,
-                               weights: np.ndarray | None = None) -> float:
-    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins; with
-    `weights` per face (balanced_weights: the ECE at a base rate of 0.5)."""
-    labels, proba = np.asarray(labels), np.asarray(proba)
-    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
-    if len(labels) == 0 or weights.sum() <= 0:
+def _binned_gap(scores: np.ndarray, outcomes: np.ndarray, bins: int, weights: np.ndarray | None) -> float:
+    """Sum over equal-width bins of the scores of |weighted outcomes - weighted scores|, the weights summing to 1:
+    the expected calibration error of scores that claim those outcomes."""
+    scores, outcomes = np.asarray(scores, np.float64), np.asarray(outcomes, np.float64)
+    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, np.float64)
+    if len(scores) == 0 or weights.sum() <= 0:
         return float("nan")
     weights = weights / weights.sum()
-    confidence = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        mass = weights[in_bin].sum()
-        if mass > 0:
-            error += abs(np.sum(weights[in_bin] * correct[in_bin]) - np.sum(weights[in_bin] * confidence[in_bin]))
-    return float(error)
+    which = np.clip(np.digitize(scores, edges[1:-1], right=True), 0, bins - 1)
+    return float(sum(abs(np.sum(weights[which == b] * (outcomes[which == b] - scores[which == b])))
+                     for b in range(bins)))
+
+
+def expected_calibration_error(labels: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    labels, proba = np.asarray(labels), np.asarray(proba)
+    return _binned_gap(proba.max(axis=1), proba.argmax(axis=1) == labels, bins, None)
 
 
 def binary_ece(positive: np.ndarray, p_positive: np.ndarray, bins: int = 10, weights: np.ndarray | None = None) -> float:
     """ECE of a binary model's p(positive), the number it reports: the gap between the share of positives and the
     mean p in equal-width bins of p, weighted by each bin's share of the faces (with `weights`: of their weight).
     Unlike the top-label ECE, it sees a probability that is right on average for the wrong share of positives."""
-    positive = np.asarray(positive, np.float64)
-    p_positive = np.asarray(p_positive, np.float64)
-    weights = np.ones(len(positive)) if weights is None else np.asarray(weights, np.float64)
-    if len(positive) == 0 or weights.sum() <= 0:
-        return float("nan")
-    weights = weights / weights.sum()
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p_positive, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if weights[in_bin].sum() > 0:
-            error += abs(np.sum(weights[in_bin] * positive[in_bin]) - np.sum(weights[in_bin] * p_positive[in_bin]))
-    return float(error)
+    return _binned_gap(p_positive, positive, bins, weights)
 
 
 def ece_at_rates(labels: np.ndarray, p_positive: np.ndarray, positive_index: int = 1,
@@ -231,8 +219,7 @@ class SiteCalibration:
             raise EngageError(f"a site calibration's threshold must be in [0, 1], got {self.threshold}")
 
     def apply(self, p_positive: np.ndarray) -> np.ndarray:
-        corrected = logit(p_positive) / self.temperature + self.bias
-        return 1.0 / (1.0 + np.exp(-corrected))
+        return sigmoid(logit(p_positive) / self.temperature + self.bias)
 
     def to_dict(self) -> dict:
         return {"kind": SITE_FILE_KIND, "version": 1,
@@ -302,6 +289,12 @@ class Adjustment:
                              "--base-rate cannot re-weight them; cross-validate it (engage train --cv) or fit a site "
                              "calibration (engage calibrate)")
 
+    def rate(self, config: dict) -> float | None:
+        """The base rate the adjusted p assumes: the one asked for, else the site's, else the model's (None: unstated)."""
+        if self.base_rate is not None:
+            return self.base_rate
+        return self.site.base_rate if self.site is not None else model_rate(config)
+
     def apply(self, p_positive: np.ndarray, config: dict) -> np.ndarray:
         """p(positive) as calibrated by the model (config) -> corrected for the site and re-weighted to the base rate."""
         p = np.asarray(p_positive, np.float64)
@@ -324,14 +317,6 @@ class Adjustment:
 
     def threshold(self, recorded: float) -> float:
         return self.site.threshold if self.site is not None and self.site.threshold is not None else recorded
-
-    def describe(self) -> str:
-        parts = []
-        if self.site is not None:
-            parts.append(f"site calibration {self.site.fitted_on.get('data', '')}".rstrip())
-        if self.base_rate is not None:
-            parts.append(f"base rate {self.base_rate:g}")
-        return ", ".join(parts)
 
 
 def model_rate(config: dict) -> float | None:

@@ -126,7 +126,7 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     the risk of the faces kept at every coverage."""
     from dataclasses import replace
 
-    from engage.evaluation.calibration import make_adjustment, model_rate
+    from engage.evaluation.calibration import make_adjustment
     from engage.evaluation.metrics import (
         basic_metrics,
         ece_of,
@@ -149,10 +149,8 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
         log("warning: the data holds one class only, so AUC and F1 are undefined or misleading")
     decision = classifier.decision
     decision = replace(decision, threshold=adjustment.threshold(decision.threshold))
-    proba = classifier.predict_proba(dataset.faces)
-    if not adjustment.empty:
-        proba = adjustment.apply_proba(proba, classifier.config, decision.positive_index)
-    rate = adjustment.base_rate or (adjustment.site.base_rate if adjustment.site else model_rate(classifier.config))
+    proba = adjustment.apply_proba(classifier.predict_proba(dataset.faces), classifier.config, decision.positive_index)
+    rate = adjustment.rate(classifier.config)
     quality = dataset_quality(dataset)
     judged = quality == "ok" if abstain else np.ones(len(dataset), bool)
     if not judged.any():

@@ -131,8 +131,8 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
         folders = np.array([os.path.dirname(str(path)) for path in dataset.paths])
         groups, grouped_by = (folders, "session (folder)") if len(np.unique(folders)) > 1 else (None, "face")
     p_model = decision.p_positive(classifier.predict_proba(dataset.faces)).astype(np.float64)
-    rate = model_rate(classifier.config) or BALANCED
-    p_model_balanced = shift_base_rate(p_model, rate, BALANCED) if model_rate(classifier.config) else p_model
+    stated = model_rate(classifier.config)  # the rate the model's p assumes, when its file says
+    p_model_balanced = p_model if stated is None else shift_base_rate(p_model, stated, BALANCED)
     try:
         site = fit_site(labels, p_model, groups, fit_threshold, model, sha256)
     except DegenerateCalibration as error:
@@ -158,9 +158,9 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
             p_after, out_of_sample = held, True
         except DegenerateCalibration:
             pass
-    threshold_before = decision.threshold
-    if model_rate(classifier.config) is not None:  # the model's threshold, moved with its p to the balanced rate
-        threshold_before = float(shift_base_rate(decision.threshold, rate, BALANCED))
+    threshold_before = decision.threshold  # the model's threshold, moved with its p to the balanced rate
+    if stated is not None:
+        threshold_before = float(shift_base_rate(decision.threshold, stated, BALANCED))
     before = measure(labels, p_model_balanced, threshold_before, groups, n_boot)
     if site.threshold is None:
         after = measure(labels, p_after, BALANCED, groups, n_boot)
@@ -180,7 +180,7 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
         "ece": "at the balanced rate (both classes weighing the same), and at the frames' own share of on-task faces",
         "ci95": f"{n_boot} bootstrap resamples of whole {grouped_by}s" if groups is not None else
                 f"{n_boot} bootstrap resamples of faces",
-        "threshold_before": float(decision.threshold), "model_base_rate": model_rate(classifier.config),
+        "threshold_before": float(decision.threshold), "model_base_rate": stated,
     })
     site.save(out_path)
     return site

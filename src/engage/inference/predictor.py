@@ -192,8 +192,6 @@ class Predictor:
         """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities, calibrated
         as the model records, then corrected for the site and re-weighted to the base rate when asked."""
         proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
-        if self.adjustment.empty:
-            return proba
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
 
     def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:

@@ -6,6 +6,7 @@ all measured in the same run.
     python benchmarks/predict_fps.py [--model engagement] [--frames 150] [--seconds 15] [--rounds 2]
     python benchmarks/predict_fps.py --expressions   # the fast settings with --expressions, per --expression-views
     python benchmarks/predict_fps.py --against OLD.safetensors   # the fast settings: --model against another model
+    python benchmarks/predict_fps.py --cues [--against OLD.safetensors]   # with the attention cues and without (OLD: --no-cues)
 
 "End to end" is what `engage predict VIDEO` does per frame: decode, detect, crop, score every face (batched),
 track and smooth; model loading and start-up (up to the first batch of 8 frames' results, which includes starting
@@ -106,6 +107,9 @@ def main() -> int:
     parser.add_argument("--against", default=None, metavar="MODEL",
                         help="instead: the fast settings with --model and with this model (e.g. the previous shipped "
                              "one), round robin in the same run, with their ratio")
+    parser.add_argument("--cues", action="store_true",
+                        help="instead: the default and the fast settings with and without the attention cues, as "
+                             "`engage predict VIDEO` runs (target: with cues at least 85%% of the frames/s without)")
     parser.add_argument("--expressions", action="store_true",
                         help="instead: the fast settings without and with --expressions, for each --expression-views")
     args = parser.parse_args()
@@ -119,7 +123,9 @@ def main() -> int:
     write_demo_video(video, frames=args.frames, fps=VIDEO_FPS)
     if args.expressions:
         return expressions_cost(args, video)
-    if args.against:
+    if args.cues:
+        return cues_cost(args, video)
+    if args.against and not args.cues:
         return against(args, video)
     vgg = paper_model(folder)
     print(f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
@@ -187,6 +193,34 @@ def expressions_cost(args, video: str) -> int:
     print(f"fast settings ({FAST[0]}, {FAST[1]}), best of {args.rounds} rounds:")
     for name, fps in best.items():
         print(f"  {name:40s} {fps:6.1f} frames/s  x{fps / baseline:.2f}")
+    return 0
+
+
+CUES_TARGET = 0.85  # issue 24: with the cues at least 85% of the frames/s without them
+
+
+def cues_cost(args, video: str) -> int:
+    """Frames/s of the default settings (mtcnn, torch) and the fast settings (yunet, onnx), each with --no-cues (the
+    baseline) and with the cues, as `engage predict VIDEO` runs (WAYS['now']), round robin in one run."""
+    from engage.inference.predictor import Predictor
+
+    settings = {"default (mtcnn, torch)": ("mtcnn", "torch"), "fast (yunet, onnx)": FAST[:2]}
+    without = args.against or args.model  # --against: the baseline is another model (e.g. one that needs no landmarks)
+    predictors = {(name, cues): Predictor(args.model if cues else without, detector=detector, backend=backend, cues=cues)
+                  for name, (detector, backend) in settings.items() for cues in (False, True)}
+    best: dict[tuple, float] = {}
+    for round_index in range(args.rounds):
+        for key, predictor in predictors.items():
+            fps = measure(predictor, video, args.frames, args.seconds, WAYS["now"])[0]
+            best[key] = max(best.get(key, 0.0), fps)
+            print(f"round {round_index + 1}: {key[0]}, cues {'on' if key[1] else 'off'}: {fps:.1f} frames/s", flush=True)
+    print(f"\n{os.cpu_count()} cores, best of {args.rounds} rounds, `engage predict VIDEO` as it runs now; without: "
+          f"{without} --no-cues, with: {args.model}:\n")
+    print("| settings | frames/s without cues | frames/s with cues | ratio | target >= 0.85 |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in settings:
+        off, on = best[name, False], best[name, True]
+        print(f"| {name} | {off:.1f} | {on:.1f} | {on / off:.2f} | {'met' if on / off >= CUES_TARGET else 'not met'} |")
     return 0
 
 

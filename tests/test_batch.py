@@ -96,8 +96,9 @@ def test_parquet_rows_equal_engage_predict_csv(ray_local, media, engagement_mode
     for mine, theirs in zip(got, expected):
         for name in ("source", "frame", "face_id", "x", "y", "w", "h", "label"):
             assert str(mine[name]) == theirs[name], (name, mine, theirs)
-        for name, decimals in (("time_s", 3), ("det_conf", 4), ("p_engaged", 4), ("p_engaged_raw", 4)):
-            # the CSV rounds; within its last digit's half and 1e-5
+        for name, decimals in (("time_s", 3), ("det_conf", 4), ("p_engaged", 4), ("p_engaged_raw", 4), ("yaw", 4),
+                               ("eyes_open", 4), ("mouth_open", 4)):
+            # the CSV rounds; within its last digit's half and 1e-5 (the cues: measured in the detection tasks)
             assert abs(mine[name] - float(theirs[name])) <= 0.5 * 10.0 ** -decimals + 1e-5, (name, mine, theirs)
 
     # full precision: the values `engage predict` computes before writing them, within 1e-5

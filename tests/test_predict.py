@@ -40,8 +40,9 @@ def test_group_picture_every_face_biggest_first_in_the_right_place(predictor, sa
 
 def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, sample_images, engagement_model):
     """The biggest face is cropped exactly as pre-processing did at training, so the score is what
-    `engage evaluate` would give for this photo."""
+    `engage evaluate` would give for this photo, moved by the face's attention cues as the model's cue head says."""
     from engage.faces.crop import FaceSettings, extract_face
+    from engage.inference.predictor import cue_array
     from engage.models.loading import load_model
 
     classifier = load_model(engagement_model)
@@ -51,6 +52,8 @@ def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, samp
         crop = extract_face(rgb, predictor.detector, FaceSettings.from_dict(classifier.face_settings))
         expected = classifier.predict_proba(crop.face[None])[0]
         face = predictor.predict(rgb)[0]
+        assert face.cues is not None and classifier.cue_head is not None
+        expected = classifier.cue_head.apply(expected[None], cue_array([face.cues]), 1)[0]
         assert np.array_equal(face.face, crop.face)  # the very same 48x48 pixels
         np.testing.assert_allclose([face.probabilities["disengaged"], face.probabilities["engaged"]], expected, atol=1e-6)
         assert face.p_engaged == pytest.approx(float(expected[1]), abs=1e-6)
@@ -135,6 +138,8 @@ def test_bad_settings_and_models_are_clear_errors(engagement_model):
 @pytest.mark.parametrize("options", [
     ["--margin", "0.3", "--border", "pad", "--align", "--size", "64", "--color"],
     ["--margin", "0.5", "--size", "32"],
+    ["--box", "landmarks"],
+    ["--box", "landmarks", "--margin", "0.2", "--border", "pad"],
 ])
 def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(options, tmp_path, sample_images):
     """The crop a model was trained on (preprocess) and the crop predict scores are the same pixels, whatever the

@@ -131,7 +131,12 @@ def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothi
     single = list(predictor.predict_video(demo_video, every=2, pipeline=False))
     assert frame_key(pooled) == frame_key(single)
     assert [f.frame for f in pooled] == list(range(0, 24, 2)) and sum(len(f.faces) for f in pooled) == 24
-    frames = predictor.predict_video(demo_video, detect_processes=2)
+    from engage.inference.demo import write_demo_video
+
+    long_video = os.path.join(os.path.dirname(demo_video), "long.mp4")  # long enough that detection is still going
+    if not os.path.exists(long_video):                                  # when the first batch has been scored
+        write_demo_video(long_video, frames=240)
+    frames = predictor.predict_video(long_video, detect_processes=2)
     next(frames)
     assert len(multiprocessing.active_children()) == 2
     frames.close()  # the consumer stops early

@@ -89,9 +89,9 @@ def test_an_uncertain_frame_stays_out_of_the_smoothing(astronaut):
     box = FaceBox(0, 0, 96, 96, 1.0)
     good, bad = face_crop(astronaut, 48, gray=True), face_crop(astronaut, 48, blur_sigma=8.0, gray=True)
     proba = predictor.predict_proba(np.stack([good, bad]))
-    first = predictor.judged(1, box, proba[0], None, good, 0.0, smoother)
-    blurred = predictor.judged(1, box, proba[1], None, bad, 0.1, smoother)
-    after = predictor.judged(1, box, proba[0], None, good, 0.2, smoother)
+    first = predictor.judged(1, box, proba[0], None, good, None, 0.0, smoother)
+    blurred = predictor.judged(1, box, proba[1], None, bad, None, 0.1, smoother)
+    after = predictor.judged(1, box, proba[0], None, good, None, 0.2, smoother)
     assert blurred.label == "uncertain" and blurred.p_engaged == pytest.approx(blurred.p_engaged_raw)
     assert after.p_engaged == pytest.approx(first.p_engaged, abs=1e-6)  # the blurred frame moved nothing
 

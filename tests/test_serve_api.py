@@ -108,6 +108,9 @@ def test_image_result_equals_predictor_on_the_same_file(client, photos, served_p
         faces = predictor.predict(str(photos[name]))
         assert result == image_result(name, rgb.shape[1], rgb.shape[0], faces)  # the `engage predict --json` object
         assert len(result["faces"]) == {"group.png": 3, "astronaut.png": 1, "coffee.png": 0}[name]
+        for face in result["faces"]:  # the attention cues, measured by the server as predict measures them
+            assert set(face["cues"]) >= {"yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", "eyes_open", "mouth_open"}
+            assert abs(face["cues"]["yaw"]) < 10
         from engage.io.images import read_image_bytes
 
         assert np.array_equal(read_image_bytes(png), draw_faces(rgb, faces, predictor.positive_class))

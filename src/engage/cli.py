@@ -67,6 +67,9 @@ Examples:
 @click.option("--border", type=click.Choice(["clip", "pad"]), default="clip", show_default=True,
               help="A grown box at the image edge: 'clip' moves and shrinks it to fit, 'pad' keeps it and repeats the edge pixels.")
 @click.option("--align", is_flag=True, help="Turn each face upright on its eyes (the detector's landmarks).")
+@click.option("--box", type=click.Choice(["detector", "landmarks"]), default="detector", show_default=True,
+              help="Cut each face from the detector's box, or from the box its face mesh places (steadier: it does "
+                   "not move with the detector or the box's jitter).")
 @click.option("--size", type=click.IntRange(16, 256), default=48, show_default=True, help="Side of the face crop in pixels (a multiple of 16).")
 @click.option("--color", is_flag=True, help="Keep colour (RGB) instead of one gray channel.")
 @click.option("--corpus", default=None, help="Name of this data set, for training on several (default: the --out file's name).")
@@ -87,7 +90,7 @@ Examples:
 @click.option("--workers", type=click.IntRange(0), default=0, help="Worker processes (0: one per core).")
 @click.option("--force", is_flag=True, help="Ignore the cache held in an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confidence, margin, square, border, align, size,
+def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confidence, margin, square, border, align, box, size,
                color, corpus, normalize, label_column, label_map, subject_pattern, usage, split, val_fraction, folds, seed, save_crops,
                strict, workers, force, as_json) -> None:
     """Detect, crop and normalise the faces of SRC into one dataset file (.npz; 48x48 gray by default).
@@ -101,7 +104,7 @@ def preprocess(src, out_path, sample, detector, no_detect, no_face, min_confiden
         raise UsageError("give either SRC (a folder or CSV) or --sample")
     options = PreprocessOptions(
         detector=None if no_detect else detector, no_face=no_face, min_confidence=min_confidence,
-        margin=margin, square=square, border=border, align=align, size=size, color=color, corpus=corpus,
+        margin=margin, square=square, border=border, align=align, box=box, size=size, color=color, corpus=corpus,
         normalize=normalize,
         label_column=None if label_column.lower() == "none" else label_column, label_map=label_map,
         subject_pattern=subject_pattern, usages=list(usage) or None, split=split, val_fraction=val_fraction,
@@ -275,6 +278,13 @@ def judgement_options(function):
     return function
 
 
+def cue_option(function):
+    """--cues/--no-cues (predict, serve, batch): the attention cues of every face, and their effect on p_engaged."""
+    return click.option("--cues/--no-cues", default=True, show_default=True,
+                        help="Measure head pose, gaze, eye and mouth opening per face (columns of their own; the "
+                             "shipped model's p_engaged uses them). --no-cues: faster, appearance alone.")(function)
+
+
 EVALUATE_EXAMPLES = """
 \b
 Examples:
@@ -293,9 +303,10 @@ Examples:
 @click.option("--out", "out_dir", default=None, help="Folder for metrics.json, predictions.csv and the plots.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
 @judgement_options
+@cue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_dir, bootstrap,
-             base_rate, calibration, abstain, as_json) -> None:
+             base_rate, calibration, abstain, cues, as_json) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
     from engage.evaluation.evaluate import evaluate_model
 
@@ -303,7 +314,7 @@ def evaluate(model_name, data, label_column, label_map, subject_pattern, usage, 
     result = evaluate_model(model_name, data, label_column=label_column, label_map=label_map,
                             subject_pattern=subject_pattern, usages=list(usage) or None, split=split_name,
                             out_dir=out_dir, n_boot=bootstrap, log=lambda line: click.echo(line, err=True),
-                            base_rate=base_rate, calibration=calibration, abstain=abstain)
+                            base_rate=base_rate, calibration=calibration, abstain=abstain, cues=cues)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
@@ -376,9 +387,10 @@ Examples:
 @click.option("--abstain/--no-abstain", default=True, show_default=True,
               help="Fit on the faces predict would judge only (not too small, blurred, turned aside or weakly detected).")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Bootstrap resamples for the CIs.")
+@cue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the written calibration as JSON.")
 def calibrate(model_name, data, label_column, label_map, subject_pattern, usage, split_name, out_path, fit_threshold,
-              abstain, bootstrap, as_json) -> None:
+              abstain, bootstrap, cues, as_json) -> None:
     """Correct a model's p_engaged for a new site from a few labelled frames: a temperature and a bias (and
     optionally a threshold) on top of the model, written as a small JSON file for --calibration.
 
@@ -391,7 +403,7 @@ def calibrate(model_name, data, label_column, label_map, subject_pattern, usage,
     site = calibrate_site(model_name, list(data) if len(data) > 1 else data[0], out_path, label_column=label_column,
                           label_map=label_map, subject_pattern=subject_pattern, usages=list(usage) or None,
                           split=split_name, fit_threshold=fit_threshold, abstain=abstain, n_boot=bootstrap,
-                          log=notes.append)
+                          log=notes.append, cues=cues)
     for note in notes:
         click.echo(note, err=True)
     click.echo(json.dumps(site.to_dict(), indent=1) if as_json else format_site(site, out_path))
@@ -486,6 +498,7 @@ Examples:
                    "the face and its mirror image, or the face alone (16x faster than fer's).")
 @frame_options
 @judgement_options
+@cue_option
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop each video or the camera after N scored frames.")
 @click.option("--csv", "csv_path", default=None, metavar="FILE", help="Write one row per face per frame.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per input (one per line) instead of the summary.")
@@ -497,7 +510,7 @@ Examples:
               help="Processes: 2+ videos are scored whole in N processes; a single video's faces are detected "
                    "in N processes (0: one per core).")
 def predict(inputs, sample, webcam, model_name, detector, backend, expressions, fer_model, expression_views,
-            min_confidence, detect_size, every, smooth, base_rate, calibration, abstain, max_frames, csv_path, as_json,
+            min_confidence, detect_size, every, smooth, base_rate, calibration, abstain, cues, max_frames, csv_path, as_json,
             annotate_dir, timeline_dir, crops_dir, workers) -> None:
     """Score every face in images, folders (recursive), globs, videos or a webcam: p_engaged, label, box, face id.
 
@@ -521,7 +534,7 @@ def predict(inputs, sample, webcam, model_name, detector, backend, expressions, 
     make_predictor = functools.partial(Predictor, model_name, detector=detector, backend=backend, expressions=expressions,
                                        expression_model=fer_model, expression_views=expression_views,
                                        min_confidence=min_confidence, detect_size=detect_size, smoothing_s=smooth,
-                                       base_rate=base_rate, calibration=calibration, abstain=abstain)
+                                       base_rate=base_rate, calibration=calibration, abstain=abstain, cues=cues)
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn(), console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
@@ -630,8 +643,9 @@ Examples:
               metavar="SECONDS", help="Longest time one image request may take.")
 @click.option("--token", default=None, envvar="ENGAGE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 (or set ENGAGE_TOKEN).")
 @judgement_options
+@cue_option
 def serve(host, port, model_name, detector, backend, expression_views, workers, queue, retention, max_upload_mb, timeout_s,
-          token, base_rate, calibration, abstain) -> None:
+          token, base_rate, calibration, abstain, cues) -> None:
     """Serve the web page and the HTTP API: score photos, videos and the browser's camera (extra 'serve').
 
     The model is loaded once; video jobs run in a bounded pool and are deleted after --retention seconds
@@ -651,7 +665,7 @@ def serve(host, port, model_name, detector, backend, expression_views, workers, 
     torch.set_num_threads(1)  # the pools score requests in parallel, one core each
     settings = ServeSettings(model=model_name, detector=detector, backend=backend, expression_views=expression_views,
                              workers=workers or os.cpu_count() or 1, video_queue=queue, retention_s=retention, token=token,
-                             base_rate=base_rate, calibration=calibration, abstain=abstain,
+                             base_rate=base_rate, calibration=calibration, abstain=abstain, cues=cues,
                              limits=Limits(video_bytes=max_upload_mb * MB, request_s=timeout_s))
     application = create_app(settings)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -759,8 +773,9 @@ Examples:
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @frame_options
 @judgement_options
+@cue_option
 def batch(sources, out_dir, address, num_cpus, scorers, model_name, detector, backend, min_confidence, detect_size,
-          every, smooth, base_rate, calibration, abstain) -> None:
+          every, smooth, base_rate, calibration, abstain, cues) -> None:
     """Score many videos and images on Ray (extra 'cluster'), here or on a cluster: Parquet results, resumable.
 
     Writes one row per face per frame (the columns of predict --csv) under RESULTS_DIR/faces/, one folder per
@@ -783,7 +798,7 @@ def batch(sources, out_dir, address, num_cpus, scorers, model_name, detector, ba
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # also when Ray Data was set up before this command
     options = BatchOptions(model=model_name, detector=detector, backend=backend, min_confidence=min_confidence,
                            detect_size=detect_size, every=every, smooth=smooth, base_rate=base_rate,
-                           calibration=calibration, abstain=abstain, address=address, num_cpus=num_cpus,
+                           calibration=calibration, abstain=abstain, cues=cues, address=address, num_cpus=num_cpus,
                            scorers=scorers)
 
     def on_source(summary: dict) -> None:

@@ -12,13 +12,15 @@ import numpy as np
 
 from engage.cluster.sources import BatchSource
 from engage.cluster.tasks import END, FACE, FAILED
+from engage.faces.cues import CUE_COLUMNS, FaceCues
 from engage.faces.detect import FaceBox
 from engage.faces.quality import UNCERTAIN, FaceQuality
 from engage.inference.predictor import Predictor
 from engage.inference.records import FrameResult
 from engage.inference.tracking import EmaSmoother
 
-FACE_COLUMNS = ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", "det_conf", "sharpness", "turn", "proba")
+FACE_COLUMNS = ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", "det_conf", "sharpness", "turn",
+                *CUE_COLUMNS, "proba")
 
 
 class _Pending:
@@ -66,6 +68,12 @@ class Collector:
         return list(self.pending)
 
 
+def face_cues_of(faces: dict[str, np.ndarray], index: int) -> FaceCues | None:
+    """The attention cues of row `index` as the detection task measured them (None: no landmarks, NaN there)."""
+    values = [float(faces[name][index]) for name in CUE_COLUMNS]
+    return None if any(np.isnan(values)) else FaceCues(*values)
+
+
 def source_records(source: BatchSource, pending: _Pending, predictor: Predictor) -> list[dict]:
     """One source's rows in frame order, biggest face first in each frame: the values of `engage predict --csv`."""
     if not pending.parts:
@@ -89,7 +97,8 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
                                    None if np.isnan(turn) else turn, box.confidence)  # measured where the crop was cut
             quality = (measures, predictor.quality_reasons(measures))
             # images: p_engaged is the face's own; videos: smoothed per face as predict smooths it
-            results.append(predictor.judged(face_id, box, proba, None, None, time_s, smoother, quality))
+            results.append(predictor.judged(face_id, box, proba, None, None, face_cues_of(faces, i), time_s, smoother,
+                                            quality))
         frame = FrameResult(source.name, int(faces["frame"][start]), time_s, results, width, height)
         records.extend(frame.records())
     return records

@@ -25,6 +25,7 @@ class BatchOptions:
     base_rate: float | None = None  # share of on-task faces expected at the site (None: the model's own rate)
     calibration: str | None = None  # a site calibration file (engage calibrate)
     abstain: bool = True  # faces that cannot be judged are 'uncertain'
+    cues: bool = True  # attention cues per face (and their effect on p_engaged)
     # where and how it runs (the results do not depend on these)
     address: str | None = None  # None: start a local Ray on this machine; 'auto' or 'ray://HOST:PORT'
     num_cpus: int | None = None  # CPUs of the local Ray (None: every core); ignored with an address
@@ -53,19 +54,19 @@ class BatchOptions:
             _PREDICTORS[key] = Predictor(self.model, detector=self.detector, backend=self.backend,
                                          min_confidence=self.min_confidence, detect_size=self.detect_size,
                                          smoothing_s=self.smooth, base_rate=self.base_rate,
-                                         calibration=self.calibration, abstain=self.abstain)
+                                         calibration=self.calibration, abstain=self.abstain, cues=self.cues)
         return _PREDICTORS[key]
 
     def _scoring_key(self) -> tuple:
         return (self.model, self.detector, self.backend, self.min_confidence, self.detect_size, self.smooth,
-                self.base_rate, self.calibration, self.abstain)
+                self.base_rate, self.calibration, self.abstain, self.cues)
 
     def settings(self) -> dict:
         """The settings the results depend on, as a results folder records them (with the detector chosen)."""
         predictor = self.predictor()
         scoring = {field.name: getattr(self, field.name) for field in fields(self)
                    if field.name in ("model", "backend", "min_confidence", "detect_size", "every", "smooth", "base_rate",
-                                     "abstain")}
+                                     "abstain", "cues")}
         site = predictor.adjustment.site  # by what it does, not its path: an edited file is other settings
         scoring["calibration"] = None if site is None else {key: value for key, value in site.to_dict().items()
                                                             if key in ("temperature", "bias", "threshold", "base_rate")}

@@ -7,6 +7,7 @@ import numpy as np
 
 from engage.cluster.options import BatchOptions
 from engage.cluster.tasks import FACE
+from engage.faces.cues import CUE_COLUMNS
 
 
 class FaceScorer:
@@ -23,6 +24,7 @@ class FaceScorer:
         proba = np.zeros((len(crops), len(self.predictor.class_names)), np.float32)
         for start in range(0, len(faces), self.batch):
             chosen = faces[start : start + self.batch]
-            proba[chosen] = self.predictor.predict_proba(crops[chosen])
+            cues = np.column_stack([batch[name][chosen] for name in CUE_COLUMNS])
+            proba[chosen] = self.predictor.predict_proba(crops[chosen], cues)
         batch["proba"] = proba
         return batch

@@ -15,14 +15,16 @@ from engage.cluster.options import BatchOptions
 from engage.errors import EngageError, ImageReadError
 from engage.faces.crop import to_gray
 from engage.faces.quality import measure_face
-from engage.inference.predictor import Predictor, crop_faces, video_gap_s
+from engage.faces.cues import CUE_COLUMNS
+from engage.inference.predictor import Predictor, cue_array, video_gap_s
 from engage.inference.tracking import IouTracker
 from engage.io.images import read_image
 from engage.io.video import VideoSource
 
 FACE, END, FAILED = "face", "end", "failed"  # row kinds: a face to score; a source done (info) or failed (reason)
 FACES_PER_BLOCK = 512  # faces sent on to scoring together
-FLOAT_COLUMNS = ("det_conf", "sharpness", "turn")  # the quality measures travel with each face (turn: NaN without landmarks)
+# the quality measures and the attention cues travel with each face (turn and cues: NaN without landmarks)
+FLOAT_COLUMNS = ("det_conf", "sharpness", "turn", *CUE_COLUMNS)
 
 
 class _Rows:
@@ -39,9 +41,12 @@ class _Rows:
                                                               "h", *FLOAT_COLUMNS)}
         self.crops: list[np.ndarray] = []
 
-    def add(self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray) -> None:
-        for index, (box, face_id, crop) in enumerate(zip(boxes, face_ids, crops)):
+    def add(self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray,
+            cues: np.ndarray) -> None:
+        for index, (box, face_id, crop, values) in enumerate(zip(boxes, face_ids, crops, cues)):
             quality = measure_face(box, crop)
+            for name, value in zip(CUE_COLUMNS, values):
+                self.columns[name].append(value)
             for name, value in (("frame", frame), ("time_s", time_s), ("face_index", index), ("face_id", face_id),
                                 ("x", box.x), ("y", box.y), ("w", box.w), ("h", box.h), ("det_conf", box.confidence),
                                 ("sharpness", quality.sharpness),
@@ -100,7 +105,7 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
     opened = _open(source)
     if isinstance(opened, np.ndarray):  # an image: frame 0 at time 0, faces numbered biggest first
         boxes = predictor.detect(opened)
-        rows.add(0, 0.0, boxes, list(range(1, len(boxes) + 1)), _crops(predictor, opened, boxes))
+        rows.add(0, 0.0, boxes, list(range(1, len(boxes) + 1)), *_crops(predictor, opened, boxes))
         height, width = opened.shape[:2]
         return {"kind": "image", "width": width, "height": height, "fps": None, "frames_scored": 1,
                 "frames_with_faces": int(bool(boxes)), "duration_s": 0.0}
@@ -111,8 +116,8 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
         last_time_s = 0.0
         for frame in video.frames(options.every):
             boxes = predictor.detect(frame.rgb)
-            rows.add(frame.index, frame.time_s, boxes, tracker.update(boxes, frame.time_s),
-                     _crops(predictor, frame.rgb, boxes))
+            face_ids = tracker.update(boxes, frame.time_s)
+            rows.add(frame.index, frame.time_s, boxes, face_ids, *_crops(predictor, frame.rgb, boxes))
             frames += 1
             with_faces += bool(boxes)
             last_time_s = frame.time_s
@@ -124,8 +129,10 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
             "frames_scored": frames, "frames_with_faces": with_faces, "duration_s": round(last_time_s, 3)}
 
 
-def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list) -> np.ndarray:
-    return crop_faces(rgb, boxes, predictor.settings, predictor.detector is None, to_gray(rgb))
+def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list) -> tuple[np.ndarray, np.ndarray]:
+    """The faces' crops as the model expects them and their cues (rows of NaN where there are none)."""
+    crops, cues = predictor.cut_and_cues(rgb, boxes, to_gray(rgb))
+    return crops, cue_array(cues)
 
 
 def _open(source: dict):

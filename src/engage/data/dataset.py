@@ -40,6 +40,7 @@ class FaceDataset:
     meta: dict = field(default_factory=dict)  # settings, source, report, cache
     landmarks: np.ndarray | None = None  # (N, 5, 2) float32 detector landmarks in image pixels, NaN when none
     corpus: np.ndarray | None = None  # str: which data set each face comes from (e.g. 'wacv', 'daisee')
+    cues: np.ndarray | None = None  # (N, len(CUE_COLUMNS)) attention cues, NaN without landmarks; measured, not saved
 
     def __post_init__(self):
         n = len(self.faces)
@@ -48,8 +49,8 @@ class FaceDataset:
         if self.corpus is None:
             self.corpus = np.full(n, self.meta.get("corpus", ""), dtype=object).astype(str)
         for name in ("labels", "subjects", "paths", "boxes", "det_conf", "face_source", "split", "fold", "landmarks",
-                     "corpus"):
-            if len(getattr(self, name)) != n:
+                     "corpus", "cues"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"FaceDataset.{name} has {len(getattr(self, name))} entries for {n} faces")
 
     def __len__(self) -> int:
@@ -69,7 +70,7 @@ class FaceDataset:
         return FaceDataset(
             self.faces[index], self.labels[index], list(self.class_names), self.subjects[index], self.paths[index],
             self.boxes[index], self.det_conf[index], self.face_source[index], self.split[index], self.fold[index],
-            dict(self.meta), self.landmarks[index], self.corpus[index],
+            dict(self.meta), self.landmarks[index], self.corpus[index], None if self.cues is None else self.cues[index],
         )
 
     @property
@@ -164,6 +165,7 @@ def concatenate(datasets: list[FaceDataset], names: list[str] | None = None) -> 
         subjects = np.array([f"{c}/{s}" if s else "" for c, s in zip(corpus, subjects)], dtype=object)
     join = lambda name: np.concatenate([getattr(d, name) for d in datasets])  # noqa: E731
     meta = dict(first.meta, combined=[str(n) for n in names])
+    cues = join("cues") if all(d.cues is not None for d in datasets) else None
     return FaceDataset(join("faces"), join("labels"), list(first.class_names), subjects.astype(str), join("paths"),
                        join("boxes"), join("det_conf"), join("face_source"), join("split"), join("fold"), meta,
-                       join("landmarks"), corpus.astype(str))
+                       join("landmarks"), corpus.astype(str), cues)

@@ -241,6 +241,7 @@ class PreprocessOptions:
     size: int = FACE_SIZE
     border: str = "clip"
     align: bool = False
+    box: str = "detector"  # 'landmarks': cut each face from the box its face mesh places (FaceSettings.box)
     color: bool = False
     corpus: str | None = None  # the data set's name (default: the output file's name)
     label_column: str | None = "label"
@@ -258,7 +259,7 @@ class PreprocessOptions:
     def face_settings(self) -> FaceSettings:
         return FaceSettings(
             detector=self.detector, no_face=self.no_face, min_confidence=self.min_confidence, margin=self.margin,
-            square=self.square, normalize=self.normalize, size=self.size, border=self.border, align=self.align,
+            square=self.square, normalize=self.normalize, size=self.size, border=self.border, align=self.align, box=self.box,
             color=self.color,
         )
 

@@ -14,6 +14,40 @@ from engage.io.files import write_text
 from engage.models.loading import FaceClassifier, load_model
 
 
+def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np.ndarray | None:
+    """The attention cues of every face of a dataset, measured from its original image (meta root + path) on the
+    box it was cut from and the detector's eye landmarks, as `engage predict` measures them (the face mesh is
+    placed by that box, not the detector's own, so a face turned far aside may read a little otherwise); NaN where
+    there are no landmarks or the image is gone.
+    None when no image can be read (the dataset was moved away from its images)."""
+    from engage.faces.cues import CUE_COLUMNS, face_cues
+    from engage.faces.detect import FaceBox
+    from engage.faces.landmarks import shared_mesh
+    from engage.io.images import read_image
+
+    root = dataset.meta.get("root") or ""
+    cues = np.full((len(dataset), len(CUE_COLUMNS)), np.nan)
+    read = 0
+    for i, (path, box, points) in enumerate(zip(dataset.paths, dataset.boxes, dataset.landmarks)):
+        path = str(path).split("#")[0]
+        full = path if os.path.isabs(path) else os.path.join(root, path)
+        if not os.path.isfile(full):
+            continue
+        try:
+            rgb = read_image(full)
+        except EngageError:
+            continue
+        read += 1
+        eyes = tuple(map(tuple, points)) if np.isfinite(points).all() else None  # the detector's: they turn the region
+        landmarks = shared_mesh().landmarks(rgb, FaceBox(*(int(v) for v in box), 1.0, eyes))
+        if landmarks is not None:
+            cues[i] = face_cues(landmarks).as_array()
+    if not read:
+        log(f"the cues cannot be measured: none of the {len(dataset)} images is under {root or 'the current folder'}")
+        return None
+    return cues
+
+
 def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str = "label", label_map: str | None = None,
                         subject_pattern: str | None = None, usages: list[str] | None = None,
                         log: Callable[[str], None] = print) -> FaceDataset:
@@ -74,14 +108,20 @@ def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
 
 def load_data(data: str | list[str], classifier: FaceClassifier, label_column: str = "label",
               label_map: str | None = None, subject_pattern: str | None = None, usages: list[str] | None = None,
-              split: str | None = None, log: Callable[[str], None] = print) -> tuple[FaceDataset, str]:
+              split: str | None = None, log: Callable[[str], None] = print, cues: bool = False
+              ) -> tuple[FaceDataset, str]:
     """One or several data sources (any form the readers take) as one dataset for this model, and their name;
-    split: only the faces of that split of a .npz."""
+    split: only the faces of that split of a .npz; cues: measure the faces' attention cues (FaceDataset.cues) when
+    the model has a cue head."""
     from engage.data.dataset import concatenate
 
     sources = [data] if isinstance(data, str) else list(data)
-    dataset = concatenate([load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
-                           for source in sources], sources)
+    loaded = [load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
+              for source in sources]
+    if cues and classifier.cue_head is not None:  # measured per source: each has its own image folder
+        for source in loaded:
+            source.cues = measure_cues(source, log)
+    dataset = concatenate(loaded, sources)
     name = ", ".join(sources)
     if split:
         present = sorted(set(dataset.split.tolist()) - {""})
@@ -117,13 +157,14 @@ def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
 def evaluate_model(model: str, data: str | list[str], label_column: str = "label", label_map: str | None = None,
                    subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
                    out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print,
-                   base_rate: float | None = None, calibration=None, abstain: bool = True) -> dict:
+                   base_rate: float | None = None, calibration=None, abstain: bool = True, cues: bool = True) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir.
 
     base_rate and calibration (a site calibration file or object) adjust p(positive) as predict does. With abstain
     (the default, as predict), faces that cannot be judged (engage.faces.quality) are left out of the metrics and
     `coverage` says what share was judged; `all_faces` gives the figures without abstention, and `risk_coverage`
-    the risk of the faces kept at every coverage."""
+    the risk of the faces kept at every coverage. A model with a cue head has its faces' attention cues measured
+    from the original images (as predict does) unless cues is False; `cues` in the report says on how many."""
     from dataclasses import replace
 
     from engage.evaluation.calibration import make_adjustment
@@ -139,7 +180,7 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     classifier = load_model(model)
     adjustment = make_adjustment(base_rate, calibration)
     adjustment.check(classifier.config, model)
-    dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log)
+    dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log, cues)
     labelled = dataset.labels >= 0
     if not labelled.any():
         raise EngageError(f"{data}: no labelled faces to evaluate on")
@@ -149,7 +190,11 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
         log("warning: the data holds one class only, so AUC and F1 are undefined or misleading")
     decision = classifier.decision
     decision = replace(decision, threshold=adjustment.threshold(decision.threshold))
-    proba = adjustment.apply_proba(classifier.predict_proba(dataset.faces), classifier.config, decision.positive_index)
+    proba = classifier.predict_proba(dataset.faces)
+    head = classifier.cue_head if cues and decision.binary else None
+    if head is not None and dataset.cues is not None:
+        proba = head.apply(proba, dataset.cues, decision.positive_index)
+    proba = adjustment.apply_proba(proba, classifier.config, decision.positive_index)
     rate = adjustment.rate(classifier.config)
     quality = dataset_quality(dataset)
     judged = quality == "ok" if abstain else np.ones(len(dataset), bool)
@@ -167,6 +212,8 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     report = {"model": model, "data": data, **report, "coverage": float(judged.mean()),
               "abstention": {"on": bool(abstain), "faces": int(len(dataset)), "judged": int(judged.sum()),
                              "not_judged_by_reason": reasons},
+              "cues": {"cue_head": classifier.cue_head is not None, "applied": head is not None and dataset.cues is not None,
+                       "faces_with_cues": 0 if dataset.cues is None else int(np.isfinite(dataset.cues).all(axis=1).sum())},
               "plots": []}
     if not adjustment.empty:
         report["adjustment"] = {"base_rate": adjustment.base_rate,

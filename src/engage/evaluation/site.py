@@ -87,10 +87,11 @@ def measure(labels: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndar
 def calibrate_site(model: str, data: str | list[str], out_path: str, label_column: str = "label",
                    label_map: str | None = None, subject_pattern: str | None = None, usages: list[str] | None = None,
                    split: str | None = None, fit_threshold: bool = False, abstain: bool = True, n_boot: int = 1000,
-                   log: Callable[[str], None] = print) -> SiteCalibration:
+                   log: Callable[[str], None] = print, cues: bool = True) -> SiteCalibration:
     """Fit a site calibration for `model` on labelled frames (`engage evaluate`'s data forms) and write it to
     out_path (JSON). Refuses, writing nothing: one class only, fewer than MIN_PER_CLASS judged faces of a class, no
-    face found, a label the label map does not name."""
+    face found, a label the label map does not name. The model's cue head, when it has one, moves the scores first
+    (as in predict, where the site's correction comes after it) unless cues is False."""
     from engage.evaluation.evaluate import align_labels, dataset_quality, load_data
     from engage.models.loading import load_model
 
@@ -104,7 +105,7 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
     if not sha256:
         raise EngageError(f"{model} does not record the sha256 of its weights, so a site calibration could not be "
                           "tied to it; save it with engage (train, or scripts/ship_model.py)")
-    dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log)
+    dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log, cues)
     dataset = dataset.subset(dataset.labels >= 0)
     if not len(dataset):
         raise EngageError(f"{data}: no labelled face found; a site calibration needs labelled frames with faces")
@@ -130,7 +131,10 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
     else:
         folders = np.array([os.path.dirname(str(path)) for path in dataset.paths])
         groups, grouped_by = (folders, "session (folder)") if len(np.unique(folders)) > 1 else (None, "face")
-    p_model = decision.p_positive(classifier.predict_proba(dataset.faces)).astype(np.float64)
+    proba = classifier.predict_proba(dataset.faces)
+    if cues and classifier.cue_head is not None and dataset.cues is not None:
+        proba = classifier.cue_head.apply(proba, dataset.cues, decision.positive_index)
+    p_model = decision.p_positive(proba).astype(np.float64)
     stated = model_rate(classifier.config)  # the rate the model's p assumes, when its file says
     p_model_balanced = p_model if stated is None else shift_base_rate(p_model, stated, BALANCED)
     try:

@@ -25,7 +25,8 @@ PAPER_NORM = 100.0  # the paper scales each mean-subtracted face to this L2 norm
 NO_FACE_POLICIES = ("skip", "whole-image")
 NORMALIZATIONS = ("standard", "paper")
 BORDERS = ("clip", "pad")  # a grown box at the image edge: kept inside the image, or padded with the edge pixels
-CROP_FIELDS = ("detector", "margin", "square", "border", "align", "size", "color", "normalize")
+BOXES = ("detector", "landmarks")  # the box a face is cut from: the detector's own, or placed on its face mesh
+CROP_FIELDS = ("detector", "box", "margin", "square", "border", "align", "size", "color", "normalize")
 
 FaceSource = Literal["detected", "whole-image", "no-detect", "no-face"]
 
@@ -44,6 +45,7 @@ class FaceSettings:
     border: str = "clip"  # a grown box at the image edge: 'clip' (moved and shrunk to fit) or 'pad' (edge pixels)
     align: bool = False  # rotate the face so its eyes are level (needs a detector with landmarks)
     color: bool = False  # keep RGB instead of one gray channel
+    box: str = "detector"  # cut from the detector's box, or from the landmark box (engage.faces.landmarks.landmark_box)
 
     def __post_init__(self):
         if self.no_face not in NO_FACE_POLICIES:
@@ -54,6 +56,8 @@ class FaceSettings:
             raise UsageError(f"unknown detector {self.detector!r}; choose one of: {', '.join(DETECTORS)}")
         if not 0.0 <= self.margin <= 1.0:
             raise UsageError(f"margin must be between 0 and 1, got {self.margin}")
+        if self.box not in BOXES:
+            raise UsageError(f"box must be one of {', '.join(BOXES)}, got {self.box!r}")
         if self.border not in BORDERS:
             raise UsageError(f"border must be one of {', '.join(BORDERS)}, got {self.border!r}")
         if not 16 <= int(self.size) <= 256 or int(self.size) % 16:
@@ -230,7 +234,8 @@ def extract_face(rgb: np.ndarray, detector: FaceDetector | None, settings: FaceS
     found = detector.detect(rgb)
     biggest = biggest_face(found)
     if biggest is not None:
-        return FaceCrop(cut_face(image, biggest, settings), crop_box(biggest, width, height, settings), "detected",
+        cut = landmark_cut(rgb, biggest, settings)
+        return FaceCrop(cut_face(image, cut, settings), crop_box(cut, width, height, settings), "detected",
                         len(found), biggest)
     if settings.no_face == "whole-image":
         box = whole_image_box(width, height, settings.square)
@@ -241,7 +246,29 @@ def extract_face(rgb: np.ndarray, detector: FaceDetector | None, settings: FaceS
 def extract_faces(rgb: np.ndarray, detector: FaceDetector, settings: FaceSettings) -> list[tuple[np.ndarray, FaceBox]]:
     """Every face of an image (biggest first) cut as the settings say, for scoring group pictures and video."""
     image = face_image(rgb, settings)
-    return [(cut_face(image, found, settings), found) for found in detector.detect(rgb)]
+    return [(cut_face(image, landmark_cut(rgb, found, settings), settings), found) for found in detector.detect(rgb)]
+
+
+def box_on_landmarks(box: FaceBox, landmarks) -> FaceBox:
+    """The landmark box of a face (FaceLandmarks, or None: the detector's box stays), with the detector's confidence
+    and 5 landmarks."""
+    if landmarks is None:
+        return box
+    from engage.faces.landmarks import landmark_box
+
+    x, y, w, h = landmark_box(landmarks.mesh)
+    return FaceBox(int(round(x)), int(round(y)), max(2, int(round(w))), max(2, int(round(h))), box.confidence,
+                   box.landmarks)
+
+
+def landmark_cut(rgb: np.ndarray, box: FaceBox, settings: FaceSettings) -> FaceBox:
+    """The box a face is cut from: the detector's, or with settings.box 'landmarks' the box on its face mesh (the
+    detector's box when the mesh finds no face there)."""
+    if settings.box != "landmarks":
+        return box
+    from engage.faces.landmarks import shared_mesh
+
+    return box_on_landmarks(box, shared_mesh().landmarks(rgb, box))
 
 
 def normalize_paper(faces: np.ndarray) -> np.ndarray:

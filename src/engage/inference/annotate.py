@@ -9,7 +9,7 @@ import numpy as np
 
 from engage.errors import EngageError
 from engage.faces.quality import UNCERTAIN
-from engage.inference.records import FaceResult, VideoSummary
+from engage.inference.records import TIMELINE_CUES, FaceResult, VideoSummary
 from engage.io.files import atomic_write
 
 ENGAGED_RGB = (40, 180, 60)
@@ -69,32 +69,54 @@ def save_image(path: str, rgb: np.ndarray) -> None:
 
 
 def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
-    """p_engaged over time for every face (smoothed line, raw values as dots), with each face's mean and
-    share of time engaged in the legend; written atomically as PNG."""
+    """p_engaged over time for every face (smoothed line, raw values as dots), with each face's mean and share of
+    time engaged in the legend; below it, when the faces' attention cues were measured, head pose and gaze
+    (degrees) and eye and mouth opening, per face. Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(10, 4), dpi=100)
+    timelines = {face_id: np.array(points, dtype=np.float64) for face_id, points in summary.timeline.items()}
+    with_cues = any(points.shape[1] > 3 and np.isfinite(points[:, 3:]).any() for points in timelines.values())
+    rows = 3 if with_cues else 1
+    figure, axes = plt.subplots(rows, 1, figsize=(10, 4 + 2.6 * (rows - 1)), dpi=100, sharex=True, squeeze=False,
+                                gridspec_kw={"height_ratios": [1.6, 1, 1][:rows]})
+    score, pose, openness = axes[0, 0], axes[min(1, rows - 1), 0], axes[min(2, rows - 1), 0]
     colours = plt.get_cmap("tab10")
-    for order, face_id in enumerate(sorted(summary.timeline)):
-        points = np.array(summary.timeline[face_id], dtype=np.float64)
+    angle_styles = {"yaw": "-", "pitch": "--", "roll": ":", "gaze_yaw": "-.", "gaze_pitch": (0, (1, 3))}
+    for order, face_id in enumerate(sorted(timelines)):
+        points = timelines[face_id]
         stats = summary.faces[face_id]
         colour = colours(order % 10)
         label = f"face {face_id}: mean {stats.mean_p_engaged:.2f}"
         if summary.positive_label is not None:
             label += f", {summary.positive_label} {100 * stats.share(summary.positive_label):.0f}% of the time"
-        axes.plot(points[:, 0], points[:, 1], "-", color=colour, linewidth=1.5, label=label)
-        axes.plot(points[:, 0], points[:, 2], ".", color=colour, markersize=2, alpha=0.35)
-    axes.axhline(summary.threshold, color="gray", linestyle="--", linewidth=0.8)
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_xlim(left=0)
-    axes.set_xlabel("time (s)")
-    axes.set_ylabel("p_engaged (line: smoothed, dots: raw)")
-    axes.set_title(title if summary.timeline else f"{title}: no face found")
+        score.plot(points[:, 0], points[:, 1], "-", color=colour, linewidth=1.5, label=label)
+        score.plot(points[:, 0], points[:, 2], ".", color=colour, markersize=2, alpha=0.35)
+        if with_cues:
+            cues = dict(zip(TIMELINE_CUES, points[:, 3:].T))
+            for name, style in angle_styles.items():
+                pose.plot(points[:, 0], cues[name], linestyle=style, color=colour, linewidth=1,
+                          label=name if order == 0 else None)
+            openness.plot(points[:, 0], cues["eyes_open"], "-", color=colour, linewidth=1,
+                          label="eyes_open" if order == 0 else None)
+            openness.plot(points[:, 0], cues["mouth_open"], "--", color=colour, linewidth=1,
+                          label="mouth_open" if order == 0 else None)
+    score.axhline(summary.threshold, color="gray", linestyle="--", linewidth=0.8)
+    score.set_ylim(-0.02, 1.02)
+    score.set_xlim(left=0)
+    score.set_ylabel("p_engaged (line: smoothed, dots: raw)")
+    score.set_title(title if summary.timeline else f"{title}: no face found")
     if summary.timeline:
-        axes.legend(loc="lower left", fontsize=8)
+        score.legend(loc="lower left", fontsize=8)
+    if with_cues:
+        pose.axhline(0, color="gray", linewidth=0.6)
+        pose.set_ylabel("head pose, gaze (deg)")
+        pose.legend(loc="upper right", fontsize=7, ncol=5)
+        openness.set_ylabel("opening (ratio)")
+        openness.legend(loc="upper right", fontsize=7, ncol=2)
+    axes[-1, 0].set_xlabel("time (s)")
     figure.tight_layout()
     try:
         atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))

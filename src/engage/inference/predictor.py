@@ -13,12 +13,14 @@ import numpy as np
 from engage.errors import UsageError
 from engage.faces.crop import (
     FaceSettings,
+    box_on_landmarks,
     crop_face,
     cut_face,
     face_image,
     to_gray,
     whole_image_box,
 )
+from engage.faces.cues import CUE_COLUMNS, FaceCues, face_cues
 from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, create_detector
 from engage.faces.quality import THRESHOLDS, UNCERTAIN, FaceQuality, measure_face, quality_label
 from engage.inference.records import FaceResult, FrameResult
@@ -107,6 +109,10 @@ class Predictor:
     calibration: a site calibration (a file from `engage calibrate`, or a SiteCalibration) applied first.
     abstain: a face too small, blurred, turned to the side or weakly detected is labelled 'uncertain' (its reasons
     in FaceResult.quality) instead of being judged (engage.faces.quality).
+    cues: measure every face's attention cues (head pose, gaze, eye and mouth opening: engage.faces.cues) from its
+    landmarks in the original image, in FaceResult.cues and every output; a model with a cue head (the shipped
+    'engagement') moves p_engaged by them. False: the appearance score alone, faster (a model cut from the landmark
+    box, as the shipped one, still finds each face's mesh, without the iris networks).
 
     Video files run as a pipeline: a thread decodes and detects the next frames while the calling thread
     tracks and scores (onnxruntime and PyTorch release the GIL), with the same results in the same order.
@@ -116,7 +122,7 @@ class Predictor:
                  expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
                  expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None,
                  smoothing_s: float = 1.0, threads: int | None = 1, base_rate: float | None = None,
-                 calibration=None, abstain: bool = True):
+                 calibration=None, abstain: bool = True, cues: bool = True):
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
         self.model_name = str(model)
@@ -136,6 +142,13 @@ class Predictor:
         self.positive_class = self.decision.positive
         self.abstain = abstain
         self.quality_thresholds = THRESHOLDS
+        self.measure_cues = cues
+        self.face_mesh = None  # landmarks: for the cues, and for a model cut from the landmark box (settings.box)
+        if cues or self.settings.box == "landmarks":
+            from engage.faces.landmarks import FaceMesh
+
+            self.face_mesh = FaceMesh()
+        self.cue_head = self.model.cue_head if cues and self.decision.binary else None
         self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
                                  if expressions else None)
         self.expression_names = self.expression_model.class_names if self.expression_model else None
@@ -188,32 +201,52 @@ class Predictor:
             self.detector.max_side = half_size(rgb)
         return self.detector.detect(rgb)
 
-    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+    def predict_proba(self, faces: np.ndarray, cues: np.ndarray | None = None) -> np.ndarray:
         """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities, calibrated
-        as the model records, then corrected for the site and re-weighted to the base rate when asked."""
+        as the model records, moved by the faces' attention cues (N, len(CUE_COLUMNS); a row of NaN: none) when the
+        model has a cue head, then corrected for the site and re-weighted to the base rate when asked."""
         proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
+        if self.cue_head is not None and cues is not None and len(proba):
+            proba = self.cue_head.apply(proba, cues, self.decision.positive_index)
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
+
+    def cut_and_cues(self, rgb: np.ndarray, boxes: list[FaceBox], gray: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, list[FaceCues | None]]:
+        """The faces' crops for the model and their attention cues (None: no landmarks, or cues off), from the face
+        mesh of each face: a model trained on landmark boxes (settings.box) is cut from them."""
+        if self.face_mesh is None:
+            found = [None] * len(boxes)
+        else:
+            found = [self.face_mesh.landmarks(rgb, box, eyes=self.measure_cues) for box in boxes]
+        cut = [box_on_landmarks(box, landmarks) for box, landmarks in zip(boxes, found)] \
+            if self.settings.box == "landmarks" else boxes
+        crops = crop_faces(rgb, cut, self.settings, self.detector is None, gray)
+        cues = [face_cues(landmarks) if landmarks is not None and self.measure_cues else None for landmarks in found]
+        return crops, cues
 
     def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
-        (box, probabilities row, expression row or None, crop)."""
-        crops, expression_crops, counts = [], [], []
+        (box, probabilities row, expression row or None, crop, cues or None)."""
+        crops, expression_crops, counts, cues = [], [], [], []
         whole = self.detector is None
         for rgb, boxes in frames:
             gray = to_gray(rgb)
-            crops.append(crop_faces(rgb, boxes, self.settings, whole, gray))
+            faces, found = self.cut_and_cues(rgb, boxes, gray)
+            crops.append(faces)
+            cues.extend(found)
             if self.expression_model is not None:
                 expression_crops.append(crop_faces(rgb, boxes, self.expression_settings, whole, gray))
             counts.append(len(boxes))
         faces = np.concatenate(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
-        proba = self.predict_proba(faces) if len(faces) else np.zeros((0, len(self.class_names)), np.float32)
+        proba = (self.predict_proba(faces, cue_array(cues)) if len(faces)
+                 else np.zeros((0, len(self.class_names)), np.float32))
         expression_proba = None
         if self.expression_model is not None and len(faces):
             expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
         scored, start = [], 0
         for (rgb, boxes), count in zip(frames, counts):
             scored.append([(boxes[i], proba[start + i], None if expression_proba is None else expression_proba[start + i],
-                            faces[start + i]) for i in range(count)])
+                            faces[start + i], cues[start + i]) for i in range(count)])
             start += count
         return scored
 
@@ -230,7 +263,7 @@ class Predictor:
         return measures, self.quality_reasons(measures)
 
     def face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
-                    crop: np.ndarray | None, p_smoothed: float | None = None,
+                    crop: np.ndarray | None, cues: FaceCues | None = None, p_smoothed: float | None = None,
                     quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
         """One face's result: p_engaged (smoothed when given), its label as the model decides, or 'uncertain' when
         the face cannot be judged (quality: measures and reasons, else measured from box and crop)."""
@@ -248,10 +281,10 @@ class Predictor:
         if expression is not None:
             expressions = {name: float(p) for name, p in zip(self.expression_names, expression)}
         return FaceResult(face_id, box, probabilities, label, p_engaged, p_raw, expressions, crop,
-                          quality_label(reasons), measures)
+                          quality_label(reasons), measures, cues)
 
     def judged(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
-               crop: np.ndarray | None, time_s: float, smoother: EmaSmoother | None,
+               crop: np.ndarray | None, cues: FaceCues | None, time_s: float, smoother: EmaSmoother | None,
                quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
         """A face of a video or stream: p_engaged smoothed per face over time. A face that cannot be judged keeps
         its own score and stays out of the smoothing, so a blurred frame does not move its neighbours."""
@@ -260,7 +293,7 @@ class Predictor:
         if self.positive_class is not None and smoother is not None and not (quality[1] and self.abstain):
             p_raw = float(proba[self.class_names.index(self.positive_class)])
             p_smoothed = smoother.update(face_id, time_s, p_raw)
-        return self.face_result(face_id, box, proba, expression, crop, p_smoothed, quality)
+        return self.face_result(face_id, box, proba, expression, crop, cues, p_smoothed, quality)
 
     # ---- images ------------------------------------------------------------------------------------
     def predict(self, image) -> list[FaceResult]:
@@ -349,11 +382,17 @@ class Predictor:
             return
         scored = self._score([(frame.rgb, boxes) for frame, boxes, _ in pending])
         for (frame, _, ids), faces in zip(pending, scored):
-            results = [self.judged(face_id, box, proba, expression, crop, frame.time_s, smoother)
-                       for face_id, (box, proba, expression, crop) in zip(ids, faces)]
+            results = [self.judged(face_id, box, proba, expression, crop, cues, frame.time_s, smoother)
+                       for face_id, (box, proba, expression, crop, cues) in zip(ids, faces)]
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)
+
+
+def cue_array(cues: list[FaceCues | None]) -> np.ndarray:
+    """(N, len(CUE_COLUMNS)) cue values, a row of NaN for a face without cues."""
+    rows = [np.full(len(CUE_COLUMNS), np.nan) if c is None else c.as_array() for c in cues]
+    return np.array(rows, np.float64).reshape(len(rows), len(CUE_COLUMNS))
 
 
 def ahead(items: Iterator, depth: int) -> Iterator:

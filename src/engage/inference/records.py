@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engage.faces.cues import CUE_COLUMNS, FaceCues
 from engage.faces.detect import FaceBox
 from engage.faces.quality import OK, UNCERTAIN, FaceQuality
 from engage.io.files import StagedFile
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 CSV_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label")
 RAW_COLUMN = "p_engaged_raw"  # the unsmoothed score, always written after the documented columns
 QUALITY_COLUMN = "quality"  # 'ok', or why the face was not judged (label 'uncertain'): after the raw score
+# the attention cues (engage.faces.cues: head pose, gaze, eye and mouth opening) after the quality; empty where the
+# face's landmarks were not found or cues were not asked for
 
 
 @dataclass
@@ -30,7 +33,8 @@ class FaceResult:
     p_engaged is the (smoothed, in video) probability of the positive class; p_engaged_raw the network's
     own value for this frame; probabilities holds every class of the model; expressions the FER model's
     7 probabilities when asked. quality is 'ok', or the reasons the face cannot be judged ('small', 'blurred',
-    'side-view', 'weak-detection', joined by '+'; its label is then 'uncertain'); measures holds what was measured.
+    'side-view', 'weak-detection', joined by '+'; its label is then 'uncertain'); measures holds what was measured;
+    cues the attention cues (head pose, gaze, eye and mouth opening), None without landmarks.
     """
 
     face_id: int
@@ -43,6 +47,7 @@ class FaceResult:
     face: np.ndarray | None = field(default=None, repr=False, compare=False)  # the crop that was scored, as the model saw it
     quality: str = OK
     measures: FaceQuality | None = field(default=None, compare=False)
+    cues: FaceCues | None = None
 
     @property
     def det_conf(self) -> float:
@@ -61,10 +66,18 @@ class FaceResult:
         }
         if self.measures is not None:
             values["measures"] = self.measures.to_dict()
+        values["cues"] = self.cues.to_dict() if self.cues is not None else None
         if self.expressions is not None:
             values["expression"] = self.expression
             values["expressions"] = {name: _round(p) for name, p in self.expressions.items()}
         return values
+
+
+def cue_values(cues: FaceCues | None) -> dict:
+    """The cue columns of one face (None each when there are no cues)."""
+    if cues is None:
+        return dict.fromkeys(CUE_COLUMNS)
+    return {name: float(value) for name, value in zip(CUE_COLUMNS, cues.as_array())}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -91,7 +104,7 @@ class FrameResult:
                 "source": self.source, "frame": self.frame, "time_s": float(self.time_s), "face_id": face.face_id,
                 "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h, "det_conf": float(face.det_conf),
                 "p_engaged": face.p_engaged, "label": face.label, RAW_COLUMN: face.p_engaged_raw,
-                QUALITY_COLUMN: face.quality,
+                QUALITY_COLUMN: face.quality, **cue_values(face.cues),
             }
             if face.expressions is not None:
                 record["expression"] = face.expression
@@ -104,13 +117,15 @@ class FrameResult:
         rows = []
         for record in self.records():
             row = {**record, "time_s": f"{record['time_s']:.3f}", "det_conf": f"{record['det_conf']:.4f}",
-                   "p_engaged": _fmt(record["p_engaged"]), RAW_COLUMN: _fmt(record[RAW_COLUMN])}
+                   "p_engaged": _fmt(record["p_engaged"]), RAW_COLUMN: _fmt(record[RAW_COLUMN]),
+                   **{name: _fmt(record[name]) for name in CUE_COLUMNS}}
             for name in expression_names or ():
                 row[f"p_{name}"] = _fmt(record.get(f"p_{name}"))
             if expression_names:
                 row["expression"] = record.get("expression") or ""
             else:
-                row = {key: value for key, value in row.items() if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN)}
+                row = {key: value for key, value in row.items()
+                       if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS)}
             rows.append(row)
         return rows
 
@@ -120,8 +135,9 @@ def _fmt(value: float | None) -> str:
 
 
 def csv_columns(expression_names: list[str] | None = None) -> list[str]:
-    """The documented columns, the raw score, the quality, then (when asked) the expression and its 7 probabilities."""
-    columns = [*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN]
+    """The documented columns, the raw score, the quality, the attention cues, then (when asked) the expression and its
+    7 probabilities."""
+    columns = [*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS]
     if expression_names:
         columns += ["expression"] + [f"p_{name}" for name in expression_names]
     return columns
@@ -194,6 +210,9 @@ class FaceSummary:
         return values
 
 
+TIMELINE_CUES = ("yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", "eyes_open", "mouth_open")  # drawn per face
+
+
 class VideoSummary:
     """Per-face statistics and a p_engaged timeline for a whole video, updated frame by frame.
 
@@ -206,7 +225,8 @@ class VideoSummary:
         self.threshold = threshold  # the model's decision threshold (drawn on the timeline)
         self.max_points = max_points
         self.faces: dict[int, FaceSummary] = {}
-        self.timeline: dict[int, list[tuple[float, float, float]]] = {}  # face_id -> (time_s, p, p_raw)
+        # face_id -> (time_s, p, p_raw, *TIMELINE_CUES) (a cue NaN where the face had no landmarks)
+        self.timeline: dict[int, list[tuple[float, ...]]] = {}
         self._stride: dict[int, int] = {}
         self.frames = 0
         self.frames_with_faces = 0
@@ -226,9 +246,10 @@ class VideoSummary:
             if face.p_engaged is not None and face.label != UNCERTAIN:
                 summary.p_sum += face.p_engaged
                 summary.p_count += 1
-                self._add_point(face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw))
+                cues = [np.nan if face.cues is None else getattr(face.cues, name) for name in TIMELINE_CUES]
+                self._add_point(face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw, *cues))
 
-    def _add_point(self, face_id: int, index: int, point: tuple[float, float, float]) -> None:
+    def _add_point(self, face_id: int, index: int, point: tuple[float, ...]) -> None:
         stride = self._stride.setdefault(face_id, 1)
         if index % stride:
             return
@@ -264,5 +285,5 @@ def to_dataframe(results) -> "pandas.DataFrame":
                 else:
                     raise TypeError(f"to_dataframe takes FaceResults or FrameResults, not {type(item).__name__}")
     records = [record for frame in frames for record in frame.records()]
-    columns = list(dict.fromkeys([*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN, *(key for record in records for key in record)]))
+    columns = list(dict.fromkeys([*csv_columns(), *(key for record in records for key in record)]))
     return pandas.DataFrame.from_records(records, columns=columns)

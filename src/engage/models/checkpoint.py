@@ -67,6 +67,12 @@ def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def rewrite_config(path: str, out: str, **changes) -> None:
+    """Write `path`'s stored tensors, unchanged, to `out` with its config updated by `changes` (e.g. a cue head)."""
+    tensors, meta = read_file(path)
+    _write(out, tensors, {**meta, **changes})
+
+
 def model_config(model_name: str, num_classes: int, class_names: list[str], model_args: dict | None = None,
                  face_settings: dict | None = None, **extra) -> dict:
     """Everything needed to rebuild a network and feed it the way it was trained."""

@@ -42,6 +42,14 @@ class ModelInfo:
         """The network's probabilities after the calibration its file records (none: unchanged)."""
         return calibrate(proba, self.config.get("calibration"))
 
+    @property
+    def cue_head(self):
+        """How the attention cues move the score (engage.models.cue_head.CueHead), when the model has one; None."""
+        from engage.models.cue_head import CueHead
+
+        values = self.config.get("cue_head")
+        return CueHead.from_dict(values) if values else None
+
 
 @dataclass
 class FaceClassifier(ModelInfo):

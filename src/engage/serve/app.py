@@ -59,13 +59,15 @@ class ServeSettings:
     base_rate: float | None = None  # share of on-task faces expected at the site (None: the model's own rate)
     calibration: str | None = None  # a site calibration file (engage calibrate)
     abstain: bool = True  # faces that cannot be judged are 'uncertain'
+    cues: bool = True  # attention cues per face (and their effect on p_engaged)
 
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """The server's one Predictor (with the expression model, used only when a request asks)."""
     return Predictor(settings.model, detector=settings.detector, backend=settings.backend, expressions=True,
                      expression_views=settings.expression_views, smoothing_s=settings.smoothing_s,
-                     base_rate=settings.base_rate, calibration=settings.calibration, abstain=settings.abstain)
+                     base_rate=settings.base_rate, calibration=settings.calibration, abstain=settings.abstain,
+                     cues=settings.cues)
 
 
 def create_app(settings: ServeSettings | None = None, predictor: Predictor | None = None) -> FastAPI:
@@ -154,7 +156,8 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
                             "base_rate": predictor.adjustment.base_rate,
                             "site_calibration": (predictor.adjustment.site.to_dict()
                                                  if predictor.adjustment.site else None),
-                            "abstain": predictor.abstain, "quality_thresholds": predictor.quality_thresholds.to_dict()},
+                            "abstain": predictor.abstain, "quality_thresholds": predictor.quality_thresholds.to_dict(),
+                            "cues": predictor.face_mesh is not None, "cue_head": predictor.cue_head is not None},
                 "cards": {name: read_card(path) for name, path in shipped_models().items()}}
 
     # ---- images --------------------------------------------------------------------------------------

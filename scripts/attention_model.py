@@ -339,11 +339,14 @@ def ship(name: str, head: CueHead, report: dict) -> None:
     card = read_card(path)
     rewrite_config(path, path, cue_head=head.to_dict())
     all_cues = report["ablation"]["all cues"]
+    cut = ("the landmark box (the box the face mesh places; the detector's box when the mesh finds no face)"
+           if (card.get("preprocessing") or {}).get("box") == "landmarks" else "the detector's box")
     card["inputs"] = {
-        "face": "the 48x48 gray crop of the detector's box (preprocessing), scored by the network",
-        "cues": "head pose (yaw, pitch, roll), gaze (gaze_yaw, gaze_pitch), eye opening (eyes_open) and mouth "
-                "opening (mouth_open), measured from MediaPipe's face mesh and iris landmarks on the detector's box "
-                "in the original image (engage.faces.cues); a face without landmarks is scored on its crop alone",
+        "face": f"the 48x48 gray crop of {cut} (preprocessing), scored by the network",
+        "cues": "head pose (yaw, pitch, roll), gaze (gaze_yaw, gaze_pitch), eye opening (eyes_open), mouth opening "
+                "(mouth_open) and jaw drop (jaw_drop), measured from MediaPipe's face mesh and iris landmarks on the "
+                "detector's box in the original image (engage.faces.cues); a face without landmarks is scored on its "
+                "crop alone",
     }
     card["cue_head"] = {
         **head.to_dict(),
@@ -356,7 +359,8 @@ def ship(name: str, head: CueHead, report: dict) -> None:
         "appearance_only_out_of_fold": {k: report["ablation"]["appearance only"]["dev"][k]
                                         for k in ("wacv", "wacv_100px", "daisee", "daisee_val")},
         "behaviour_held_out_half": all_cues["behaviour_held_out_half"],
-        "command": "python scripts/attention_cues.py && python scripts/attention_model.py --ship engagement",
+        "command": "python scripts/attention_cues.py && python scripts/attention_model.py --cv runs/cv-landmarks "
+                   "--ship engagement",
     }
     write_card(path, card)
     print(f"{name}: cue head written into {path} and its card")

@@ -8,9 +8,9 @@ Conventions (camera frame: x to the image's right, y down, z away from the camer
 - roll: the head tilted counter-clockwise as seen in the image (the eye line rising to the image's right) is
   positive; 0 with the eyes level.
 - gaze_yaw, gaze_pitch: where the eyes point, head pose plus the eyes' turn in the head (the iris centre's offset
-  from the middle of the eye's corners over an eyeball radius of 0.43 eye widths, the mean of both eyes), same signs as yaw and pitch.
-  An estimate from 2-D landmarks: good to tell "looking at the screen" from "looking down or away", not to point at
-  a spot on the screen.
+  from the middle of the eye's corners over an eyeball radius of 0.43 eye widths, the mean of both eyes), same signs
+  as yaw and pitch. An estimate from 2-D landmarks: good to tell "looking at the screen" from "looking down or
+  away", not to point at a spot on the screen; unreliable beyond about 40 degrees of yaw (the far eye is hidden).
 - eye_open_right, eye_open_left (the subject's eyes), eyes_open (their mean): the eyelids' opening over the eye's
   width (mean of three spans across the iris network's eyelid contour; about 0.3 open, 0.12 closed: the medians
   of WACV's faces and of the closed-eye faces).

@@ -241,3 +241,25 @@ def test_evaluate_measures_the_cues_from_the_images_and_applies_the_models_head(
         assert (p >= 0.5) == (faces[name].p_engaged_raw >= 0.5), name
         if abs(faces[name].cues.yaw) < 30:  # a face turned far aside: its mesh, placed by another box, moves more
             assert p == pytest.approx(faces[name].p_engaged_raw, abs=2e-3), name
+
+
+def test_a_face_crop_without_a_detector_is_cut_from_its_landmark_box_inside_the_image(faces):
+    """With detector 'none' (the image is a face crop) the shipped model cuts the crop's landmark box, which may run
+    past the crop's edge: it is kept inside the image, and the tight crop scores as the face in its photo does."""
+    rgb, box = faces["astronaut"]
+    tight = np.ascontiguousarray(rgb[box.y:box.y + box.h, box.x:box.x + box.w])
+    [whole] = Predictor("engagement", detector="none").predict(tight)
+    [found] = Predictor("engagement", detector="mtcnn").predict(rgb)
+    assert whole.label == found.label == "engaged"
+    assert abs(whole.p_engaged - found.p_engaged) < 0.15
+
+
+def test_predict_proba_without_cues_is_a_face_without_landmarks(faces):
+    """The public predict_proba with no cues applies the cue head's scale and bias, as predict does for a face whose
+    landmarks were not found."""
+    predictor = Predictor("engagement", detector="mtcnn")
+    [face] = predictor.predict(faces["astronaut"][0])
+    without = predictor.predict_proba(face.face[None])
+    nan = predictor.predict_proba(face.face[None], np.full((1, len(CUE_COLUMNS)), np.nan))
+    plain = Predictor("engagement", detector="mtcnn", cues=False).predict_proba(face.face[None])
+    assert without == pytest.approx(nan) and not np.allclose(without, plain)

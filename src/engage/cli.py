@@ -279,7 +279,8 @@ def judgement_options(function):
 
 
 def cue_option(function):
-    """--cues/--no-cues (predict, serve, batch): the attention cues of every face, and their effect on p_engaged."""
+    """--cues/--no-cues (predict, serve, batch, evaluate, calibrate): the attention cues of every face, and their
+    effect on p_engaged."""
     return click.option("--cues/--no-cues", default=True, show_default=True,
                         help="Measure head pose, gaze, eye and mouth opening per face (columns of their own; the "
                              "shipped model's p_engaged uses them). --no-cues: faster, appearance alone.")(function)

@@ -165,7 +165,10 @@ def concatenate(datasets: list[FaceDataset], names: list[str] | None = None) -> 
         subjects = np.array([f"{c}/{s}" if s else "" for c, s in zip(corpus, subjects)], dtype=object)
     join = lambda name: np.concatenate([getattr(d, name) for d in datasets])  # noqa: E731
     meta = dict(first.meta, combined=[str(n) for n in names])
-    cues = join("cues") if all(d.cues is not None for d in datasets) else None
+    cues = None
+    if any(d.cues is not None for d in datasets):  # a set without cues joins with rows of NaN (no cues)
+        width = next(d.cues.shape[1] for d in datasets if d.cues is not None)
+        cues = np.concatenate([d.cues if d.cues is not None else np.full((len(d), width), np.nan) for d in datasets])
     return FaceDataset(join("faces"), join("labels"), list(first.class_names), subjects.astype(str), join("paths"),
                        join("boxes"), join("det_conf"), join("face_source"), join("split"), join("fold"), meta,
                        join("landmarks"), corpus.astype(str), cues)

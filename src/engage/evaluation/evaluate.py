@@ -14,12 +14,18 @@ from engage.io.files import write_text
 from engage.models.loading import FaceClassifier, load_model
 
 
-def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np.ndarray | None:
+def dataset_cues(dataset: FaceDataset) -> np.ndarray:
+    """The dataset's measured cues, or rows of NaN (no cues) where none were measured."""
+    from engage.faces.cues import CUE_COLUMNS
+
+    return dataset.cues if dataset.cues is not None else np.full((len(dataset), len(CUE_COLUMNS)), np.nan)
+
+
+def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np.ndarray:
     """The attention cues of every face of a dataset, measured from its original image (meta root + path) on the
     box it was cut from and the detector's eye landmarks, as `engage predict` measures them (the face mesh is
     placed by that box, not the detector's own, so a face turned far aside may read a little otherwise); NaN where
-    there are no landmarks or the image is gone.
-    None when no image can be read (the dataset was moved away from its images)."""
+    there are no landmarks, the image is gone, or the face was stored in a CSV (fer2013.csv)."""
     from engage.faces.cues import CUE_COLUMNS, face_cues
     from engage.faces.detect import FaceBox
     from engage.faces.landmarks import shared_mesh
@@ -29,8 +35,9 @@ def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np
     cues = np.full((len(dataset), len(CUE_COLUMNS)), np.nan)
     read = 0
     for i, (path, box, points) in enumerate(zip(dataset.paths, dataset.boxes, dataset.landmarks)):
-        path = str(path).split("#")[0]
-        full = path if os.path.isabs(path) else os.path.join(root, path)
+        if "#" in str(path):  # a face stored in a CSV (fer2013.csv#row): no original image to measure
+            continue
+        full = str(path) if os.path.isabs(str(path)) else os.path.join(root, str(path))
         if not os.path.isfile(full):
             continue
         try:
@@ -43,8 +50,8 @@ def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np
         if landmarks is not None:
             cues[i] = face_cues(landmarks).as_array()
     if not read:
-        log(f"the cues cannot be measured: none of the {len(dataset)} images is under {root or 'the current folder'}")
-        return None
+        log(f"the cues cannot be measured: none of the {len(dataset)} faces has its image under "
+            f"{root or 'the current folder'}; they are scored without (the cue head's scale and bias only)")
     return cues
 
 
@@ -192,8 +199,8 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     decision = replace(decision, threshold=adjustment.threshold(decision.threshold))
     proba = classifier.predict_proba(dataset.faces)
     head = classifier.cue_head if cues and decision.binary else None
-    if head is not None and dataset.cues is not None:
-        proba = head.apply(proba, dataset.cues, decision.positive_index)
+    if head is not None:  # faces without cues (no landmarks, no image) keep their appearance with scale and bias
+        proba = head.apply(proba, dataset_cues(dataset), decision.positive_index)
     proba = adjustment.apply_proba(proba, classifier.config, decision.positive_index)
     rate = adjustment.rate(classifier.config)
     quality = dataset_quality(dataset)
@@ -212,8 +219,8 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     report = {"model": model, "data": data, **report, "coverage": float(judged.mean()),
               "abstention": {"on": bool(abstain), "faces": int(len(dataset)), "judged": int(judged.sum()),
                              "not_judged_by_reason": reasons},
-              "cues": {"cue_head": classifier.cue_head is not None, "applied": head is not None and dataset.cues is not None,
-                       "faces_with_cues": 0 if dataset.cues is None else int(np.isfinite(dataset.cues).all(axis=1).sum())},
+              "cues": {"cue_head": classifier.cue_head is not None, "applied": head is not None,
+                       "faces_with_cues": int(np.isfinite(dataset_cues(dataset)).all(axis=1).sum())},
               "plots": []}
     if not adjustment.empty:
         report["adjustment"] = {"base_rate": adjustment.base_rate,

@@ -92,7 +92,7 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
     out_path (JSON). Refuses, writing nothing: one class only, fewer than MIN_PER_CLASS judged faces of a class, no
     face found, a label the label map does not name. The model's cue head, when it has one, moves the scores first
     (as in predict, where the site's correction comes after it) unless cues is False."""
-    from engage.evaluation.evaluate import align_labels, dataset_quality, load_data
+    from engage.evaluation.evaluate import align_labels, dataset_cues, dataset_quality, load_data
     from engage.models.loading import load_model
 
     if os.path.isdir(out_path):
@@ -132,8 +132,8 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
         folders = np.array([os.path.dirname(str(path)) for path in dataset.paths])
         groups, grouped_by = (folders, "session (folder)") if len(np.unique(folders)) > 1 else (None, "face")
     proba = classifier.predict_proba(dataset.faces)
-    if cues and classifier.cue_head is not None and dataset.cues is not None:
-        proba = classifier.cue_head.apply(proba, dataset.cues, decision.positive_index)
+    if cues and classifier.cue_head is not None:
+        proba = classifier.cue_head.apply(proba, dataset_cues(dataset), decision.positive_index)
     p_model = decision.p_positive(proba).astype(np.float64)
     stated = model_rate(classifier.config)  # the rate the model's p assumes, when its file says
     p_model_balanced = p_model if stated is None else shift_base_rate(p_model, stated, BALANCED)

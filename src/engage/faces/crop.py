@@ -230,6 +230,9 @@ def extract_face(rgb: np.ndarray, detector: FaceDetector | None, settings: FaceS
     image = face_image(rgb, settings)
     if detector is None:
         box = whole_image_box(width, height, settings.square)
+        cut = landmark_cut(rgb, box, settings)
+        if cut is not box:  # the landmark box of the face the image holds (it may run past the image: clipped)
+            return FaceCrop(cut_face(image, cut, settings), crop_box(cut, width, height, settings), "no-detect")
         return FaceCrop(crop_face(image, box, settings.size), box, "no-detect")
     found = detector.detect(rgb)
     biggest = biggest_face(found)

@@ -28,16 +28,16 @@ EYE_SCALE = 2.3  # MediaPipe's: the eye region's side over the eye's width
 # (outer, inner) corner of each of the subject's eyes in the mesh: right eye (image left when facing the camera)
 EYE_CORNERS = {"right": (33, 133), "left": (263, 362)}
 # the iris network's first 16 contour points: the lower lid from the outer to the inner corner (0-8), then the
-# upper lid back (9-15), as MediaPipe maps them onto the mesh's eye points
+# upper lid from the outer side to the inner (9-15), as MediaPipe maps them onto the mesh's eye points
 EYE_CONTOUR = {"outer": 0, "inner": 8, "spans": ((12, 4), (13, 5), (11, 3))}
-MIN_PRESENCE = 0.5
+MIN_PRESENCE = 0.5  # the mesh's own face-presence probability below which no landmarks are given
 # the landmark box (a model trained with FaceSettings(box="landmarks") is cut from it): its side is LANDMARK_BOX[0]
 # times the 3-D distance between the outer eye corners, its centre the middle of the eyes' corners and the mouth
 # moved by LANDMARK_BOX[1:] of that distance: the median of where MTCNN's box sits on 10,043 WACV and DAiSEE faces
 # (scripts/landmark_box.py), the sideways shift set to 0 (measured -0.04, as those students turn right more often
 # than left; a mirrored face must get the mirrored box)
 BOX_POINTS = {"eyes": (33, 133, 263, 362), "mouth": (13, 14, 61, 291), "span": (33, 263)}
-LANDMARK_BOX = (1.5244, 0.0, -0.1619)  # the mesh's own face-presence probability below which no landmarks are given
+LANDMARK_BOX = (1.5244, 0.0, -0.1619)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def landmark_box(mesh: np.ndarray) -> tuple[float, float, float, float]:
 def detector_eye_angle(box) -> float:
     """The angle (radians, counter-clockwise as seen) of the line between the eyes the detector gives with its box
     (MTCNN's and YuNet's first two landmarks, in image order); 0 without them. The first region is turned by it, as
-    MediaPipe turns its region by its detector's eye keypoints: a tilted face is then found upright."""
+    MediaPipe turns its region by its detector's eye keypoints: a tilted face is then found upright (YuNet's eye
+    line follows a tilt less than MTCNN's; the second pass, placed by the mesh itself, levels the rest)."""
     points = getattr(box, "landmarks", None)
     if not points or len(points) < 2 or not np.isfinite(np.asarray(points[:2], float)).all():
         return 0.0

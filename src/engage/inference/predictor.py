@@ -147,8 +147,10 @@ class Predictor:
         if cues or self.settings.box == "landmarks":
             from engage.faces.landmarks import FaceMesh
 
-            self.face_mesh = FaceMesh()
+            self.face_mesh = FaceMesh(threads=threads or 1)
         self.cue_head = self.model.cue_head if cues and self.decision.binary else None
+        if self.cue_head is not None:
+            self.cue_head.check_columns(CUE_COLUMNS, self.model_name)
         self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
                                  if expressions else None)
         self.expression_names = self.expression_model.class_names if self.expression_model else None
@@ -206,8 +208,8 @@ class Predictor:
         as the model records, moved by the faces' attention cues (N, len(CUE_COLUMNS); a row of NaN: none) when the
         model has a cue head, then corrected for the site and re-weighted to the base rate when asked."""
         proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
-        if self.cue_head is not None and cues is not None and len(proba):
-            proba = self.cue_head.apply(proba, cues, self.decision.positive_index)
+        if self.cue_head is not None and len(proba):  # no cues given: as faces without landmarks (scale and bias)
+            proba = self.cue_head.apply(proba, no_cues(len(proba)) if cues is None else cues, self.decision.positive_index)
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
 
     def cut_and_cues(self, rgb: np.ndarray, boxes: list[FaceBox], gray: np.ndarray | None = None
@@ -218,9 +220,15 @@ class Predictor:
             found = [None] * len(boxes)
         else:
             found = [self.face_mesh.landmarks(rgb, box, eyes=self.measure_cues) for box in boxes]
-        cut = [box_on_landmarks(box, landmarks) for box, landmarks in zip(boxes, found)] \
-            if self.settings.box == "landmarks" else boxes
-        crops = crop_faces(rgb, cut, self.settings, self.detector is None, gray)
+        whole = self.detector is None
+        if self.settings.box == "landmarks":  # a landmark box can run past the image: cut_face clips it, as preprocess
+            cut = [box_on_landmarks(box, landmarks) for box, landmarks in zip(boxes, found)]
+            image = face_image(rgb, self.settings) if self.settings.color or gray is None else gray
+            crops = [crop_face(image, box, self.settings.size) if whole and landmarks is None
+                     else cut_face(image, box, self.settings) for box, landmarks in zip(cut, found)]
+            crops = np.stack(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
+        else:
+            crops = crop_faces(rgb, boxes, self.settings, whole, gray)
         cues = [face_cues(landmarks) if landmarks is not None and self.measure_cues else None for landmarks in found]
         return crops, cues
 
@@ -387,6 +395,11 @@ class Predictor:
             height, width = frame.rgb.shape[:2]
             yield FrameResult(name, frame.index, frame.time_s, results, width, height,
                               frame.rgb if keep_images else None)
+
+
+def no_cues(count: int) -> np.ndarray:
+    """The cue rows of faces without landmarks."""
+    return np.full((count, len(CUE_COLUMNS)), np.nan)
 
 
 def cue_array(cues: list[FaceCues | None]) -> np.ndarray:

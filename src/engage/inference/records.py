@@ -286,4 +286,5 @@ def to_dataframe(results) -> "pandas.DataFrame":
                     raise TypeError(f"to_dataframe takes FaceResults or FrameResults, not {type(item).__name__}")
     records = [record for frame in frames for record in frame.records()]
     columns = list(dict.fromkeys([*csv_columns(), *(key for record in records for key in record)]))
-    return pandas.DataFrame.from_records(records, columns=columns)
+    frame = pandas.DataFrame.from_records(records, columns=columns)
+    return frame.astype({name: "float64" for name in CUE_COLUMNS})  # NaN where a face has no cues, as in Parquet

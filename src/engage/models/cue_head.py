@@ -7,9 +7,10 @@ Each term measures how far one cue is from where on-task students hold it (`cent
 gaze), `below` only lower (eyes closing), `above` only higher (mouth opening). Within the normal range (`bound`:
 the deviation 99% of on-task training faces stay inside) the score moves by `inside` per range; beyond it by
 `beyond` per range. Both weights are <= 0, so a turned, closed-eyed or yawning face can never score higher for
-it; `beyond` is at least a fixed veto strength, so a face far outside what students on task do reads as off
-task however its expression looks, even for behaviours the training sets hardly hold. A face without landmarks
-keeps its appearance score (with `scale` and `bias`).
+it; for the cues the fit vetoes (the shipped head: roll, eye closing, jaw drop) `beyond` is at least a fixed veto
+strength, so a face far outside what students on task do reads as off task however its expression looks, even for
+behaviours the training sets hardly hold. A face without landmarks keeps its appearance score (with `scale` and
+`bias`).
 
 The head is stored in the model file's card (`cue_head`) and fitted by scripts/attention_model.py.
 """
@@ -80,6 +81,14 @@ class CueHead:
     def to_dict(self) -> dict:
         return {"columns": list(self.columns), "terms": [asdict(term) for term in self.terms],
                 "scale": self.scale, "bias": self.bias}
+
+    def check_columns(self, columns, model: str = "the model") -> None:
+        """Refuse to run where the cues come in another order than the head was fitted on (another engage)."""
+        if tuple(columns) != tuple(self.columns):
+            from engage.errors import EngageError
+
+            raise EngageError(f"{model}: its cue head reads the cues {', '.join(self.columns)}, but this engage measures "
+                              f"{', '.join(columns)}; use the engage it was made with, or --no-cues")
 
     def shifts(self, cues: np.ndarray) -> np.ndarray:
         """(N,) the cues' summed shift of the logit; 0 for a face without cues (a row of NaN)."""

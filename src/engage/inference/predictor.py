@@ -78,13 +78,15 @@ def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int 
     return int(min(largest, max(smallest, max(rgb.shape[:2]) // 2)))
 
 
-def crop_faces(rgb: np.ndarray, boxes: list[FaceBox], settings: FaceSettings, whole_image: bool = False,
+def crop_faces(rgb: np.ndarray, boxes: list[FaceBox], settings: FaceSettings, whole_image: bool | list[bool] = False,
                gray: np.ndarray | None = None) -> np.ndarray:
     """(N, size, size[, 3]) uint8 crops of the found boxes, cut as the model was trained (the same functions
-    `engage preprocess` uses); whole_image: the boxes are whole images (no detector), taken as they are.
-    gray: the frame's gray image when already made (it is made once per frame)."""
+    `engage preprocess` uses); whole_image: the boxes are whole images (no detector), taken as they are (one flag for
+    all boxes, or one per box). gray: the frame's gray image when already made (it is made once per frame)."""
     image = face_image(rgb, settings) if settings.color or gray is None else gray
-    crops = [crop_face(image, box, settings.size) if whole_image else cut_face(image, box, settings) for box in boxes]
+    whole = whole_image if isinstance(whole_image, list) else [whole_image] * len(boxes)
+    crops = [crop_face(image, box, settings.size) if taken else cut_face(image, box, settings)
+             for box, taken in zip(boxes, whole)]
     return np.stack(crops) if crops else np.zeros((0, *settings.shape), np.uint8)
 
 
@@ -223,10 +225,7 @@ class Predictor:
         whole = self.detector is None
         if self.settings.box == "landmarks":  # a landmark box can run past the image: cut_face clips it, as preprocess
             cut = [box_on_landmarks(box, landmarks) for box, landmarks in zip(boxes, found)]
-            image = face_image(rgb, self.settings) if self.settings.color or gray is None else gray
-            crops = [crop_face(image, box, self.settings.size) if whole and landmarks is None
-                     else cut_face(image, box, self.settings) for box, landmarks in zip(cut, found)]
-            crops = np.stack(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
+            crops = crop_faces(rgb, cut, self.settings, [whole and landmarks is None for landmarks in found], gray)
         else:
             crops = crop_faces(rgb, boxes, self.settings, whole, gray)
         cues = [face_cues(landmarks) if landmarks is not None and self.measure_cues else None for landmarks in found]

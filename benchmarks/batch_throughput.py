@@ -42,11 +42,14 @@ def main() -> None:
             write_demo_video(videos[-1], frames=args.frames)
         options = BatchOptions(model=args.model)
         rates = {}
-        print(f"engage batch: {args.videos} videos x {args.frames} frames (640x480, 2 real faces each), "
-              f"model {args.model}, detector {options.predictor().detector_name}, {os.cpu_count()} cores")
+        print(
+            f"engage batch: {args.videos} videos x {args.frames} frames (640x480, 2 real faces each), "
+            f"model {args.model}, detector {options.predictor().detector_name}, {os.cpu_count()} cores"
+        )
         for workers in (int(w) for w in args.workers.split(",")):
-            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                     logging_level="warning")
+            ray.init(
+                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="warning"
+            )
             try:
                 run_batch([warm], os.path.join(folder, f"warm-{workers}"), options)
                 run = run_batch(videos, os.path.join(folder, f"results-{workers}"), options)
@@ -54,12 +57,16 @@ def main() -> None:
                 ray.shutdown()
             assert not run.failures and len(run.scored) == args.videos, run.failures
             rates[workers] = run.frames / run.seconds
-            print(f"  {workers} Ray worker(s): {run.frames} frames in {run.seconds:.1f} s = {rates[workers]:.1f} frames/s")
+            print(
+                f"  {workers} Ray worker(s): {run.frames} frames in {run.seconds:.1f} s = {rates[workers]:.1f} frames/s"
+            )
         started = time.perf_counter()  # the same videos without Ray: Predictor.predict_video, as `engage predict`
         frames = sum(len(list(options.predictor().predict_video(video, every=options.every))) for video in videos)
         seconds = time.perf_counter() - started
-        print(f"  without Ray (Predictor.predict_video, one process): {frames} frames in {seconds:.1f} s = "
-              f"{frames / seconds:.1f} frames/s")
+        print(
+            f"  without Ray (Predictor.predict_video, one process): {frames} frames in {seconds:.1f} s = "
+            f"{frames / seconds:.1f} frames/s"
+        )
         counts = sorted(rates)
         if len(counts) >= 2:
             print(f"{counts[-1]} / {counts[0]} worker(s): x{rates[counts[-1]] / rates[counts[0]]:.2f}")

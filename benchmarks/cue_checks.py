@@ -35,9 +35,14 @@ def images() -> dict[str, list[Path]]:
     with open(DATA / "engagement/wacv/labels.csv", newline="") as handle:
         for row in csv.DictReader(handle):
             path = DATA / "engagement/wacv" / row["path"]
-            sets["wacv_colour" if cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[0] != 100 else "wacv_100px"].append(path)
-    for name, folder in (("daisee", "engagement/daisee/val"), ("yawn", "behaviour/yawn"),
-                         ("closed_eyes", "behaviour/closed_eyes")):
+            sets["wacv_colour" if cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[0] != 100 else "wacv_100px"].append(
+                path
+            )
+    for name, folder in (
+        ("daisee", "engagement/daisee/val"),
+        ("yawn", "behaviour/yawn"),
+        ("closed_eyes", "behaviour/closed_eyes"),
+    ):
         with open(DATA / folder / "labels.csv", newline="") as handle:
             sets[name] = [DATA / folder / row["path"] for row in csv.DictReader(handle)]
     return sets
@@ -70,7 +75,9 @@ def main() -> int:
         rows = []
         for path in chosen:
             rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            pad = max(rgb.shape[:2]) // 2  # room to turn the face (and the tight closed-eye crops, as their README says)
+            pad = (
+                max(rgb.shape[:2]) // 2
+            )  # room to turn the face (and the tight closed-eye crops, as their README says)
             rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
             started = time.perf_counter()
             box = biggest(detector, rgb, None)
@@ -99,28 +106,44 @@ def main() -> int:
                 row["mirror"] = (m.yaw + cues.yaw, m.roll + cues.roll, m.pitch - cues.pitch)
             rows.append(row)
         mirror_ok = [r["mirror"] is not None and max(abs(v) for v in r["mirror"]) <= TOLERANCE for r in rows]
-        turn_ok = [all(t is not None and abs(abs(t) - TURN) <= TOLERANCE and (t > 0) == (i == 0)
-                       for i, t in enumerate(r["turn"])) for r in rows]
+        turn_ok = [
+            all(
+                t is not None and abs(abs(t) - TURN) <= TOLERANCE and (t > 0) == (i == 0)
+                for i, t in enumerate(r["turn"])
+            )
+            for r in rows
+        ]
         errors = np.array([r["mirror"] for r in rows if r["mirror"] is not None])
         moved = np.array([t for r in rows for t in r["turn"] if t is not None])
-        results[name] = {"faces": len(rows), "mirror_pass": float(np.mean(mirror_ok)), "turn_pass": float(np.mean(turn_ok)),
-                         "mirror_median_abs_error_yaw_roll_pitch": np.median(np.abs(errors), axis=0).round(2).tolist(),
-                         "turn_median_roll_change": [float(np.median(moved[moved > 0])), float(np.median(moved[moved < 0]))]}
+        results[name] = {
+            "faces": len(rows),
+            "mirror_pass": float(np.mean(mirror_ok)),
+            "turn_pass": float(np.mean(turn_ok)),
+            "mirror_median_abs_error_yaw_roll_pitch": np.median(np.abs(errors), axis=0).round(2).tolist(),
+            "turn_median_roll_change": [float(np.median(moved[moved > 0])), float(np.median(moved[moved < 0]))],
+        }
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     faces = sum(r["faces"] for r in results.values())
-    overall = {check: sum(r[check] * r["faces"] for r in results.values()) / faces for check in ("mirror_pass", "turn_pass")}
+    overall = {
+        check: sum(r[check] * r["faces"] for r in results.values()) / faces for check in ("mirror_pass", "turn_pass")
+    }
     print("\n| set | faces | mirror check passed | turn check passed |\n| --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['faces']} | {100 * r['mirror_pass']:.1f}% | {100 * r['turn_pass']:.1f}% |")
     print(f"| all | {faces} | **{100 * overall['mirror_pass']:.1f}%** | **{100 * overall['turn_pass']:.1f}%** |")
     for check, share in overall.items():
-        print(f"{check}: {100 * share:.1f}% ({'meets' if share >= TARGET else 'misses'} the target of {100 * TARGET:.0f}%)")
+        print(
+            f"{check}: {100 * share:.1f}% ({'meets' if share >= TARGET else 'misses'} the target of {100 * TARGET:.0f}%)"
+        )
     detect_ms, cue_ms = 1000 * np.median(timing["detect"]), 1000 * np.median(timing["cues"])
-    print(f"cost per face (median, one thread): landmarks and cues {cue_ms:.1f} ms, against {args.detector} per image "
-          f"{detect_ms:.1f} ms (x{cue_ms / detect_ms:.2f})")
+    print(
+        f"cost per face (median, one thread): landmarks and cues {cue_ms:.1f} ms, against {args.detector} per image "
+        f"{detect_ms:.1f} ms (x{cue_ms / detect_ms:.2f})"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"sets": results, "overall": overall, "cue_ms": cue_ms,
-                                               "detect_ms": detect_ms}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"sets": results, "overall": overall, "cue_ms": cue_ms, "detect_ms": detect_ms}, indent=1) + "\n"
+        )
     return 0
 
 

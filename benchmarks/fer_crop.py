@@ -66,16 +66,20 @@ def main() -> int:
         return float((fer.predict_proba(np.stack(faces)).argmax(axis=1) == labels).mean())
 
     baseline = accuracy(own)
-    print(f"{len(samples)} FER2013 val images, x{args.upscale}; MTCNN found a face in {len(labels)} "
-          f"({missed} missed); the detector's box is {np.median(ratios):.2f} of FER2013's crop (median; "
-          f"IQR {np.percentile(ratios, 25):.2f}-{np.percentile(ratios, 75):.2f})")
+    print(
+        f"{len(samples)} FER2013 val images, x{args.upscale}; MTCNN found a face in {len(labels)} "
+        f"({missed} missed); the detector's box is {np.median(ratios):.2f} of FER2013's crop (median; "
+        f"IQR {np.percentile(ratios, 25):.2f}-{np.percentile(ratios, 75):.2f})"
+    )
     print(f"fer (face + mirror) on the same {len(labels)} faces:")
     print(f"  FER2013's own crops (baseline)          {100 * baseline:.2f}%")
     for margin in margins:
         value = accuracy(cuts[margin])
         note = "  <- how predict --expressions cuts today" if margin == settings.margin else ""
-        print(f"  detector box, margin {margin:.1f}               {100 * value:.2f}%  "
-              f"(x{value / baseline:.3f} of the baseline){note}")
+        print(
+            f"  detector box, margin {margin:.1f}               {100 * value:.2f}%  "
+            f"(x{value / baseline:.3f} of the baseline){note}"
+        )
     return 0
 
 

@@ -68,7 +68,7 @@ def replay(target: str, data: bytes) -> BaseException | None:
             read(path)
         except EngageError:
             return None
-        except Exception as error:  # noqa: BLE001  (that is what we look for)
+        except Exception as error:
             return error
     return None
 
@@ -123,13 +123,24 @@ def main() -> int:
 
     def report() -> None:
         rate = tried[0] / max(time.perf_counter() - fuzz_started, 1e-9)
-        print(f"fuzz {args.target}: {tried[0]:,} inputs in {time.perf_counter() - fuzz_started:.0f} s, {rate:.0f}/s "
-              f"(x{rate / baseline:.2f} of reading the valid seed, {baseline:.0f}/s); "
-              f"{len(found)} cause(s) of crashes, one input each kept in tests/fuzz_cases/")
+        print(
+            f"fuzz {args.target}: {tried[0]:,} inputs in {time.perf_counter() - fuzz_started:.0f} s, {rate:.0f}/s "
+            f"(x{rate / baseline:.2f} of reading the valid seed, {baseline:.0f}/s); "
+            f"{len(found)} cause(s) of crashes, one input each kept in tests/fuzz_cases/"
+        )
 
-    atheris.Setup([sys.argv[0], f"-max_total_time={args.seconds + 60}", f"-max_len={args.max_len}", "-timeout=20",
-                   "-rss_limit_mb=1024", f"-artifact_prefix={os.path.join(CASES, args.target)}-", corpus],
-                  one_input)
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-max_total_time={args.seconds + 60}",
+            f"-max_len={args.max_len}",
+            "-timeout=20",
+            "-rss_limit_mb=1024",
+            f"-artifact_prefix={os.path.join(CASES, args.target)}-",
+            corpus,
+        ],
+        one_input,
+    )
     atheris.Fuzz()
     return 0
 

@@ -77,13 +77,17 @@ def main() -> int:
                 scores[kind].append((ratio, face_cues(landmarks).eyes_open))
     closed, opened = np.array(scores["closed"]), np.array(scores["open"])
     truth = np.r_[np.ones(len(closed)), np.zeros(len(opened))]
-    result = {"closed_faces": len(closed), "open_faces": len(opened),
-              "auc_dlib68_eye_aspect_ratio": round(float(roc_auc_score(truth, -np.r_[closed[:, 0], opened[:, 0]])), 4),
-              "auc_mesh_iris_eyes_open": round(float(roc_auc_score(truth, -np.r_[closed[:, 1], opened[:, 1]])), 4),
-              "ms_per_face_dlib68": round(1000 * float(np.median(times["dlib68"])), 2),
-              "ms_per_face_mesh_iris": round(1000 * float(np.median(times["mesh"])), 2),
-              "model_mb_dlib68": round(os.path.getsize(os.path.join(folder, "models",
-                                                                    "shape_predictor_68_face_landmarks.dat")) / 1e6, 1)}
+    result = {
+        "closed_faces": len(closed),
+        "open_faces": len(opened),
+        "auc_dlib68_eye_aspect_ratio": round(float(roc_auc_score(truth, -np.r_[closed[:, 0], opened[:, 0]])), 4),
+        "auc_mesh_iris_eyes_open": round(float(roc_auc_score(truth, -np.r_[closed[:, 1], opened[:, 1]])), 4),
+        "ms_per_face_dlib68": round(1000 * float(np.median(times["dlib68"])), 2),
+        "ms_per_face_mesh_iris": round(1000 * float(np.median(times["mesh"])), 2),
+        "model_mb_dlib68": round(
+            os.path.getsize(os.path.join(folder, "models", "shape_predictor_68_face_landmarks.dat")) / 1e6, 1
+        ),
+    }
     print(json.dumps(result, indent=1))
     return 0
 

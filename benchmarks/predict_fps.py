@@ -42,8 +42,10 @@ VIDEO_FPS = 30.0
 FIRST_BATCH = 8  # frames per network call in predict_video: the clock starts when the first batch is out
 TARGET_FPS = 120.0  # issue 16: one 640x480 video with the fast settings on 2 cores
 # the two ways a video is scored: before issue 16, and `engage predict VIDEO` now (--workers 0: one per core)
-WAYS = {"one thread (before)": {"pipeline": False, "detect_processes": 1},
-        "now": {"pipeline": True, "detect_processes": os.cpu_count() or 1}}
+WAYS = {
+    "one thread (before)": {"pipeline": False, "detect_processes": 1},
+    "now": {"pipeline": True, "detect_processes": os.cpu_count() or 1},
+}
 
 
 def paper_model(folder: str) -> str:
@@ -67,7 +69,9 @@ def detected_side(predictor, frame_side: int = 640) -> str:
     return str(min(frame_side, predictor.detector.max_side))
 
 
-def measure(predictor, video: str, frames: int, seconds: float, way: dict | None = None) -> tuple[float, int, float, list]:
+def measure(
+    predictor, video: str, frames: int, seconds: float, way: dict | None = None
+) -> tuple[float, int, float, list]:
     """(frames/s, frames scored, faces per frame, results) for one pass over the video in the given way
     (Predictor.predict_video's options), timed between the ends of batches of 8 frames (results come out a batch
     at a time) from the end of the first (start-up, and the detector processes' start, left out), stopped at the
@@ -76,7 +80,9 @@ def measure(predictor, video: str, frames: int, seconds: float, way: dict | None
     way = way or {}
     for _ in predictor.predict_video(video, max_frames=2, pipeline=False):  # warm up: first calls allocate
         pass
-    scored = faces = counted = counted_faces = 0  # counted: up to the last batch's end (a last partial batch is left out)
+    scored = faces = counted = counted_faces = (
+        0  # counted: up to the last batch's end (a last partial batch is left out)
+    )
     started = elapsed = None
     results = []
     for index, frame in enumerate(predictor.predict_video(video, max_frames=frames, **way)):
@@ -104,14 +110,24 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=150, help="frames in the test video (5 s at 30 frames/s)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time limit per setting and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--against", default=None, metavar="MODEL",
-                        help="instead: the fast settings with --model and with this model (e.g. the previous shipped "
-                             "one), round robin in the same run, with their ratio")
-    parser.add_argument("--cues", action="store_true",
-                        help="instead: the default and the fast settings with and without the attention cues, as "
-                             "`engage predict VIDEO` runs (target: with cues at least 85%% of the frames/s without)")
-    parser.add_argument("--expressions", action="store_true",
-                        help="instead: the fast settings without and with --expressions, for each --expression-views")
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="MODEL",
+        help="instead: the fast settings with --model and with this model (e.g. the previous shipped "
+        "one), round robin in the same run, with their ratio",
+    )
+    parser.add_argument(
+        "--cues",
+        action="store_true",
+        help="instead: the default and the fast settings with and without the attention cues, as "
+        "`engage predict VIDEO` runs (target: with cues at least 85%% of the frames/s without)",
+    )
+    parser.add_argument(
+        "--expressions",
+        action="store_true",
+        help="instead: the fast settings without and with --expressions, for each --expression-views",
+    )
     args = parser.parse_args()
 
     from engage.errors import EngageError
@@ -128,18 +144,23 @@ def main() -> int:
     if args.against and not args.cues:
         return against(args, video)
     vgg = paper_model(folder)
-    print(f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"video: {args.frames} frames 640x480 at {VIDEO_FPS:g} frames/s, two real faces (one moving); "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    )
     predictors = {}
     for setting in SETTINGS:
         detector, backend, size, model = setting
         try:
             started = time.perf_counter()
-            predictors[setting] = Predictor(vgg if model == "vgg" else args.model, detector=detector, backend=backend,
-                                            detect_size=size)
+            predictors[setting] = Predictor(
+                vgg if model == "vgg" else args.model, detector=detector, backend=backend, detect_size=size
+            )
             load = time.perf_counter() - started
-            print(f"loaded {detector}/{backend}{'' if size is None else f'@{size}'}/{model or args.model} in {load:.1f} s",
-                  flush=True)
+            print(
+                f"loaded {detector}/{backend}{'' if size is None else f'@{size}'}/{model or args.model} in {load:.1f} s",
+                flush=True,
+            )
         except EngageError as error:
             print(f"{detector}/{backend}/{model or args.model}: skipped ({error})", flush=True)
     best: dict[tuple, tuple[float, int, float]] = {}  # (setting, way) -> best round
@@ -151,28 +172,37 @@ def main() -> int:
                 outputs.append(output)
                 if (setting, name) not in best or result[0] > best[setting, name][0]:
                     best[setting, name] = tuple(result)
-                print(f"round {round_index + 1}: {setting[0]}/{setting[1]}/{setting[2] or 'default'}/"
-                      f"{setting[3] or 'engage'}, {name}: {result[0]:.1f} frames/s ({result[1]} frames)", flush=True)
+                print(
+                    f"round {round_index + 1}: {setting[0]}/{setting[1]}/{setting[2] or 'default'}/"
+                    f"{setting[3] or 'engage'}, {name}: {result[0]:.1f} frames/s ({result[1]} frames)",
+                    flush=True,
+                )
             common = min(len(output) for output in outputs)
             assert all(output[:common] == outputs[0][:common] for output in outputs), f"{setting}: the ways disagree"
     before, now = WAYS
     paper = {name: best.get((PAPER, name), (float("nan"),))[0] for name in WAYS}
     rate = lambda fps: f"{fps:.1f}" if fps >= 10 else f"{fps:.2f}"  # noqa: E731
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
-    print(f"| detector | detect size | network | backend | frames/s {before} | frames/s {now} | speed-up | "
-          "x real time (30 fps) now | x the paper's pipeline now |")
+    print(
+        f"| detector | detect size | network | backend | frames/s {before} | frames/s {now} | speed-up | "
+        "x real time (30 fps) now | x the paper's pipeline now |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for setting in predictors:
         detector, backend, size, model = setting
         network = "vgg (paper, untrained)" if model == "vgg" else os.path.basename(args.model)
         old, new = best[setting, before][0], best[setting, now][0]
-        print(f"| {detector} | {detected_side(predictors[setting])} | {network} | {backend} | {rate(old)} | {rate(new)} | "
-              f"x{new / old:.2f} | {new / VIDEO_FPS:.2f} | {new / paper[now]:.0f} |")
+        print(
+            f"| {detector} | {detected_side(predictors[setting])} | {network} | {backend} | {rate(old)} | {rate(new)} | "
+            f"x{new / old:.2f} | {new / VIDEO_FPS:.2f} | {new / paper[now]:.0f} |"
+        )
     if (FAST, now) in best:
         fast = best[FAST, now][0]
         verdict = "meets" if fast >= TARGET_FPS else "misses"
-        print(f"\nfast settings (--detector yunet --backend onnx) now: {fast:.1f} frames/s (one thread: "
-              f"{best[FAST, before][0]:.1f}), {verdict} the target of {TARGET_FPS:g} frames/s on {os.cpu_count()} cores")
+        print(
+            f"\nfast settings (--detector yunet --backend onnx) now: {fast:.1f} frames/s (one thread: "
+            f"{best[FAST, before][0]:.1f}), {verdict} the target of {TARGET_FPS:g} frames/s on {os.cpu_count()} cores"
+        )
     return 0
 
 
@@ -181,10 +211,15 @@ def expressions_cost(args, video: str) -> int:
     from engage.inference.predictor import Predictor
 
     variants = {"no expressions": {}}
-    variants.update({f"--expressions --expression-views {views}": dict(expressions=True, expression_views=views)
-                     for views in ("model", "flip", "one")})
-    predictors = {name: Predictor(args.model, detector=FAST[0], backend=FAST[1], **kwargs)
-                  for name, kwargs in variants.items()}
+    variants.update(
+        {
+            f"--expressions --expression-views {views}": dict(expressions=True, expression_views=views)
+            for views in ("model", "flip", "one")
+        }
+    )
+    predictors = {
+        name: Predictor(args.model, detector=FAST[0], backend=FAST[1], **kwargs) for name, kwargs in variants.items()
+    }
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, predictor in predictors.items():
@@ -206,16 +241,23 @@ def cues_cost(args, video: str) -> int:
 
     settings = {"default (mtcnn, torch)": ("mtcnn", "torch"), "fast (yunet, onnx)": FAST[:2]}
     without = args.against or args.model  # --against: the baseline is another model (e.g. one that needs no landmarks)
-    predictors = {(name, cues): Predictor(args.model if cues else without, detector=detector, backend=backend, cues=cues)
-                  for name, (detector, backend) in settings.items() for cues in (False, True)}
+    predictors = {
+        (name, cues): Predictor(args.model if cues else without, detector=detector, backend=backend, cues=cues)
+        for name, (detector, backend) in settings.items()
+        for cues in (False, True)
+    }
     best: dict[tuple, float] = {}
     for round_index in range(args.rounds):
         for key, predictor in predictors.items():
             fps = measure(predictor, video, args.frames, args.seconds, WAYS["now"])[0]
             best[key] = max(best.get(key, 0.0), fps)
-            print(f"round {round_index + 1}: {key[0]}, cues {'on' if key[1] else 'off'}: {fps:.1f} frames/s", flush=True)
-    print(f"\n{os.cpu_count()} cores, best of {args.rounds} rounds, `engage predict VIDEO` as it runs now; without: "
-          f"{without} --no-cues, with: {args.model}:\n")
+            print(
+                f"round {round_index + 1}: {key[0]}, cues {'on' if key[1] else 'off'}: {fps:.1f} frames/s", flush=True
+            )
+    print(
+        f"\n{os.cpu_count()} cores, best of {args.rounds} rounds, `engage predict VIDEO` as it runs now; without: "
+        f"{without} --no-cues, with: {args.model}:\n"
+    )
     print("| settings | frames/s without cues | frames/s with cues | ratio | target >= 0.85 |")
     print("| --- | --- | --- | --- | --- |")
     for name in settings:

@@ -20,7 +20,7 @@ from engage.errors import EngageError
 
 def measure(source: SampleList, options: PreprocessOptions, workers: int | None) -> tuple[float, dict]:
     started = time.perf_counter()
-    dataset, report = preprocess(source, options.face_settings(), workers=workers)
+    _dataset, report = preprocess(source, options.face_settings(), workers=workers)
     seconds = time.perf_counter() - started
     return len(source.samples) / seconds, report.to_dict()
 
@@ -46,9 +46,11 @@ def main() -> int:
     cores = os.cpu_count()
     rows = []
     fer_source = limited(read_samples(fer), args.limit)
-    runs = [("fer2013 train", fer_source, PreprocessOptions(detector=None)),
-            ("fer2013 train", fer_source, PreprocessOptions(detector="mtcnn", no_face="whole-image")),
-            ("fer2013 train", fer_source, PreprocessOptions(detector="yunet", no_face="whole-image"))]
+    runs = [
+        ("fer2013 train", fer_source, PreprocessOptions(detector=None)),
+        ("fer2013 train", fer_source, PreprocessOptions(detector="mtcnn", no_face="whole-image")),
+        ("fer2013 train", fer_source, PreprocessOptions(detector="yunet", no_face="whole-image")),
+    ]
     wacv_options = PreprocessOptions(detector="mtcnn", no_face="whole-image", label_map=ENGAGEMENT_BINARY_MAP)
     runs.append(("wacv engagement", limited(load_source(wacv, wacv_options), args.limit), wacv_options))
     for name, source, options in runs:
@@ -59,19 +61,25 @@ def main() -> int:
             continue
         detector = options.detector or "--no-detect"
         rows.append((name, detector, len(source.samples), rate, report))
-        print(f"{name:16s} {detector:11s} {len(source.samples):6d} images  {rate:8.1f} images/s  "
-              f"detected {report['detected']}, whole-image {report['whole-image']}, no-detect {report['no-detect']}",
-              flush=True)
+        print(
+            f"{name:16s} {detector:11s} {len(source.samples):6d} images  {rate:8.1f} images/s  "
+            f"detected {report['detected']}, whole-image {report['whole-image']}, no-detect {report['no-detect']}",
+            flush=True,
+        )
     # baseline in the same run: one worker on the first 1,000 FER images with mtcnn
     base_source = limited(fer_source, 1000)
     mtcnn = PreprocessOptions(detector="mtcnn", no_face="whole-image")
     one, _ = measure(base_source, mtcnn, 1)
     many, _ = measure(base_source, mtcnn, None)
-    print(f"baseline: mtcnn on {len(base_source.samples)} FER images, 1 worker {one:.1f} images/s, "
-          f"{cores} workers {many:.1f} images/s: speed-up x{many / one:.2f}")
-    for name, detector, count, rate, _ in rows:
+    print(
+        f"baseline: mtcnn on {len(base_source.samples)} FER images, 1 worker {one:.1f} images/s, "
+        f"{cores} workers {many:.1f} images/s: speed-up x{many / one:.2f}"
+    )
+    for name, detector, _count, rate, _ in rows:
         if name == "fer2013 train" and detector == "mtcnn":
-            print(f"whole FER2013 train set (28,709 images) through mtcnn: {28709 / rate / 60:.1f} min (target < 10 min)")
+            print(
+                f"whole FER2013 train set (28,709 images) through mtcnn: {28709 / rate / 60:.1f} min (target < 10 min)"
+            )
     return 0
 
 

@@ -45,7 +45,7 @@ def write_photos(folder: str, copies: int) -> list[str]:
     """The sample photos as PNG files, `copies` times each (distinct paths: `engage predict` scores each once)."""
     from PIL import Image
 
-    from engage.data.sample_photos import sample_images
+    from engage.io.sample_photos import sample_images
 
     originals = {}
     for name, rgb in sample_images().items():
@@ -62,18 +62,23 @@ def write_photos(folder: str, copies: int) -> list[str]:
 
 def predict_images_per_s(paths: list[str]) -> tuple[float, str]:
     """`engage predict FILES` as a user runs it; its own count and time (model loading excluded)."""
-    done = subprocess.run([sys.executable, "-m", "engage.cli", "predict", *paths], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "engage.cli", "predict", *paths], capture_output=True, text=True, check=True
+    )
     match = re.search(r"(\d+) input\(s\) scored in ([\d.]+) s", done.stdout)
     count, seconds = int(match.group(1)), float(match.group(2))
     return count / seconds, match.group(0)
 
 
-async def burst(url: str, files: list[tuple[str, bytes]], requests: int, concurrency: int) -> tuple[list[float], int, float]:
+async def burst(
+    url: str, files: list[tuple[str, bytes]], requests: int, concurrency: int
+) -> tuple[list[float], int, float]:
     import httpx
 
     latencies, errors = [], 0
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
         async def one(index: int) -> None:
             nonlocal errors
             name, data = files[index % len(files)]
@@ -107,8 +112,11 @@ def main() -> None:
         predict_rate, predict_line = predict_images_per_s(paths)
 
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "engage.cli", "serve", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "engage.cli", "serve", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):
@@ -128,8 +136,12 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
     rate = args.requests / seconds
-    print(f"engage serve: {args.requests} image requests, {args.concurrency} concurrent, on loopback ({os.cpu_count()} cores)")
-    print(f"  {rate:.1f} requests/s; latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms; errors {errors}")
+    print(
+        f"engage serve: {args.requests} image requests, {args.concurrency} concurrent, on loopback ({os.cpu_count()} cores)"
+    )
+    print(
+        f"  {rate:.1f} requests/s; latency p50 {ms[0]:.0f} ms, p95 {ms[1]:.0f} ms, p99 {ms[2]:.0f} ms; errors {errors}"
+    )
     print(f"  server RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after ({rss_after - rss_before:+.0f} MB)")
     print(f"engage predict on {len(paths)} copies of the same files: {predict_line} = {predict_rate:.1f} images/s")
     print(f"serve / predict images/s: {rate / predict_rate:.2f}")

@@ -54,8 +54,12 @@ def stability(scores: np.ndarray, threshold: float) -> dict:
     flips = float(np.mean(labels.any(axis=1) & ~labels.all(axis=1)))
     ranks = np.argsort(np.argsort(scores, axis=0), axis=0) / max(len(scores) - 1, 1)
     moved = ranks.max(axis=1) - ranks.min(axis=1)
-    return {"faces": int(found.sum()), "flips": round(flips, 4), "rank_median": round(float(np.median(moved)), 4),
-            "rank_p90": round(float(np.percentile(moved, 90)), 4)}
+    return {
+        "faces": int(found.sum()),
+        "flips": round(flips, 4),
+        "rank_median": round(float(np.median(moved)), 4),
+        "rank_p90": round(float(np.percentile(moved, 90)), 4),
+    }
 
 
 def main() -> int:
@@ -81,7 +85,7 @@ def main() -> int:
 
     for model in args.models:
         has_head = load_model(model).cue_head is not None  # without a head the cues do not move the score
-        for cues in ((False, True) if has_head else (False,)):
+        for cues in (False, True) if has_head else (False,):
             shown = model if not Path(model).is_file() else f"{Path(model).parent.name}/{Path(model).name}"
             name = f"{shown}, cues {'on' if cues else 'off'}"
             predictors = {}
@@ -90,25 +94,45 @@ def main() -> int:
                     predictors[detector] = Predictor(model, detector=detector, cues=cues)
                 except EngageError as error:
                     print(f"{name}: {detector} skipped ({error})")
-            sizes = np.array([[score(predictors["mtcnn"], cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA
-                                                                      if s < 1 else cv2.INTER_LINEAR)) for s in SIZES]
-                              for rgb in images])
+            sizes = np.array(
+                [
+                    [
+                        score(
+                            predictors["mtcnn"],
+                            cv2.resize(
+                                rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+                            ),
+                        )
+                        for s in SIZES
+                    ]
+                    for rgb in images
+                ]
+            )
             threshold = predictors["mtcnn"].decision.threshold
             row = stability(sizes, threshold)
             by_detector = np.array([[score(predictor, rgb) for predictor in predictors.values()] for rgb in images])
             found = np.isfinite(by_detector).all(axis=1)
             spread = by_detector[found].max(axis=1) - by_detector[found].min(axis=1)
-            row.update({"detector_faces": int(found.sum()), "detector_spread_median": round(float(np.median(spread)), 4),
-                        "detector_within_0.05": round(float(np.mean(spread <= 0.05)), 4),
-                        "detectors": list(predictors)})
+            row.update(
+                {
+                    "detector_faces": int(found.sum()),
+                    "detector_spread_median": round(float(np.median(spread)), 4),
+                    "detector_within_0.05": round(float(np.mean(spread <= 0.05)), 4),
+                    "detectors": list(predictors),
+                }
+            )
             report[name] = row
             print(f"{name}: {json.dumps(row)}", flush=True)
-    print("\n| setting | faces | labels flip across 5 sizes (<= 3%) | rank moves, median (<= 5%) | rank moves, 90th pct | "
-          "detectors' spread, median | within 0.05 of each other |")
+    print(
+        "\n| setting | faces | labels flip across 5 sizes (<= 3%) | rank moves, median (<= 5%) | rank moves, 90th pct | "
+        "detectors' spread, median | within 0.05 of each other |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in report.items():
-        print(f"| {name} | {row['faces']} | {100 * row['flips']:.1f}% | {100 * row['rank_median']:.1f}% | "
-              f"{100 * row['rank_p90']:.1f}% | {row['detector_spread_median']:.3f} | {100 * row['detector_within_0.05']:.0f}% |")
+        print(
+            f"| {name} | {row['faces']} | {100 * row['flips']:.1f}% | {100 * row['rank_median']:.1f}% | "
+            f"{100 * row['rank_p90']:.1f}% | {row['detector_spread_median']:.3f} | {100 * row['detector_within_0.05']:.0f}% |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0

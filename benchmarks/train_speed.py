@@ -19,8 +19,10 @@ from engage.training.augment import augment
 from engage.training.loop import native_bf16, resolve_device
 
 
-def images_per_second(name: str, model_args: dict, bf16: bool, steps: int, batch: int,
-                      device: torch.device = torch.device("cpu")) -> float:
+def images_per_second(
+    name: str, model_args: dict, bf16: bool, steps: int, batch: int, device: torch.device | None = None
+) -> float:
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
     model = build_model(name, 7, **model_args).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -62,8 +64,10 @@ def main() -> None:
     except UsageError as error:
         raise SystemExit(f"train_speed: {error}") from None
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"native bf16: {native_bf16(device)}")
+    print(
+        f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"native bf16: {native_bf16(device)}"
+    )
     for spec in args.models.split(","):
         name, _, width = spec.partition(":")
         model_args = {"width": int(width)} if width else {}
@@ -73,8 +77,11 @@ def main() -> None:
         fp32 = images_per_second(name, model_args, False, steps, batch, device)
         bf16 = images_per_second(name, model_args, True, steps, batch, device)
         epoch = 28709 / max(fp32, bf16)
-        print(f"{spec:11s} {params / 1e6:6.2f}M params  batch {batch:3d}  fp32 {fp32:7.1f} img/s  bf16 {bf16:7.1f} img/s  "
-              f"bf16/fp32 x{bf16 / fp32:.2f}  FER epoch ~{epoch:.0f} s", flush=True)
+        print(
+            f"{spec:11s} {params / 1e6:6.2f}M params  batch {batch:3d}  fp32 {fp32:7.1f} img/s  bf16 {bf16:7.1f} img/s  "
+            f"bf16/fp32 x{bf16 / fp32:.2f}  FER epoch ~{epoch:.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

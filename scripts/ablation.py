@@ -38,8 +38,11 @@ ROWS: dict[str, tuple[str, str | None, str | None]] = {
     "base": ("detector re-crop (MTCNN box), 48x48 gray, fer's backbone, flip + 4 px + 16 deg, 12 epochs", None, None),
     "own-crop": ("the data sets' own crops, resized (no detector)", "--no-detect", None),
     "margin-0.2": ("detector box grown by 20% each side, kept inside the image", f"{BASE_FACES} --margin 0.2", None),
-    "margin-0.2-pad": ("grown by 20%, padded at the edge (same face scale everywhere)",
-                       f"{BASE_FACES} --margin 0.2 --border pad", None),
+    "margin-0.2-pad": (
+        "grown by 20%, padded at the edge (same face scale everywhere)",
+        f"{BASE_FACES} --margin 0.2 --border pad",
+        None,
+    ),
     "context-0.5": ("head and shoulders: grown by 50%, padded", f"{BASE_FACES} --margin 0.5 --border pad", None),
     "align": ("turned upright on the eyes (detector landmarks)", f"{BASE_FACES} --align", None),
     "size-64": ("64x64 instead of 48x48", f"{BASE_FACES} --size 64", None),
@@ -47,13 +50,22 @@ ROWS: dict[str, tuple[str, str | None, str | None]] = {
     "pose": ("+ head pose from the 5 landmarks (roll, yaw, pitch), stacked on the base row's scores", None, None),
     "no-augment": ("no augmentation", None, BASE_TRAIN + " --shift 0 --rotate 0"),
     "strong-augment": ("+ zoom 20% and random erasing", None, BASE_TRAIN + " --scale 0.2 --erase 0.5"),
-    "scratch": ("no FER initialisation (the same network from scratch, lr 0.05)", None,
-                BASE_TRAIN.replace("--init fer ", "").replace("--lr 0.01", "--lr 0.05") + " --width 48"),
+    "scratch": (
+        "no FER initialisation (the same network from scratch, lr 0.05)",
+        None,
+        BASE_TRAIN.replace("--init fer ", "").replace("--lr 0.01", "--lr 0.05") + " --width 48",
+    ),
     "freeze-2": ("fer's first two conv blocks kept fixed", None, BASE_TRAIN + " --freeze 2"),
-    "old-fer": ("initialised from the previous fer (40 CPU epochs, 69.2% on FER2013 val)", None,
-                BASE_TRAIN.replace("--init fer", "--init {old_fer}")),
-    "no-balance": ("faces drawn uniformly (no data set / subject balance)", None,
-                   BASE_TRAIN.replace("--balance corpus,subject", "--balance none")),
+    "old-fer": (
+        "initialised from the previous fer (40 CPU epochs, 69.2% on FER2013 val)",
+        None,
+        BASE_TRAIN.replace("--init fer", "--init {old_fer}"),
+    ),
+    "no-balance": (
+        "faces drawn uniformly (no data set / subject balance)",
+        None,
+        BASE_TRAIN.replace("--balance corpus,subject", "--balance none"),
+    ),
     "long": ("24 epochs instead of 12", None, BASE_TRAIN.replace("--epochs 12", "--epochs 24")),
     # the base row again with other random seeds (initial head, sampling, augmentation): how far rows move by chance
     "seed-1": ("the base row, seed 1 (run-to-run spread)", None, BASE_TRAIN + " --seed 1"),
@@ -80,10 +92,16 @@ def face_files(work: str, faces: str) -> tuple[list[str], list[str]]:
     folder = os.path.join(work, "data", tag)
     sources = [
         ("wacv", f"{SHARED}/engagement/wacv/labels.csv --label-map {ON_TASK_WACV} --corpus wacv"),
-        ("daisee_train", f"{SHARED}/engagement/daisee/train/labels.csv --label-column engagement "
-                         f"--label-map {ON_TASK_DAISEE} --corpus daisee"),
-        ("daisee_val", f"{SHARED}/engagement/daisee/val/labels.csv --label-column engagement "
-                       f"--label-map {ON_TASK_DAISEE} --corpus daisee"),
+        (
+            "daisee_train",
+            f"{SHARED}/engagement/daisee/train/labels.csv --label-column engagement "
+            f"--label-map {ON_TASK_DAISEE} --corpus daisee",
+        ),
+        (
+            "daisee_val",
+            f"{SHARED}/engagement/daisee/val/labels.csv --label-column engagement "
+            f"--label-map {ON_TASK_DAISEE} --corpus daisee",
+        ),
     ]
     paths, commands = [], []
     for name, source in sources:
@@ -113,8 +131,11 @@ def row_commands(work: str, name: str, threads: int, old_fer: str) -> tuple[list
     out = os.path.join(work, name)
     data = " ".join(f"--data {path}" for path in paths)
     training = (training or BASE_TRAIN).format(old_fer=old_fer)
-    command = (f"engage train engagement {data} {training} --cv 5 --no-final"
-               + (f" --threads {threads}" if threads else "") + f" --out {out}")
+    command = (
+        f"engage train engagement {data} {training} --cv 5 --no-final"
+        + (f" --threads {threads}" if threads else "")
+        + f" --out {out}"
+    )
     return preprocess, command, out
 
 
@@ -122,8 +143,12 @@ def old_fer_file(work: str) -> str:
     """The previous shipped fer, taken from the repository's history (for the 'old-fer' row)."""
     path = os.path.join(work, "fer-previous.safetensors")
     if not os.path.exists(path):
-        blob = subprocess.run(["git", "show", f"{OLD_FER_COMMIT}:src/engage/weights/fer.safetensors"], cwd=REPO,
-                              capture_output=True, check=True).stdout
+        blob = subprocess.run(
+            ["git", "show", f"{OLD_FER_COMMIT}:src/engage/weights/fer.safetensors"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
         with open(path + ".tmp", "wb") as handle:
             handle.write(blob)
         os.replace(path + ".tmp", path)
@@ -154,7 +179,7 @@ def pose_row(work: str, n_boot: int = 1000) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from engage.data.dataset import FaceDataset, concatenate
-    from engage.evaluation.decision import Decision, best_threshold
+    from engage.models.decision import Decision, best_threshold
     from engage.training.crossval import fold_report, group_report
 
     paths, _ = face_files(work, BASE_FACES)
@@ -173,21 +198,29 @@ def pose_row(work: str, n_boot: int = 1000) -> dict:
     for fold in np.unique(fold_of):
         test, rest = fold_of == fold, fold_of != fold
         scaler = StandardScaler().fit(features[rest])
-        model = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(features[rest]), labels[rest],
-                                                             sample_weight=weights[rest])
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(
+            scaler.transform(features[rest]), labels[rest], sample_weight=weights[rest]
+        )
         fitted = model.predict_proba(scaler.transform(features[rest]))[:, 1]
         names = data.corpus[rest]
-        threshold = best_threshold([labels[rest][names == n] for n in np.unique(names)],
-                                   [fitted[names == n] for n in np.unique(names)])
+        threshold = best_threshold(
+            [labels[rest][names == n] for n in np.unique(names)], [fitted[names == n] for n in np.unique(names)]
+        )
         p = model.predict_proba(scaler.transform(features[test]))[:, 1]
         stacked[test] = np.stack([1 - p, p], axis=1)
         predicted[test] = (p >= threshold).astype(int)
     groups = {name: data.corpus == name for name in data.corpora}
     groups["daisee: daisee_val.npz"] = file_of == 2  # as engage.crossval names a file of a data set in two files
-    return {"cross_fitted": {name: group_report(labels[m], stacked[m], predicted[m], data.subjects[m], decision, n_boot)
-                             for name, m in groups.items()},
-            "cross_fitted_per_fold": {name: fold_report(labels, stacked, predicted, fold_of, m, len(np.unique(fold_of)),
-                                                        decision) for name, m in groups.items()}}
+    return {
+        "cross_fitted": {
+            name: group_report(labels[m], stacked[m], predicted[m], data.subjects[m], decision, n_boot)
+            for name, m in groups.items()
+        },
+        "cross_fitted_per_fold": {
+            name: fold_report(labels, stacked, predicted, fold_of, m, len(np.unique(fold_of)), decision)
+            for name, m in groups.items()
+        },
+    }
 
 
 def trained_on(out: str) -> str:
@@ -231,23 +264,34 @@ def main() -> int:
     for name in names:
         if name == "pose":
             if os.path.exists(os.path.join(work, "base", "oof.npz")):
-                table[name] = {"what": ROWS[name][0], "command": "python scripts/ablation.py --rows base,pose",
-                               **pose_row(work)}
+                table[name] = {
+                    "what": ROWS[name][0],
+                    "command": "python scripts/ablation.py --rows base,pose",
+                    **pose_row(work),
+                }
             continue
         preprocess, command, out = plans[name]
         with open(os.path.join(out, "crossval.json")) as handle:
             report = json.load(handle)
-        table[name] = {"what": ROWS[name][0], "command": shown(command), "preprocess": [shown(c) for c in preprocess],
-                       "cross_fitted": report["cross_fitted"], "cross_fitted_per_fold": report["cross_fitted_per_fold"],
-                       "chosen_epoch": report["chosen_epoch"], "device": trained_on(out),
-                       "epoch_curve_per_corpus": report["epoch_curve_per_corpus"]}
+        table[name] = {
+            "what": ROWS[name][0],
+            "command": shown(command),
+            "preprocess": [shown(c) for c in preprocess],
+            "cross_fitted": report["cross_fitted"],
+            "cross_fitted_per_fold": report["cross_fitted_per_fold"],
+            "chosen_epoch": report["chosen_epoch"],
+            "device": trained_on(out),
+            "epoch_curve_per_corpus": report["epoch_curve_per_corpus"],
+        }
     path = os.path.join(work, "ablation.json")
     with open(path + ".tmp", "w") as handle:
         json.dump(table, handle, indent=1)
     os.replace(path + ".tmp", path)
     for name, row in table.items():
-        cells = [f"{group}: AUC {100 * r['auc']['mean']:.1f} BA {100 * r['balanced_accuracy']['mean']:.1f}"
-                 for group, r in row["cross_fitted_per_fold"].items()]
+        cells = [
+            f"{group}: AUC {100 * r['auc']['mean']:.1f} BA {100 * r['balanced_accuracy']['mean']:.1f}"
+            for group, r in row["cross_fitted_per_fold"].items()
+        ]
         print(f"{name:16s} " + " | ".join(cells))
     return 0
 

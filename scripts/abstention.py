@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import sys
@@ -103,8 +104,11 @@ def degraded_scores(data, roots, fold, models, picked, degrade, levels):
             mine = fold[picked] == k
             if mine.any():
                 p[mine] = model.predict_proba(faces[mine])[:, model.class_names.index("engaged")]
-        result[level] = {"p": p, "sharpness": np.array([sharpness(face) for face in faces]),
-                         "size": np.array(sizes[level], float)}
+        result[level] = {
+            "p": p,
+            "sharpness": np.array([sharpness(face) for face in faces]),
+            "size": np.array(sizes[level], float),
+        }
     return result
 
 
@@ -116,10 +120,16 @@ def shrink(rgb, box, size):
     factor = min(1.0, size / min(box.w, box.h))
     if factor >= 1.0:
         return rgb, box
-    small = cv2.resize(rgb, (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor))),
-                       interpolation=cv2.INTER_AREA)
-    return small, FaceBox(round(box.x * factor), round(box.y * factor), max(2, round(box.w * factor)),
-                          max(2, round(box.h * factor)), box.confidence)
+    small = cv2.resize(
+        rgb, (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor))), interpolation=cv2.INTER_AREA
+    )
+    return small, FaceBox(
+        round(box.x * factor),
+        round(box.y * factor),
+        max(2, round(box.w * factor)),
+        max(2, round(box.h * factor)),
+        box.confidence,
+    )
 
 
 def blur(rgb, box, sigma_fraction):
@@ -142,8 +152,10 @@ def size_analysis(data, labels, picked, scores):
         row = {"size_px": size}
         for corpus in corpora:
             mine = data.corpus[picked] == corpus
-            row[corpus] = {"auc": auc(labels[mine], scores[size]["p"][mine]),
-                           "skill_kept": skill(labels[mine], scores[size]["p"][mine], scores[max(SIZES)]["p"][mine])}
+            row[corpus] = {
+                "auc": auc(labels[mine], scores[size]["p"][mine]),
+                "skill_kept": skill(labels[mine], scores[size]["p"][mine], scores[max(SIZES)]["p"][mine]),
+            }
         row["skill_kept"] = float(np.nanmean([row[c]["skill_kept"] for c in corpora]))
         rows.append(row)
     return choose_size({"rows": rows})
@@ -156,9 +168,12 @@ def choose_size(report: dict) -> dict:
         if not row["skill_kept"] >= SKILL_KEPT:
             break
         threshold = row["size_px"]
-    return {**report, "threshold": threshold,
-            "rule": f"smallest face size (px) from which on the fold models keep >= {SKILL_KEPT} of their skill "
-                    "((AUC - 0.5) / (AUC of the same faces unshrunk - 0.5)), mean over the data sets, at every size"}
+    return {
+        **report,
+        "threshold": threshold,
+        "rule": f"smallest face size (px) from which on the fold models keep >= {SKILL_KEPT} of their skill "
+        "((AUC - 0.5) / (AUC of the same faces unshrunk - 0.5)), mean over the data sets, at every size",
+    }
 
 
 def sharpness_analysis(data, labels, picked, scores):
@@ -170,19 +185,24 @@ def sharpness_analysis(data, labels, picked, scores):
     corpus = np.concatenate([data.corpus[picked] for _ in BLURS])
     edges = np.quantile(values, np.linspace(0, 1, 13))
     rows = []
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         inside = (values >= low) & (values <= high)
         row = {"sharpness": [round(float(low), 3), round(float(high), 3)], "faces": int(inside.sum())}
         kept = []
         for name in corpora:
             mine = inside & (corpus == name)
-            row[name] = {"n": int(mine.sum()), "auc": auc(y[mine], p[mine]),
-                         "skill_kept": skill(y[mine], p[mine], clean[mine]) if mine.sum() > 20 else float("nan")}
+            row[name] = {
+                "n": int(mine.sum()),
+                "auc": auc(y[mine], p[mine]),
+                "skill_kept": skill(y[mine], p[mine], clean[mine]) if mine.sum() > 20 else float("nan"),
+            }
             kept.append(row[name]["skill_kept"])
         row["skill_kept"] = float(np.nanmean(kept)) if np.isfinite(kept).any() else float("nan")
         rows.append(row)
-    natural = {name: np.quantile([s for s in scores[0.0]["sharpness"][data.corpus[picked] == name]], [0.01, 0.05]).round(3).tolist()
-               for name in corpora}
+    natural = {
+        name: np.quantile(list(scores[0.0]["sharpness"][data.corpus[picked] == name]), [0.01, 0.05]).round(3).tolist()
+        for name in corpora
+    }
     return choose_sharpness({"rows": rows, "unblurred_faces_1st_5th_percentile": natural})
 
 
@@ -192,10 +212,13 @@ def choose_sharpness(report: dict) -> dict:
     for row in rows:  # the upper edge of the sharpest bin below half the skill: every sharper bin keeps half
         if not row["skill_kept"] >= SKILL_KEPT:
             threshold = row["sharpness"][1]
-    return {**report, "threshold": round(float(threshold), 3),
-            "bins_below_half": [row["sharpness"] for row in rows if not row["skill_kept"] >= SKILL_KEPT],
-            "rule": f"the sharpness above which every bin (12 equal-count bins of all blurred crops) keeps >= "
-                    f"{SKILL_KEPT} of the fold models' skill"}
+    return {
+        **report,
+        "threshold": round(float(threshold), 3),
+        "bins_below_half": [row["sharpness"] for row in rows if not row["skill_kept"] >= SKILL_KEPT],
+        "rule": f"the sharpness above which every bin (12 equal-count bins of all blurred crops) keeps >= "
+        f"{SKILL_KEPT} of the fold models' skill",
+    }
 
 
 def detector_analysis(images, detector_name):
@@ -208,7 +231,7 @@ def detector_analysis(images, detector_name):
     for path in images:
         try:
             rgb = read_image(path)
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         boxes = detector.detect(rgb)
         if not boxes:
@@ -220,9 +243,14 @@ def detector_analysis(images, detector_name):
             overlap_h = max(0, min(main.y + main.h, box.y + box.h) - max(main.y, box.y))
             if overlap_w * overlap_h == 0:
                 false.append(box.confidence)
-    return choose_det_conf({"detector": detector_name, "images": len(images),
-                            "real_confidences": [round(float(c), 4) for c in real],
-                            "false_confidences": [round(float(c), 4) for c in false]})
+    return choose_det_conf(
+        {
+            "detector": detector_name,
+            "images": len(images),
+            "real_confidences": [round(float(c), 4) for c in real],
+            "false_confidences": [round(float(c), 4) for c in false],
+        }
+    )
 
 
 def choose_det_conf(report: dict) -> dict:
@@ -234,18 +262,30 @@ def choose_det_conf(report: dict) -> dict:
     rows = []
     for index in range(int(round((1.0 - cut) * 100))):
         low = round(cut + index / 100, 2)
-        rows.append({"confidence": [low, round(low + 0.01, 2)], "real": int((real_band == index).sum()),
-                     "false": int((false_band == index).sum())})
+        rows.append(
+            {
+                "confidence": [low, round(low + 0.01, 2)],
+                "real": int((real_band == index).sum()),
+                "false": int((false_band == index).sum()),
+            }
+        )
     threshold = cut
     for row in rows:
         if row["false"] >= max(1, row["real"]):
             threshold = row["confidence"][1]
-    return {**report, "real_faces": int(len(real)), "false_faces": int(len(false)),
-            "false_above_cut": int((false >= cut).sum()), "real_below_cut": int((real < cut).sum()),
-            "rows": rows, "threshold": round(float(threshold), 2), "detector_cut": cut,
-            "real_below_threshold": int(((real >= cut) & (real < threshold)).sum()),
-            "false_below_threshold": int(((false >= cut) & (false < threshold)).sum()),
-            "rule": "lowest confidence above which real faces outnumber false ones in every 0.01 band"}
+    return {
+        **report,
+        "real_faces": len(real),
+        "false_faces": len(false),
+        "false_above_cut": int((false >= cut).sum()),
+        "real_below_cut": int((real < cut).sum()),
+        "rows": rows,
+        "threshold": round(float(threshold), 2),
+        "detector_cut": cut,
+        "real_below_threshold": int(((real >= cut) & (real < threshold)).sum()),
+        "false_below_threshold": int(((false >= cut) & (false < threshold)).sum()),
+        "rule": "lowest confidence above which real faces outnumber false ones in every 0.01 band",
+    }
 
 
 def one_person_images():
@@ -267,24 +307,34 @@ def turn_analysis(data, calibrated):
     for low, high in ((0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0), (1.0, 1.5), (1.5, 10.1)):
         inside = (turn >= low) & (turn < high)
         on, off = inside & engaged, inside & ~engaged
-        rows.append({"turn": [low, high], "faces": int(inside.sum()), "off_task": int(off.sum()),
-                     "recall_off_task": float((p[off] < 0.5).mean()) if off.any() else None,
-                     "recall_on_task": float((p[on] >= 0.5).mean()) if on.any() else None,
-                     "by_corpus": {c: int((inside & (data.corpus == c)).sum()) for c in data.corpora}})
+        rows.append(
+            {
+                "turn": [low, high],
+                "faces": int(inside.sum()),
+                "off_task": int(off.sum()),
+                "recall_off_task": float((p[off] < 0.5).mean()) if off.any() else None,
+                "recall_on_task": float((p[on] >= 0.5).mean()) if on.any() else None,
+                "by_corpus": {c: int((inside & (data.corpus == c)).sum()) for c in data.corpora},
+            }
+        )
     largest = float(np.nanmax(turn))
-    return {"rows": rows, "largest_turn": largest, "threshold": float(np.ceil(largest * 2 + 1e-9) / 2),
-            "rule": "turned faces are mostly off task and the model judges them right (the recall of off-task faces "
-                    "by turn), so abstention must not take them away: the threshold is the next half unit above the "
-                    "largest turn of a validation face; beyond it a face is seen so far from the side that its "
-                    "landmarks no longer follow it"}
+    return {
+        "rows": rows,
+        "largest_turn": largest,
+        "threshold": float(np.ceil(largest * 2 + 1e-9) / 2),
+        "rule": "turned faces are mostly off task and the model judges them right (the recall of off-task faces "
+        "by turn), so abstention must not take them away: the threshold is the next half unit above the "
+        "largest turn of a validation face; beyond it a face is seen so far from the side that its "
+        "landmarks no longer follow it",
+    }
 
 
 def coverage_analysis(data, calibrated, thresholds) -> dict:
     """With these thresholds: the share of each data set's faces judged, why the others are not, and the cross-fitted
     figures on the judged faces beside those on all faces (risk: balanced error at 0.5)."""
-    from engage.evaluation.decision import Decision
     from engage.evaluation.evaluate import dataset_quality
     from engage.evaluation.metrics import basic_metrics, risk_coverage
+    from engage.models.decision import Decision
 
     quality = dataset_quality(data, thresholds)
     decision = Decision.for_classes(data.class_names)
@@ -297,11 +347,16 @@ def coverage_analysis(data, calibrated, thresholds) -> dict:
             for reason in value.split("+"):
                 reasons[reason] = reasons.get(reason, 0) + 1
         curve = risk_coverage(data.labels[mine], calibrated[mine], decision, judged[mine])
-        result[corpus] = {"faces": int(mine.sum()), "judged": int(judged.sum()), "coverage": float(judged.sum() / mine.sum()),
-                          "not_judged_by_reason": reasons,
-                          "judged_figures": basic_metrics(data.labels[judged], calibrated[judged], decision),
-                          "all_figures": basic_metrics(data.labels[mine], calibrated[mine], decision),
-                          "aurc": curve["aurc"], "quality_rule": curve["quality_rule"]}
+        result[corpus] = {
+            "faces": int(mine.sum()),
+            "judged": int(judged.sum()),
+            "coverage": float(judged.sum() / mine.sum()),
+            "not_judged_by_reason": reasons,
+            "judged_figures": basic_metrics(data.labels[judged], calibrated[judged], decision),
+            "all_figures": basic_metrics(data.labels[mine], calibrated[mine], decision),
+            "aurc": curve["aurc"],
+            "quality_rule": curve["quality_rule"],
+        }
     return result
 
 
@@ -312,8 +367,11 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(REPO, "runs", "abstention", "report.json"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--redo-detectors", action="store_true", help="with --reuse: run the detectors again")
-    parser.add_argument("--reuse", action="store_true",
-                        help="take the measurements of an earlier --out and apply the rules again (minutes instead of hours)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the measurements of an earlier --out and apply the rules again (minutes instead of hours)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, os.path.join(REPO, "src"))
     from engage.faces.quality import THRESHOLDS
@@ -334,28 +392,35 @@ def main() -> None:
         labels = (np.array(data.class_names)[data.labels[picked]] == "engaged").astype(int)
         print(f"{len(picked)} faces (every detected off-task face and as many on-task ones per data set)", flush=True)
         report = {}
-        report["size"] = size_analysis(data, labels, picked,
-                                       degraded_scores(data, roots, fold, models, picked, shrink, SIZES))
+        report["size"] = size_analysis(
+            data, labels, picked, degraded_scores(data, roots, fold, models, picked, shrink, SIZES)
+        )
         print("size done", flush=True)
-        report["sharpness"] = sharpness_analysis(data, labels, picked,
-                                                 degraded_scores(data, roots, fold, models, picked, blur, BLURS))
+        report["sharpness"] = sharpness_analysis(
+            data, labels, picked, degraded_scores(data, roots, fold, models, picked, blur, BLURS)
+        )
         print("sharpness done", flush=True)
         images = one_person_images()
         report["det_conf"] = {name: detector_analysis(images, name) for name in ("mtcnn", "yunet")}
         print("detectors done", flush=True)
     report["turn"] = turn_analysis(data, calibrated)
-    chosen = {"min_size_px": report["size"]["threshold"], "min_sharpness": report["sharpness"]["threshold"],
-              "max_turn": report["turn"]["threshold"],
-              "min_det_conf": {name: report["det_conf"][name]["threshold"] for name in ("mtcnn", "yunet")}}
+    chosen = {
+        "min_size_px": report["size"]["threshold"],
+        "min_sharpness": report["sharpness"]["threshold"],
+        "max_turn": report["turn"]["threshold"],
+        "min_det_conf": {name: report["det_conf"][name]["threshold"] for name in ("mtcnn", "yunet")},
+    }
     report["chosen"], report["in_engage"] = chosen, THRESHOLDS.to_dict()
     from engage.faces.quality import QualityThresholds
 
     report["coverage"] = coverage_analysis(data, calibrated, QualityThresholds(**chosen))
     for corpus, row in report["coverage"].items():
-        print(f"coverage {corpus}: {row['judged']}/{row['faces']} judged ({100 * row['coverage']:.1f}%), "
-              f"not judged {row['not_judged_by_reason']}; balanced accuracy judged "
-              f"{row['judged_figures']['balanced_accuracy']:.3f} vs all {row['all_figures']['balanced_accuracy']:.3f}, "
-              f"AUC {row['judged_figures']['auc']:.3f} vs {row['all_figures']['auc']:.3f}")
+        print(
+            f"coverage {corpus}: {row['judged']}/{row['faces']} judged ({100 * row['coverage']:.1f}%), "
+            f"not judged {row['not_judged_by_reason']}; balanced accuracy judged "
+            f"{row['judged_figures']['balanced_accuracy']:.3f} vs all {row['all_figures']['balanced_accuracy']:.3f}, "
+            f"AUC {row['judged_figures']['auc']:.3f} vs {row['all_figures']['auc']:.3f}"
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_text(args.out, json.dumps(report, indent=1, default=float))
     print(json.dumps({"chosen": chosen, "in_engage": THRESHOLDS.to_dict()}, indent=1))

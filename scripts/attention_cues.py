@@ -55,9 +55,16 @@ def engagement_set(name: str, runs: Path, out: Path, mesh: FaceMesh) -> None:
     points = np.zeros((len(data["paths"]), len(KEPT_POINTS), 3))
     for i, (path, box) in enumerate(zip(data["paths"], data["boxes"])):
         cues[i], points[i] = cues_or_nan(mesh, read_rgb(root / path), tuple(int(v) for v in box))
-    np.savez_compressed(out / f"{name}.npz", paths=data["paths"], cues=cues, columns=np.array(CUE_COLUMNS),
-                        boxes=data["boxes"], face_source=data["face_source"], points=points,
-                        point_ids=np.array(KEPT_POINTS))
+    np.savez_compressed(
+        out / f"{name}.npz",
+        paths=data["paths"],
+        cues=cues,
+        columns=np.array(CUE_COLUMNS),
+        boxes=data["boxes"],
+        face_source=data["face_source"],
+        points=points,
+        point_ids=np.array(KEPT_POINTS),
+    )
     print(f"{name}: {len(cues)} faces, landmarks on {np.isfinite(cues[:, 0]).mean():.1%}", flush=True)
 
 
@@ -82,11 +89,22 @@ def behaviour_set(name: str, folder: str, out: Path, mesh: FaceMesh) -> None:
         face = faces[0]
         p_engaged[i], labels[i], boxes[i] = face.p_engaged, face.label, face.box.as_list()
         cues[i] = cues_or_nan(mesh, rgb, face.box)[0]
-    np.savez_compressed(out / f"{name}.npz", paths=np.array([r["path"] for r in rows]), labels=np.array([r["label"] for r in rows]),
-                        groups=np.array([r["group"] for r in rows]), cues=cues, columns=np.array(CUE_COLUMNS),
-                        p_engaged=p_engaged, predicted=labels.astype(str), boxes=boxes)
-    print(f"{name}: {len(rows)} images, a face in {np.isfinite(p_engaged).mean():.1%}, "
-          f"landmarks on {np.isfinite(cues[:, 0]).mean():.1%}", flush=True)
+    np.savez_compressed(
+        out / f"{name}.npz",
+        paths=np.array([r["path"] for r in rows]),
+        labels=np.array([r["label"] for r in rows]),
+        groups=np.array([r["group"] for r in rows]),
+        cues=cues,
+        columns=np.array(CUE_COLUMNS),
+        p_engaged=p_engaged,
+        predicted=labels.astype(str),
+        boxes=boxes,
+    )
+    print(
+        f"{name}: {len(rows)} images, a face in {np.isfinite(p_engaged).mean():.1%}, "
+        f"landmarks on {np.isfinite(cues[:, 0]).mean():.1%}",
+        flush=True,
+    )
 
 
 def main() -> int:

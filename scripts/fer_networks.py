@@ -49,17 +49,31 @@ def main() -> None:
     for name in args.models.split(","):
         # same recipe; the batch-norm-free vgg gets the paper's learning rate (0.02), at 0.05 it diverges early
         lr = 0.02 if name == "vgg" else None
-        config = TrainConfig.from_recipe("default", model=name, epochs=args.epochs, seed=args.seed, lr=lr, save_every_s=120)
+        config = TrainConfig.from_recipe(
+            "default", model=name, epochs=args.epochs, seed=args.seed, lr=lr, save_every_s=120
+        )
         started = time.perf_counter()
         run_dir = os.path.join(args.out, name)
-        result = train(config, train_set, val_set, run_dir, resume=os.path.exists(os.path.join(run_dir, "last.safetensors")),
-                       log=lambda line: print(f"[{name}] {line}", flush=True))
+        result = train(
+            config,
+            train_set,
+            val_set,
+            run_dir,
+            resume=os.path.exists(os.path.join(run_dir, "last.safetensors")),
+            log=lambda line, name=name: print(f"[{name}] {line}", flush=True),
+        )
         proba = predict_proba(result.model, faces_to_tensor(val_set.faces)).numpy()
         report = evaluation_report(val_set.labels, proba, val_set.class_names, n_boot=1000)
-        summary[name] = {"parameters": count_parameters(result.model), "train_faces": len(train_set),
-                         "epochs": args.epochs, "minutes": round((time.perf_counter() - started) / 60, 1),
-                         "val_accuracy": report["accuracy"], "val_accuracy_ci95": report["ci95"]["accuracy"],
-                         "val_macro_f1": report["macro_f1"], "per_class_recall": report["per_class_recall"]}
+        summary[name] = {
+            "parameters": count_parameters(result.model),
+            "train_faces": len(train_set),
+            "epochs": args.epochs,
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "val_accuracy": report["accuracy"],
+            "val_accuracy_ci95": report["ci95"]["accuracy"],
+            "val_macro_f1": report["macro_f1"],
+            "per_class_recall": report["per_class_recall"],
+        }
         print(json.dumps({name: summary[name]}), flush=True)
     with open(os.path.join(args.out, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1)

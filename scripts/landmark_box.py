@@ -37,10 +37,14 @@ def main() -> int:
     centre = boxes[:, :2] + boxes[:, 2:] / 2
     ratio = np.log(side / span)
     shift = (centre - middle) / span[:, None]
-    print(f"{len(points)} faces; size/span median {np.exp(np.median(ratio)):.4f} (IQR of log {np.subtract(*np.percentile(ratio, [75, 25])):.3f}), "
-          f"centre shift {np.median(shift[:, 0]):.4f}, {np.median(shift[:, 1]):.4f} spans")
-    print(f"LANDMARK_BOX = ({np.exp(np.median(ratio)):.4f}, 0.0, {np.median(shift[:, 1]):.4f})  "
-          "(no sideways shift: a mirrored face gets the mirrored box)")
+    print(
+        f"{len(points)} faces; size/span median {np.exp(np.median(ratio)):.4f} (IQR of log {np.subtract(*np.percentile(ratio, [75, 25])):.3f}), "
+        f"centre shift {np.median(shift[:, 0]):.4f}, {np.median(shift[:, 1]):.4f} spans"
+    )
+    print(
+        f"LANDMARK_BOX = ({np.exp(np.median(ratio)):.4f}, 0.0, {np.median(shift[:, 1]):.4f})  "
+        "(no sideways shift: a mirrored face gets the mirrored box)"
+    )
     return 0
 
 

@@ -29,7 +29,7 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 SCORE = r"""
 import json, sys
 from engage.inference.predictor import Predictor
-from engage.data.sample_photos import sample_images
+from engage.io.sample_photos import sample_images
 import cv2, numpy, PIL, onnxruntime, torch
 paths = json.load(open(sys.argv[1]))
 predictor = Predictor("engagement", smoothing_s=0)
@@ -58,8 +58,9 @@ def score(paths_file: str, environment: dict, python_path: str | None = None) ->
     env = {**os.environ, **environment}
     if python_path:
         env["PYTHONPATH"] = python_path + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run([sys.executable, "-c", SCORE, paths_file], capture_output=True, text=True, env=env,
-                            timeout=3600)
+    result = subprocess.run(
+        [sys.executable, "-c", SCORE, paths_file], capture_output=True, text=True, env=env, timeout=3600
+    )
     if result.returncode != 0:
         raise SystemExit(f"scoring failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout)
@@ -73,11 +74,18 @@ def compare(base: dict, other: dict) -> dict:
     diff = np.array([abs(a[k][3] - b[k][3]) for k in common])
     same_box = [k for k in common if a[k][2] == b[k][2]]
     diff_same_box = np.array([abs(a[k][3] - b[k][3]) for k in same_box]) if same_box else np.zeros(1)
-    return {"faces": len(a), "faces_other": len(b), "in_both": len(common), "boxes_identical": len(same_box),
-            "largest_box_difference_px": int(box), "max_abs_dp": float(diff.max()) if len(diff) else 0.0,
-            "p99_abs_dp": float(np.quantile(diff, 0.99)) if len(diff) else 0.0,
-            "max_abs_dp_same_box": float(diff_same_box.max()),
-            "labels_differ": sum(a[k][4] != b[k][4] for k in common), "versions": other["versions"]}
+    return {
+        "faces": len(a),
+        "faces_other": len(b),
+        "in_both": len(common),
+        "boxes_identical": len(same_box),
+        "largest_box_difference_px": int(box),
+        "max_abs_dp": float(diff.max()) if len(diff) else 0.0,
+        "p99_abs_dp": float(np.quantile(diff, 0.99)) if len(diff) else 0.0,
+        "max_abs_dp_same_box": float(diff_same_box.max()),
+        "labels_differ": sum(a[k][4] != b[k][4] for k in common),
+        "versions": other["versions"],
+    }
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation import (  # noqa: E402
+from ablation import (
     BASE_FACES,
     ROWS,
     SHIPPED_FACES,
@@ -37,10 +37,15 @@ PAPER_BINARY = "2_engaged=engaged,0_disengaged=disengaged,1_partial=disengaged"
 PAPER = {"cnn": (65.70, 71.01, 68.27), "vgg": (66.28, 70.41, 68.41), "er": (72.38, 73.90, 73.74)}
 PAPER_EPOCHS = 12  # every network of the paper's table trains as long as the engagement recipe
 # Gupta et al. 2016 (DAiSEE), engagement, 4 levels, their test split
-DAISEE_BASELINES = [("InceptionNet, frame level", 47.1), ("C3D, trained from scratch", 48.6),
-                    ("C3D, fine-tuned", 56.1), ("LRCN", 57.9)]
+DAISEE_BASELINES = [
+    ("InceptionNet, frame level", 47.1),
+    ("C3D, trained from scratch", 48.6),
+    ("C3D, fine-tuned", 56.1),
+    ("LRCN", 57.9),
+]
 TARGETS = [  # (what, data set group, metric, at least)
-    ("WACV, on task vs off task", "wacv", "auc", 0.92), ("WACV, on task vs off task", "wacv", "balanced_accuracy", 0.85),
+    ("WACV, on task vs off task", "wacv", "auc", 0.92),
+    ("WACV, on task vs off task", "wacv", "balanced_accuracy", 0.85),
     ("DAiSEE val students, levels 2-3 vs 0-1", "daisee: daisee_val.npz", "auc", 0.72),
     ("DAiSEE val students, levels 2-3 vs 0-1", "daisee: daisee_val.npz", "balanced_accuracy", 0.65),
 ]
@@ -59,7 +64,9 @@ class Steps:
         if not os.path.exists(output):
             print(f"$ {shown(command)}", flush=True)
             args = shlex.split(command)
-            args = [sys.executable, "-m", "engage.cli", *args[1:]] if args[0] == "engage" else [sys.executable, *args[1:]]
+            args = (
+                [sys.executable, "-m", "engage.cli", *args[1:]] if args[0] == "engage" else [sys.executable, *args[1:]]
+            )
             result = subprocess.run(args, cwd=REPO, text=True, stdout=subprocess.PIPE if capture else None)
             if result.returncode != 0:
                 sys.exit(f"results: step failed ({result.returncode}): {shown(command)}")
@@ -98,8 +105,10 @@ def evaluate(steps: Steps, model: str, data: list[str] | str, name: str, extra: 
     out = os.path.join(REPO, "docs", "results", name)
     data = [data] if isinstance(data, str) else data
     sources = " ".join(f"--data {d}" for d in data)
-    command = steps.run(f"engage evaluate --model {model} {sources} {extra} --out {out}".replace("  ", " "),
-                        os.path.join(out, "metrics.json"))
+    command = steps.run(
+        f"engage evaluate --model {model} {sources} {extra} --out {out}".replace("  ", " "),
+        os.path.join(out, "metrics.json"),
+    )
     return load_json(os.path.join(out, "metrics.json")), command
 
 
@@ -116,11 +125,11 @@ def prepare(steps: Steps, ablation: str) -> dict[str, str]:
         "fer_val": f"{SHARED}/fer2013/val --no-detect",
         # the paper's pipeline (detector crops, 48x48 gray) for its table and the 4-level model
         "wacv_paper": f"{SHARED}/engagement/wacv/labels.csv --label-map {PAPER_BINARY} --corpus wacv --folds 5 "
-                      f"{BASE_FACES}",
+        f"{BASE_FACES}",
         "daisee4_train": f"{SHARED}/engagement/daisee/train/labels.csv --label-column engagement --corpus daisee "
-                         f"{BASE_FACES}",
+        f"{BASE_FACES}",
         "daisee4_val": f"{SHARED}/engagement/daisee/val/labels.csv --label-column engagement --corpus daisee "
-                       f"{BASE_FACES}",
+        f"{BASE_FACES}",
     }
     for name, source in jobs.items():
         data[name] = steps.path("data", f"{name}.npz")
@@ -140,8 +149,13 @@ def curve_plot(path: str, curves: dict[str, dict[str, dict[str, float]]]) -> Non
         for corpus, style in (("wacv", "-"), ("daisee", "--")):
             if corpus in per_corpus:
                 epochs = sorted(per_corpus[corpus], key=int)
-                axis.plot([int(e) for e in epochs], [per_corpus[corpus][e] for e in epochs], style, marker=".",
-                          label=f"{row}: {corpus}")
+                axis.plot(
+                    [int(e) for e in epochs],
+                    [per_corpus[corpus][e] for e in epochs],
+                    style,
+                    marker=".",
+                    label=f"{row}: {corpus}",
+                )
     axis.set_xlabel("epoch")
     axis.set_ylabel("out-of-fold ROC AUC")
     axis.set_title("Training length: AUC after every epoch (5 subject folds)")
@@ -153,8 +167,8 @@ def curve_plot(path: str, curves: dict[str, dict[str, dict[str, float]]]) -> Non
 
 def oof_plots(folder: str, oof_path: str) -> list[str]:
     """Per data set: ROC and reliability diagram of the shipped recipe's cross-fitted predictions."""
-    from engage.evaluation.decision import Decision
     from engage.evaluation.metrics import save_plots
+    from engage.models.decision import Decision
 
     written = []
     with np.load(oof_path) as stored:
@@ -162,8 +176,14 @@ def oof_plots(folder: str, oof_path: str) -> list[str]:
         class_names = [str(c) for c in stored["class_names"]]
     for name in dict.fromkeys(corpus.tolist()):
         mine = corpus == name
-        written += save_plots(os.path.join(folder, name), labels[mine], calibrated[mine], class_names, title=name,
-                              decision=Decision.for_classes(class_names))
+        written += save_plots(
+            os.path.join(folder, name),
+            labels[mine],
+            calibrated[mine],
+            class_names,
+            title=name,
+            decision=Decision.for_classes(class_names),
+        )
     return written
 
 
@@ -188,7 +208,9 @@ def roc_plot(path: str, labels: np.ndarray, oof: dict[str, np.ndarray]) -> None:
     plt.close(figure)
 
 
-def row_cells(per_fold: dict, groups: tuple[str, ...], metrics: tuple[str, ...] = ("auc", "balanced_accuracy")) -> list[str]:
+def row_cells(
+    per_fold: dict, groups: tuple[str, ...], metrics: tuple[str, ...] = ("auc", "balanced_accuracy")
+) -> list[str]:
     cells = []
     for group in groups:
         row = per_fold.get(group)
@@ -219,39 +241,58 @@ def main() -> int:
     shipped_dir = os.path.join(os.path.abspath(args.ablation), SHIPPED_ROW)
     shipped_cmd = steps.run(
         "engage train engagement " + " ".join(f"--data {d}" for d in ontask) + f" {SHIPPED_TRAIN} --cv 5{threads} "
-        f"--out {shipped_dir}", os.path.join(shipped_dir, "model.safetensors"))
+        f"--out {shipped_dir}",
+        os.path.join(shipped_dir, "model.safetensors"),
+    )
     shipped = load_json(os.path.join(shipped_dir, "crossval.json"))
     oof_plots(os.path.join(figures, "engagement-cv"), os.path.join(shipped_dir, "oof.npz"))
     with open(os.path.join(REPO, "src", "engage", "weights", "engagement.json")) as handle:
         card = json.load(handle)
     # the ablation
-    ablation_cmd = steps.run(f"python scripts/ablation.py --work {args.ablation}",
-                             os.path.join(args.ablation, "ablation.json"))
+    ablation_cmd = steps.run(
+        f"python scripts/ablation.py --work {args.ablation}", os.path.join(args.ablation, "ablation.json")
+    )
     ablation = load_json(os.path.join(args.ablation, "ablation.json"))
-    curve_plot(os.path.join(figures, "training-length.png"),
-               {row: ablation[row]["epoch_curve_per_corpus"] for row in ("base", "long") if row in ablation})
+    curve_plot(
+        os.path.join(figures, "training-length.png"),
+        {row: ablation[row]["epoch_curve_per_corpus"] for row in ("base", "long") if row in ablation},
+    )
     # across data sets: the same recipe on one data set, scored on the other
     one_set = SHIPPED_TRAIN.replace("--balance corpus,subject", "--balance subject")
     cross = {}
     for name, train_files, other, other_name in (
-            ("wacv", [data["wacv"]], [data["daisee_train"], data["daisee_val"]], "daisee"),
-            ("daisee", [data["daisee_train"], data["daisee_val"]], [data["wacv"]], "wacv")):
+        ("wacv", [data["wacv"]], [data["daisee_train"], data["daisee_val"]], "daisee"),
+        ("daisee", [data["daisee_train"], data["daisee_val"]], [data["wacv"]], "wacv"),
+    ):
         run = steps.path("cross", name)
-        command = steps.run("engage train engagement " + " ".join(f"--data {d}" for d in train_files)
-                            + f" {one_set} --cv 5{threads} --out {run}", os.path.join(run, "crossval.json"))
+        command = steps.run(
+            "engage train engagement "
+            + " ".join(f"--data {d}" for d in train_files)
+            + f" {one_set} --cv 5{threads} --out {run}",
+            os.path.join(run, "crossval.json"),
+        )
         report = load_json(os.path.join(run, "crossval.json"))
-        scored, score_cmd = evaluate(steps, os.path.join(run, "model.safetensors"), other, f"cross-{name}-on-{other_name}")
-        cross[name] = {"cv": report["cross_fitted_per_fold"][name], "other": scored, "other_name": other_name,
-                       "commands": [command, score_cmd]}
+        scored, score_cmd = evaluate(
+            steps, os.path.join(run, "model.safetensors"), other, f"cross-{name}-on-{other_name}"
+        )
+        cross[name] = {
+            "cv": report["cross_fitted_per_fold"][name],
+            "other": scored,
+            "other_name": other_name,
+            "commands": [command, score_cmd],
+        }
     # the paper's table
     compare_dir = steps.path("compare")
     specs = "cnn,vgg,compact,compact:width=48,er:fer,hog-svm"
-    compare_cmd = steps.run(f"engage compare --data {data['wacv_paper']} --models {specs} --folds 5 --epochs {PAPER_EPOCHS}"
-                            f"{threads} --fp32 --out {compare_dir}", os.path.join(compare_dir, "results.json"))
+    compare_cmd = steps.run(
+        f"engage compare --data {data['wacv_paper']} --models {specs} --folds 5 --epochs {PAPER_EPOCHS}"
+        f"{threads} --fp32 --out {compare_dir}",
+        os.path.join(compare_dir, "results.json"),
+    )
     compared = load_json(os.path.join(compare_dir, "results.json"))
     from engage.data.dataset import FaceDataset
-    from engage.evaluation.compare import load_oof, paired_test
-    from engage.evaluation.decision import Decision
+    from engage.models.decision import Decision
+    from engage.training.compare import load_oof, paired_test
 
     wacv_paper = FaceDataset.load(data["wacv_paper"])
     oof, predicted, fold_of = load_oof(compare_dir)
@@ -260,9 +301,20 @@ def main() -> int:
     er_label = next(label for label in compared["models"] if label.startswith("er"))
     baselines = [label for label in compared["models"] if label != er_label]
     best_baseline = max(baselines, key=lambda label: compared["models"][label]["auc"]["mean"])
-    paired = {metric: paired_test(wacv_paper, fold_of, oof[er_label], oof[best_baseline], metric, 5,
-                                  predicted_a=predicted[er_label], predicted_b=predicted[best_baseline],
-                                  decision=decision) for metric in ("auc", "accuracy", "f1")}
+    paired = {
+        metric: paired_test(
+            wacv_paper,
+            fold_of,
+            oof[er_label],
+            oof[best_baseline],
+            metric,
+            5,
+            predicted_a=predicted[er_label],
+            predicted_b=predicted[best_baseline],
+            decision=decision,
+        )
+        for metric in ("auc", "accuracy", "f1")
+    }
     same = paired_test(wacv_paper, fold_of, oof[er_label], oof["compact:width=48"], "auc", 5, decision=decision)
     # the FER model; a 4-level DAiSEE frame model
     with open(os.path.join(REPO, "src", "engage", "weights", "fer.json")) as handle:
@@ -272,47 +324,67 @@ def main() -> int:
     daisee_train_cmd = steps.run(
         f"engage train engagement --init fer --data {data['daisee4_train']} --split subject --select macro_f1 "
         f"--balance subject --epoch-size 2048 --epochs 12 --lr 0.01{threads} --out {daisee_run}",
-        os.path.join(daisee_run, "best.safetensors"))
+        os.path.join(daisee_run, "best.safetensors"),
+    )
     daisee4, daisee4_cmd = evaluate(steps, os.path.join(daisee_run, "best.safetensors"), data["daisee4_val"], "daisee4")
 
     # ---- the document ----------------------------------------------------------------------------------------
     add("# Results")
     add("")
-    add("Every number here is produced by the command written beside it; `python scripts/results.py` regenerates this "
+    add(
+        "Every number here is produced by the command written beside it; `python scripts/results.py` regenerates this "
         "whole file (steps whose output exists are reused; the data comes from `../shared/data`, see its README). "
         "Plots are in [results/](results/). Percentages; 95% confidence intervals in brackets, from 1000 bootstrap "
         "resamples of whole students unless said otherwise. Training runs marked *cuda* were made with the same "
         "commands plus `--device cuda --fp32` on one lent H100 (fp32, so they compute what the CPU computes, up to "
-        "the order of floating-point sums); the rest, and every evaluation, on 2 CPU cores.")
+        "the order of floating-point sums); the rest, and every evaluation, on 2 CPU cores."
+    )
     add("")
-    add("Data preparation (the on-task files as the shipped engagement model cuts faces; the paper's table and the "
-        "4-level model with the paper's detector crops):")
+    add(
+        "Data preparation (the on-task files as the shipped engagement model cuts faces; the paper's table and the "
+        "4-level model with the paper's detector crops):"
+    )
     add("")
     add("```bash")
-    for name in ("fer_train", "fer_val", "wacv", "daisee_train", "daisee_val", "wacv_paper", "daisee4_train",
-                 "daisee4_val"):
+    for name in (
+        "fer_train",
+        "fer_val",
+        "wacv",
+        "daisee_train",
+        "daisee_val",
+        "wacv_paper",
+        "daisee4_train",
+        "daisee4_val",
+    ):
         add(data[name + "_cmd"])
     add("```")
     add("")
     add("## 1. What `p_engaged` means")
     add("")
-    add("`p_engaged` is the probability that the student is **on task**: attending to the lesson, whether fully "
+    add(
+        "`p_engaged` is the probability that the student is **on task**: attending to the lesson, whether fully "
         "engaged or only partly. **Off task** is looking away, eyes closed, head down or on a hand, on the phone. "
-        "Each data set's labels map to it so:")
+        "Each data set's labels map to it so:"
+    )
     add("")
     add("| data set | engaged (on task) | not engaged (off task) | faces | students | engaged share |")
     add("| --- | --- | --- | --- | --- | --- |")
-    for name, on, off, group in (("WACV (Kamath et al. 2016)", "`1_partial`, `2_engaged`", "`0_disengaged`", "wacv"),
-                                 ("DAiSEE (Gupta et al. 2016), train + val", "levels 2-3", "levels 0-1", "daisee")):
+    for name, on, off, group in (
+        ("WACV (Kamath et al. 2016)", "`1_partial`, `2_engaged`", "`0_disengaged`", "wacv"),
+        ("DAiSEE (Gupta et al. 2016), train + val", "levels 2-3", "levels 0-1", "daisee"),
+    ):
         row = shipped["cross_fitted"][group]
         add(f"| {name} | {on} | {off} | {row['n']:,} | {row['subjects']} | {pct(row['positive_share'])}% |")
     add("")
-    add("The paper's stricter binary split (WACV `2_engaged` against the rest, 41% engaged) is used only for the "
-        "comparison with the paper (section 5).")
+    add(
+        "The paper's stricter binary split (WACV `2_engaged` against the rest, 41% engaged) is used only for the "
+        "comparison with the paper (section 5)."
+    )
     add("")
     add("## 2. The shipped engagement model (`engagement`)")
     add("")
-    add(f"The compact network (width 48) initialised from `fer`, fine-tuned on WACV and DAiSEE together: each epoch "
+    add(
+        f"The compact network (width 48) initialised from `fer`, fine-tuned on WACV and DAiSEE together: each epoch "
         f"draws {SHIPPED_TRAIN.split('--epoch-size ')[1].split()[0]} faces so that both data sets, and within each every "
         "student, weigh the same; the loss weighs the two classes by the inverse of their share among the drawn "
         "faces, so the rare off-task faces count as much as the on-task ones. Five folds of students in every data "
@@ -320,27 +392,36 @@ def main() -> int:
         "decision threshold (best mean balanced accuracy over the data sets) are chosen on the out-of-fold "
         "predictions; the figures below are *cross-fitted*: each fold's students are scored with the epoch, "
         "calibration and threshold chosen on the other folds only. The shipped model is the same recipe trained on "
-        "every student for the chosen number of epochs.")
+        "every student for the chosen number of epochs."
+    )
     add("")
     add(f"`{shipped_cmd}`")
     add("")
-    add(f"Chosen: {shipped['chosen_epoch']} epochs, threshold {shipped['threshold']:.3f}, calibration: log-odds x "
+    add(
+        f"Chosen: {shipped['chosen_epoch']} epochs, threshold {shipped['threshold']:.3f}, calibration: log-odds x "
         f"{shipped['calibration']['scale']:.3f} {shipped['calibration']['bias'][1]:+.3f}. The shipped card records the "
-        f"same (threshold {card['decision']['threshold']:.3f}).")
+        f"same (threshold {card['decision']['threshold']:.3f})."
+    )
     add("")
-    add("Two readings of the same out-of-fold predictions: *folds* is the mean over the 5 folds of each fold's "
+    add(
+        "Two readings of the same out-of-fold predictions: *folds* is the mean over the 5 folds of each fold's "
         "figure (each fold's students scored by one model, as the shipped model scores a researcher's students; "
         "95% t-interval over folds), the convention of the paper's table; *pooled* puts every fold's faces "
-        "together (95% CI over students), which also counts the offsets between the 5 models.")
+        "together (95% CI over students), which also counts the offsets between the 5 models."
+    )
     add("")
-    add("| students | n | engaged | AUC (folds) | AUC (pooled) | bal. accuracy (folds) | bal. accuracy (pooled) | "
-        "accuracy | F1 (engaged) | ECE | ECE before calibration |")
+    add(
+        "| students | n | engaged | AUC (folds) | AUC (pooled) | bal. accuracy (folds) | bal. accuracy (pooled) | "
+        "accuracy | F1 (engaged) | ECE | ECE before calibration |"
+    )
     add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for group, row in shipped["cross_fitted"].items():
         raw, per_fold = shipped["uncalibrated_at_0.5"][group], shipped["cross_fitted_per_fold"][group]
-        add(f"| {group} | {row['n']:,} | {pct(row['positive_share'])}% | {folds_ci(per_fold, 'auc')} | {ci(row, 'auc')} | "
+        add(
+            f"| {group} | {row['n']:,} | {pct(row['positive_share'])}% | {folds_ci(per_fold, 'auc')} | {ci(row, 'auc')} | "
             f"{folds_ci(per_fold, 'balanced_accuracy')} | {ci(row, 'balanced_accuracy')} | {ci(row, 'accuracy')} | "
-            f"{ci(row, 'f1')} | {row['ece']:.3f} | {raw['ece']:.3f} |")
+            f"{ci(row, 'f1')} | {row['ece']:.3f} | {raw['ece']:.3f} |"
+        )
     add("")
     add("Targets (subject-grouped, out of fold; judged on the folds reading, the pooled one beside it):")
     add("")
@@ -349,8 +430,10 @@ def main() -> int:
     for what, group, metric, floor in TARGETS:
         row, per_fold = shipped["cross_fitted"][group], shipped["cross_fitted_per_fold"][group]
         met = per_fold[metric]["mean"] >= floor
-        add(f"| {what}: {metric.replace('_', ' ')} >= {floor:.2f} | {folds_ci(per_fold, metric)} | {ci(row, metric)} | "
-            f"{'yes' if met else '**no**'} |")
+        add(
+            f"| {what}: {metric.replace('_', ' ')} >= {floor:.2f} | {folds_ci(per_fold, metric)} | {ci(row, metric)} | "
+            f"{'yes' if met else '**no**'} |"
+        )
     for group in ("wacv", "daisee"):
         ece = shipped["cross_fitted"][group]["ece"]
         add(f"| calibration on {group}: ECE <= {ECE_TARGET} | {ece:.3f} | {'yes' if ece <= ECE_TARGET else '**no**'} |")
@@ -359,12 +442,16 @@ def main() -> int:
     add("")
     add("## 3. What the pipeline loses or gains: ablation")
     add("")
-    add("One change at a time from the base row, each a full 5-fold cross-validation on WACV and DAiSEE together "
+    add(
+        "One change at a time from the base row, each a full 5-fold cross-validation on WACV and DAiSEE together "
         "(on task vs off task), cross-fitted figures per data set: mean over the 5 folds with a 95% t-interval. "
         "DAiSEE val: its 19 official validation students, a subset of the DAiSEE column. Made by "
-        f"`{ablation_cmd}`; the commands of every row are listed below the table.")
+        f"`{ablation_cmd}`; the commands of every row are listed below the table."
+    )
     add("")
-    add("| row | what changes | WACV AUC | WACV bal. acc. | DAiSEE AUC | DAiSEE bal. acc. | DAiSEE val AUC | DAiSEE val bal. acc. | epochs | trained on |")
+    add(
+        "| row | what changes | WACV AUC | WACV bal. acc. | DAiSEE AUC | DAiSEE bal. acc. | DAiSEE val AUC | DAiSEE val bal. acc. | epochs | trained on |"
+    )
     add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row_name in ROWS:
         if row_name not in ablation:
@@ -372,23 +459,34 @@ def main() -> int:
         row = ablation[row_name]
         cells = row_cells(row["cross_fitted_per_fold"], ("wacv", "daisee", "daisee: daisee_val.npz"))
         marker = " (shipped)" if row_name == SHIPPED_ROW else ""
-        add(f"| {row_name}{marker} | {row['what']} | " + " | ".join(cells) + f" | {row.get('chosen_epoch', '-')} | "
-            f"{row.get('device', '-')} |")
+        add(
+            f"| {row_name}{marker} | {row['what']} | " + " | ".join(cells) + f" | {row.get('chosen_epoch', '-')} | "
+            f"{row.get('device', '-')} |"
+        )
     seeds = [ablation[name]["cross_fitted_per_fold"] for name in ("base", "seed-1", "seed-2") if name in ablation]
     if len(seeds) > 1:
         add("")
         spread = "; ".join(
             f"{label} {min(100 * r[g][m]['mean'] for r in seeds):.1f}-{max(100 * r[g][m]['mean'] for r in seeds):.1f}"
-            for label, g, m in (("WACV AUC", "wacv", "auc"), ("WACV bal. acc.", "wacv", "balanced_accuracy"),
-                                ("DAiSEE AUC", "daisee", "auc"), ("DAiSEE val AUC", "daisee: daisee_val.npz", "auc")))
-        add(f"**Run-to-run spread.** The base recipe with three seeds (base, seed-1, seed-2) gives {spread}: a row "
-            "that moves less than that from the base row is not shown to differ from it.")
+            for label, g, m in (
+                ("WACV AUC", "wacv", "auc"),
+                ("WACV bal. acc.", "wacv", "balanced_accuracy"),
+                ("DAiSEE AUC", "daisee", "auc"),
+                ("DAiSEE val AUC", "daisee: daisee_val.npz", "auc"),
+            )
+        )
+        add(
+            f"**Run-to-run spread.** The base recipe with three seeds (base, seed-1, seed-2) gives {spread}: a row "
+            "that moves less than that from the base row is not shown to differ from it."
+        )
     missing = [row for row in ROWS if row not in ablation]
     if missing:
         add("")
         add(f"Not run: {', '.join(missing)}.")
     add("")
-    add("Training length: out-of-fold AUC after every epoch ([results/training-length.png](results/training-length.png)).")
+    add(
+        "Training length: out-of-fold AUC after every epoch ([results/training-length.png](results/training-length.png))."
+    )
     add("")
     add("![training length](results/training-length.png)")
     add("")
@@ -405,22 +503,32 @@ def main() -> int:
     add("")
     add("## 4. Across data sets")
     add("")
-    add("The shipped recipe trained on one data set (5-fold cross-validation for its own students; then on all of "
-        "them, and scored with its own threshold on every student of the other set), and on both (section 2).")
+    add(
+        "The shipped recipe trained on one data set (5-fold cross-validation for its own students; then on all of "
+        "them, and scored with its own threshold on every student of the other set), and on both (section 2)."
+    )
     add("")
     add("| trained on | scored on WACV: AUC | bal. acc. | scored on DAiSEE: AUC | bal. acc. |")
     add("| --- | --- | --- | --- | --- |")
     wacv_only, daisee_only = cross["wacv"], cross["daisee"]
-    add(f"| WACV | {folds_ci(wacv_only['cv'], 'auc')} (out of fold) | {folds_ci(wacv_only['cv'], 'balanced_accuracy')} | "
-        f"{ci(wacv_only['other'], 'auc')} | {ci(wacv_only['other'], 'balanced_accuracy')} |")
-    add(f"| DAiSEE | {ci(daisee_only['other'], 'auc')} | {ci(daisee_only['other'], 'balanced_accuracy')} | "
-        f"{folds_ci(daisee_only['cv'], 'auc')} (out of fold) | {folds_ci(daisee_only['cv'], 'balanced_accuracy')} |")
+    add(
+        f"| WACV | {folds_ci(wacv_only['cv'], 'auc')} (out of fold) | {folds_ci(wacv_only['cv'], 'balanced_accuracy')} | "
+        f"{ci(wacv_only['other'], 'auc')} | {ci(wacv_only['other'], 'balanced_accuracy')} |"
+    )
+    add(
+        f"| DAiSEE | {ci(daisee_only['other'], 'auc')} | {ci(daisee_only['other'], 'balanced_accuracy')} | "
+        f"{folds_ci(daisee_only['cv'], 'auc')} (out of fold) | {folds_ci(daisee_only['cv'], 'balanced_accuracy')} |"
+    )
     both_w, both_d = shipped["cross_fitted_per_fold"]["wacv"], shipped["cross_fitted_per_fold"]["daisee"]
-    add(f"| both (shipped) | {folds_ci(both_w, 'auc')} (out of fold) | {folds_ci(both_w, 'balanced_accuracy')} | "
-        f"{folds_ci(both_d, 'auc')} (out of fold) | {folds_ci(both_d, 'balanced_accuracy')} |")
+    add(
+        f"| both (shipped) | {folds_ci(both_w, 'auc')} (out of fold) | {folds_ci(both_w, 'balanced_accuracy')} | "
+        f"{folds_ci(both_d, 'auc')} (out of fold) | {folds_ci(both_d, 'balanced_accuracy')} |"
+    )
     add("")
-    add("Out of fold: mean over 5 folds, 95% t-interval. Across data sets: one model on every student of the other "
-        "set, 95% CI over students; its threshold is the one its own cross-validation chose.")
+    add(
+        "Out of fold: mean over 5 folds, 95% t-interval. Across data sets: one model on every student of the other "
+        "set, 95% CI over students; its threshold is the one its own cross-validation chose."
+    )
     add("")
     for name in ("wacv", "daisee"):
         for command in cross[name]["commands"]:
@@ -428,38 +536,50 @@ def main() -> int:
     add("")
     add("## 5. The paper's table: WACV engagement, its binary split, 5 subject folds")
     add("")
-    add(f"{compared['n']:,} faces of {compared['subjects']} students; `2_engaged` = engaged, `0_disengaged` and "
+    add(
+        f"{compared['n']:,} faces of {compared['subjects']} students; `2_engaged` = engaged, `0_disengaged` and "
         "`1_partial` = not engaged (as the paper). Every student is in exactly one test fold; all models use the same "
         "folds; inside each training part a subject split picks the best epoch (and the SVM's C and gamma, by the same "
         "ROC AUC) and each model's threshold (best balanced accuracy on those validation students). Networks and the "
         f"SVM weigh the classes alike; every network trains {PAPER_EPOCHS} epochs. Mean over folds with a 95% "
-        "t-interval; F1 is the engaged class's (as the paper).")
+        "t-interval; F1 is the engaged class's (as the paper)."
+    )
     add("")
     add(f"`{compare_cmd}`")
     add("")
     add("| model | accuracy | F1 | AUC | paper (acc / F1 / AUC) |")
     add("| --- | --- | --- | --- | --- |")
-    names = {"cnn": "CNN (paper's baseline)", "vgg": "VGG from scratch (paper's network)",
-             "compact": "compact from scratch (width 32)", "compact:width=48": "compact from scratch (width 48, as `fer`)",
-             "hog-svm": "HOG + SVM"}
+    names = {
+        "cnn": "CNN (paper's baseline)",
+        "vgg": "VGG from scratch (paper's network)",
+        "compact": "compact from scratch (width 32)",
+        "compact:width=48": "compact from scratch (width 48, as `fer`)",
+        "hog-svm": "HOG + SVM",
+    }
     for label, row in compared["models"].items():
-        cells = [f"{pct(row[m]['mean'])} [{100 * row[m]['ci95'][0]:.1f}, {100 * row[m]['ci95'][1]:.1f}]"
-                 for m in ("accuracy", "f1", "auc")]
+        cells = [
+            f"{pct(row[m]['mean'])} [{100 * row[m]['ci95'][0]:.1f}, {100 * row[m]['ci95'][1]:.1f}]"
+            for m in ("accuracy", "f1", "auc")
+        ]
         key = "er" if label.startswith("er") else label
         paper = " / ".join(f"{v:.2f}" for v in PAPER[key]) if key in PAPER else "-"
         shown_name = "**ER: compact (width 48) initialised from `fer`**" if key == "er" else names.get(label, label)
         add(f"| {shown_name} | {' | '.join(cells)} | {paper} |")
     add("")
     for metric, result in paired.items():
-        add(f"Paired, ER minus the best baseline by AUC ({best_baseline}), {metric}: "
+        add(
+            f"Paired, ER minus the best baseline by AUC ({best_baseline}), {metric}: "
             f"{100 * result['difference']:+.2f} points, 95% CI [{100 * result['difference_ci95'][0]:+.2f}, "
             f"{100 * result['difference_ci95'][1]:+.2f}] (bootstrap over students), p = {result['p_bootstrap_subjects']:.3f}; "
-            f"paired t-test over folds p = {result['p_paired_t_folds']:.3f}.")
+            f"paired t-test over folds p = {result['p_paired_t_folds']:.3f}."
+        )
         add("")
-    add(f"Paired, ER minus the same network from scratch (compact:width=48), auc: {100 * same['difference']:+.2f} points, "
+    add(
+        f"Paired, ER minus the same network from scratch (compact:width=48), auc: {100 * same['difference']:+.2f} points, "
         f"95% CI [{100 * same['difference_ci95'][0]:+.2f}, {100 * same['difference_ci95'][1]:+.2f}], "
         f"p = {same['p_bootstrap_subjects']:.3f}; paired t-test over folds p = {same['p_paired_t_folds']:.3f} (the "
-        "paper's comparison: one network, with and without pre-training on expressions).")
+        "paper's comparison: one network, with and without pre-training on expressions)."
+    )
     add("")
     add("Per-fold AUC (%):")
     add("")
@@ -470,18 +590,25 @@ def main() -> int:
     add("")
     er_row = compared["models"][er_label]
     paper_targets = (("auc", 0.80), ("accuracy", 0.75), ("f1", 0.74))
-    add("Targets for the ER recipe: " + "; ".join(
-        f"{metric} >= {floor:.2f}: {pct(er_row[metric]['mean'])} ({'met' if er_row[metric]['mean'] >= floor else 'not met'})"
-        for metric, floor in paper_targets) + ".")
+    add(
+        "Targets for the ER recipe: "
+        + "; ".join(
+            f"{metric} >= {floor:.2f}: {pct(er_row[metric]['mean'])} ({'met' if er_row[metric]['mean'] >= floor else 'not met'})"
+            for metric, floor in paper_targets
+        )
+        + "."
+    )
     add("")
     add("![ROC](results/wacv-cv-roc.png)")
     add("")
     add("## 6. The FER model (`fer`, shipped, unchanged)")
     add("")
-    add(f"`{fer_card['architecture']['model']}` network, width {fer_card['architecture']['model_args'].get('width')}, "
+    add(
+        f"`{fer_card['architecture']['model']}` network, width {fer_card['architecture']['model_args'].get('width')}, "
         f"{fer_card['architecture']['parameters']:,} parameters, trained on FER2013 train (28,709 faces); best epoch and "
         f"its 16 test-time views chosen on FER2013 val (PublicTest, {fer['n']:,} faces), which is also what is reported "
-        "here, so the figure is slightly optimistic. The official PrivateTest split is kept aside.")
+        "here, so the figure is slightly optimistic. The official PrivateTest split is kept aside."
+    )
     add("")
     add(f"`{fer_cmd}`")
     add("")
@@ -497,9 +624,11 @@ def main() -> int:
     add("")
     add("## 7. A 4-level DAiSEE frame model")
     add("")
-    add("The compact network initialised from `fer`, fine-tuned on DAiSEE train with every student weighing the same "
+    add(
+        "The compact network initialised from `fer`, fine-tuned on DAiSEE train with every student weighing the same "
         "and the classes weighed by their inverse share (best epoch by macro F1 on a subject split of train), scored "
-        "once on DAiSEE val (19 students it never saw). One frame per 10-second clip.")
+        "once on DAiSEE val (19 students it never saw). One frame per 10-second clip."
+    )
     add("")
     add(f"`{daisee_train_cmd}`  ")
     add(f"`{daisee4_cmd}`")
@@ -509,15 +638,20 @@ def main() -> int:
     majority_f1 = (2 * majority / (1 + majority)) / len(counts)
     add("| model | accuracy | macro F1 | " + " | ".join(f"recall {k}" for k in daisee4["per_class_recall"]) + " |")
     add("| --- | --- | --- |" + " --- |" * len(daisee4["per_class_recall"]))
-    add(f"| engage, frame (val) | {ci(daisee4, 'accuracy')} | {ci(daisee4, 'macro_f1')} | "
-        + " | ".join(pct(v) for v in daisee4["per_class_recall"].values()) + " |")
+    add(
+        f"| engage, frame (val) | {ci(daisee4, 'accuracy')} | {ci(daisee4, 'macro_f1')} | "
+        + " | ".join(pct(v) for v in daisee4["per_class_recall"].values())
+        + " |"
+    )
     add(f"| always the majority level (val) | {pct(majority)} | {pct(majority_f1)} |" + " - |" * len(counts))
     for name, value in DAISEE_BASELINES:
         add(f"| {name} (Gupta et al. 2016, test split) | {value:.1f} | - |" + " - |" * len(counts))
     add("")
-    add("The published DAiSEE baselines are video models scored on the official test split (kept aside here); ours is "
+    add(
+        "The published DAiSEE baselines are video models scored on the official test split (kept aside here); ours is "
         "a single-frame model on the val split, so the comparison is indicative only. With levels 0 and 1 at about 5%, "
-        "accuracy mostly measures the split between levels 2 and 3: read macro F1 and the per-level recall.")
+        "accuracy mostly measures the split between levels 2 and 3: read macro F1 and the per-level recall."
+    )
     add("")
     text = "\n".join(lines) + "\n"
     with open(args.out + ".tmp", "w") as handle:

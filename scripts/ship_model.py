@@ -24,8 +24,10 @@ from engage.models.loading import WEIGHTS_DIR
 from engage.models.networks import count_parameters
 from engage.models.views import PRESETS
 
-TERMS = ("Trained on research datasets under their owners' terms (academic, non-commercial use): "
-         "use these weights for research and consented studies only.")
+TERMS = (
+    "Trained on research datasets under their owners' terms (academic, non-commercial use): "
+    "use these weights for research and consented studies only."
+)
 
 
 RUN_ONLY = ("device", "threads", "save_every_s", "data", "val", "split", "val_fraction", "init", "stop_after")
@@ -40,13 +42,22 @@ def recalibrated(config: dict, crossval: dict, parser) -> dict:
     if differ:
         parser.error(f"the cross-validation is of another recipe than the model's ({', '.join(differ)} differ)")
     if crossval["chosen_epoch"] != config.get("epoch"):
-        parser.error(f"the cross-validation calibrated epoch {crossval['chosen_epoch']}, the model was trained "
-                     f"{config.get('epoch')} epochs (run it with --cv-epoch {config.get('epoch')})")
-    decision = {"positive_class": (config.get("decision") or {}).get("positive_class", "engaged"),
-                "threshold": crossval["threshold"], "rule": crossval["decision_rule"]}
-    summary = {"folds": crossval["folds"], "chosen_epoch": crossval["chosen_epoch"],
-               "cross_fitted": {name: {k: v for k, v in row.items() if k != "ci95"}
-                                for name, row in crossval["cross_fitted"].items()}}
+        parser.error(
+            f"the cross-validation calibrated epoch {crossval['chosen_epoch']}, the model was trained "
+            f"{config.get('epoch')} epochs (run it with --cv-epoch {config.get('epoch')})"
+        )
+    decision = {
+        "positive_class": (config.get("decision") or {}).get("positive_class", "engaged"),
+        "threshold": crossval["threshold"],
+        "rule": crossval["decision_rule"],
+    }
+    summary = {
+        "folds": crossval["folds"],
+        "chosen_epoch": crossval["chosen_epoch"],
+        "cross_fitted": {
+            name: {k: v for k, v in row.items() if k != "ci95"} for name, row in crossval["cross_fitted"].items()
+        },
+    }
     return dict(config, calibration=crossval["calibration"], decision=decision, crossval=summary)
 
 
@@ -56,12 +67,15 @@ def base_rate_section(config: dict, crossval: dict | None) -> dict:
     if calibration.get("base_rate") is None:
         return {}
     shares = {name: row["positive_share"] for name, row in (crossval or {}).get("cross_fitted", {}).items()}
-    return {"base_rate": {
-        "default": calibration["base_rate"],
-        "meaning": "p_engaged is calibrated for this share of on-task faces (0.5: as many on-task as off-task), so "
-                   "0.5 is the decision point; --base-rate R re-weights it to a site's share by the prior-shift "
-                   "correction (odds x R / (1 - R) / (R0 / (1 - R0))) and the label follows",
-        "training_shares": shares}}
+    return {
+        "base_rate": {
+            "default": calibration["base_rate"],
+            "meaning": "p_engaged is calibrated for this share of on-task faces (0.5: as many on-task as off-task), so "
+            "0.5 is the decision point; --base-rate R re-weights it to a site's share by the prior-shift "
+            "correction (odds x R / (1 - R) / (R0 / (1 - R0))) and the label follows",
+            "training_shares": shares,
+        }
+    }
 
 
 def attached(key: str, path: str | None, keys: tuple[str, ...] | None) -> dict:
@@ -85,11 +99,18 @@ def main() -> int:
     parser.add_argument("--model", required=True, help="best.safetensors of a training run")
     parser.add_argument("--name", required=True, help="shipped name (fer, engagement, ...)")
     parser.add_argument("--val", default=None, help="validation dataset (.npz) the card's figures come from")
-    parser.add_argument("--crossval", default=None,
-                        help="crossval.json of 'engage train --cv': the card's figures are its cross-fitted ones")
+    parser.add_argument(
+        "--crossval",
+        default=None,
+        help="crossval.json of 'engage train --cv': the card's figures are its cross-fitted ones",
+    )
     parser.add_argument("--meaning", default=None, help="what the positive class means, in words")
-    parser.add_argument("--mapping", action="append", default=[],
-                        help="DATASET=how its labels map to the classes (repeatable; one per data set trained on)")
+    parser.add_argument(
+        "--mapping",
+        action="append",
+        default=[],
+        help="DATASET=how its labels map to the classes (repeatable; one per data set trained on)",
+    )
     parser.add_argument("--label-map", default=None, help="label map for --val (as engage evaluate)")
     parser.add_argument("--split", default=None, help="score only --val's faces of this split (e.g. val)")
     parser.add_argument("--task", required=True, help="one line: what the model predicts")
@@ -97,26 +118,48 @@ def main() -> int:
     parser.add_argument("--validation", required=True, help="validation data, in words")
     parser.add_argument("--command", action="append", required=True, help="a command that made it (repeatable)")
     parser.add_argument("--note", action="append", default=[], help="a remark for the card (repeatable)")
-    parser.add_argument("--test-time-flip", action="store_true",
-                        help="average each face's logits with its mirror image's (recorded in the model's config)")
-    parser.add_argument("--test-time-views", choices=sorted(PRESETS), default=None,
-                        help="also average over these shifted / zoomed views (engage.views; recorded in the config)")
-    parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
-                        help="how the weights are stored: float16, or int8 per output channel (half the size)")
-    parser.add_argument("--calibration-from", action="store_true",
-                        help="with --crossval: give --model the calibration and decision of that cross-validation (run "
-                             "of the same recipe at the model's own number of epochs, e.g. with --cv-epoch), instead of "
-                             "requiring that it already has them")
-    parser.add_argument("--abstention", default=None,
-                        help="report.json of scripts/abstention.py: the quality thresholds and how they were chosen")
-    parser.add_argument("--site-calibration", default=None,
-                        help="the JSON of scripts/site_calibration.py: how far a few students' frames correct a site")
+    parser.add_argument(
+        "--test-time-flip",
+        action="store_true",
+        help="average each face's logits with its mirror image's (recorded in the model's config)",
+    )
+    parser.add_argument(
+        "--test-time-views",
+        choices=sorted(PRESETS),
+        default=None,
+        help="also average over these shifted / zoomed views (engage.views; recorded in the config)",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=("float16", "int8"),
+        default="float16",
+        help="how the weights are stored: float16, or int8 per output channel (half the size)",
+    )
+    parser.add_argument(
+        "--calibration-from",
+        action="store_true",
+        help="with --crossval: give --model the calibration and decision of that cross-validation (run "
+        "of the same recipe at the model's own number of epochs, e.g. with --cv-epoch), instead of "
+        "requiring that it already has them",
+    )
+    parser.add_argument(
+        "--abstention",
+        default=None,
+        help="report.json of scripts/abstention.py: the quality thresholds and how they were chosen",
+    )
+    parser.add_argument(
+        "--site-calibration",
+        default=None,
+        help="the JSON of scripts/site_calibration.py: how far a few students' frames correct a site",
+    )
     args = parser.parse_args()
     if not args.val and not args.crossval:
         parser.error("give --val (a validation dataset) or --crossval (a cross-validation report)")
     if args.crossval and (args.test_time_flip or args.test_time_views or args.storage == "int8"):
-        parser.error("--crossval figures, calibration and threshold were measured on one fp32/fp16 view: "
-                     "test-time views or int8 would ship a model they do not describe")
+        parser.error(
+            "--crossval figures, calibration and threshold were measured on one fp32/fp16 view: "
+            "test-time views or int8 would ship a model they do not describe"
+        )
 
     network, config = load_network(args.model)
     crossval = None
@@ -137,36 +180,93 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         staged = os.path.join(tmp, os.path.basename(target))
         save_model(staged, network, config, storage=args.storage)
-        report = (evaluate_model(staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000,
-                                 log=lambda line: None) if args.val else None)
+        report = (
+            evaluate_model(
+                staged, args.val, split=args.split, label_map=args.label_map, n_boot=1000, log=lambda line: None
+            )
+            if args.val
+            else None
+        )
         os.replace(staged, target)
-    figures = {key: report[key] for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "f1", "auc", "ece",
-                                           "per_class_recall", "confusion_matrix", "ci95", "ci_method", "f1_definition",
-                                           "decision") if key in report} if report else {}
+    figures = (
+        {
+            key: report[key]
+            for key in (
+                "n",
+                "accuracy",
+                "balanced_accuracy",
+                "macro_f1",
+                "f1",
+                "auc",
+                "ece",
+                "per_class_recall",
+                "confusion_matrix",
+                "ci95",
+                "ci_method",
+                "f1_definition",
+                "decision",
+            )
+            if key in report
+        }
+        if report
+        else {}
+    )
     if crossval:
-        figures = {"cross_validation": {key: crossval[key] for key in (
-            "folds", "method", "epoch_rule", "calibration_rule", "decision_rule", "chosen_epoch", "threshold",
-            "base_rate", "best_balanced_accuracy_threshold", "calibration", "cross_fitted", "cross_fitted_per_fold",
-            "not_cross_fitted", "uncalibrated_at_0.5", "epoch_curve_per_corpus") if key in crossval}, **figures}
+        figures = {
+            "cross_validation": {
+                key: crossval[key]
+                for key in (
+                    "folds",
+                    "method",
+                    "epoch_rule",
+                    "calibration_rule",
+                    "decision_rule",
+                    "chosen_epoch",
+                    "threshold",
+                    "base_rate",
+                    "best_balanced_accuracy_threshold",
+                    "calibration",
+                    "cross_fitted",
+                    "cross_fitted_per_fold",
+                    "not_cross_fitted",
+                    "uncalibrated_at_0.5",
+                    "epoch_curve_per_corpus",
+                )
+                if key in crossval
+            },
+            **figures,
+        }
     train_config = config.get("train_config", {})
     card = {
         "name": args.name,
         "task": args.task,
         "classes": config["class_names"],
-        "architecture": {"model": config["model"], "model_args": config.get("model_args", {}),
-                         "parameters": count_parameters(network), "dtype": f"{args.storage} (computed in float32)",
-                         "test_time_flip": bool(config.get("test_time_flip")),
-                         "test_time_views": config.get("test_time_views", [])},
+        "architecture": {
+            "model": config["model"],
+            "model_args": config.get("model_args", {}),
+            "parameters": count_parameters(network),
+            "dtype": f"{args.storage} (computed in float32)",
+            "test_time_flip": bool(config.get("test_time_flip")),
+            "test_time_views": config.get("test_time_views", []),
+        },
         "preprocessing": config.get("face_settings", {}),
         "meaning": args.meaning,
         "decision": config.get("decision") or {"positive_class": None, "threshold": 0.5, "rule": "default: 0.5"},
         "calibration": config.get("calibration"),
         "label_mapping": dict(item.split("=", 1) for item in args.mapping),
-        "training": {"data": args.data, "terms": TERMS, "recipe": train_config,
-                     "best_epoch": config.get("epoch", config.get("metrics", {}).get("epoch")), "commands": args.command},
-        "validation": {"data": args.validation, **figures,
-                       "subjects": sorted((report or {}).get("per_subject", {})),
-                       "per_subject": (report or {}).get("per_subject", {})},
+        "training": {
+            "data": args.data,
+            "terms": TERMS,
+            "recipe": train_config,
+            "best_epoch": config.get("epoch", config.get("metrics", {}).get("epoch")),
+            "commands": args.command,
+        },
+        "validation": {
+            "data": args.validation,
+            **figures,
+            "subjects": sorted((report or {}).get("per_subject", {})),
+            "per_subject": (report or {}).get("per_subject", {}),
+        },
         "notes": args.note,
         **base_rate_section(config, crossval),
         **attached("abstention", args.abstention, ("chosen", "size", "sharpness", "det_conf", "turn", "coverage")),
@@ -175,9 +275,12 @@ def main() -> int:
         "intended_use": "research and consented studies; not for judging, grading or monitoring people",
     }
     card = write_card(target, card)
-    summary = (f"validation accuracy {report['accuracy']:.4f} [{report['ci95']['accuracy'][0]:.4f}, "
-               f"{report['ci95']['accuracy'][1]:.4f}]" + (f", auc {report['auc']:.4f}" if "auc" in report else "")
-               if report else "cross-validated figures in the card")
+    summary = (
+        f"validation accuracy {report['accuracy']:.4f} [{report['ci95']['accuracy'][0]:.4f}, "
+        f"{report['ci95']['accuracy'][1]:.4f}]" + (f", auc {report['auc']:.4f}" if "auc" in report else "")
+        if report
+        else "cross-validated figures in the card"
+    )
     print(f"shipped {target} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}...): {summary}")
     return 0
 

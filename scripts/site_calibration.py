@@ -30,8 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def site_scores(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
     """(labels 1 = engaged, p(engaged) calibrated for the balanced rate, subjects, the decision point, description)."""
     from engage.data.dataset import FaceDataset
-    from engage.evaluation.calibration import BALANCED, model_rate, shift_base_rate
     from engage.evaluation.evaluate import dataset_quality
+    from engage.models.calibration import BALANCED, model_rate, shift_base_rate
 
     source, data = spec.rsplit(":", 1)
     if source.endswith(".npz"):  # a cross-validation's out-of-fold predictions
@@ -65,12 +65,16 @@ def site_scores(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, s
 def figures(labels: np.ndarray, p: np.ndarray, threshold: float, floor: bool = False, seed: int = 0) -> dict:
     """ECE at the balanced rate and at the faces' own share, balanced accuracy at the threshold; with floor, the ECE a
     perfectly calibrated p would show on as many faces (labels drawn from p itself: the sampling noise of ECE)."""
-    from engage.evaluation.calibration import ece_at_rates, shift_base_rate
+    from engage.evaluation.calibration import ece_at_rates
+    from engage.models.calibration import shift_base_rate
 
     decided = p >= threshold
     ece = ece_at_rates(labels, p, 1, 0.5)
-    result = {"ece": ece["balanced"], "ece_own_rate": ece.get("own_rate", float("nan")),
-              "balanced_accuracy": 0.5 * (decided[labels == 1].mean() + (~decided[labels == 0]).mean())}
+    result = {
+        "ece": ece["balanced"],
+        "ece_own_rate": ece.get("own_rate", float("nan")),
+        "balanced_accuracy": 0.5 * (decided[labels == 1].mean() + (~decided[labels == 0]).mean()),
+    }
     if floor:
         rng = np.random.default_rng(seed)
         own = labels.mean()
@@ -103,19 +107,37 @@ def rotate(labels, p, subjects, threshold, fit: int, rotations: int, seed: int =
             skipped += 1
             continue
         held = ~calibration
-        rows.append({"calibrated_on": sorted(chosen), "faces_fitted": int(calibration.sum()),
-                     "off_task_fitted": int((1 - labels[calibration]).sum()),
-                     "before": figures(labels[held], p[held], threshold),
-                     "after": figures(labels[held], site.apply(p[held]), 0.5, floor=True, seed=r),
-                     "temperature": site.temperature, "bias": site.bias})
+        rows.append(
+            {
+                "calibrated_on": sorted(chosen),
+                "faces_fitted": int(calibration.sum()),
+                "off_task_fitted": int((1 - labels[calibration]).sum()),
+                "before": figures(labels[held], p[held], threshold),
+                "after": figures(labels[held], site.apply(p[held]), 0.5, floor=True, seed=r),
+                "temperature": site.temperature,
+                "bias": site.bias,
+            }
+        )
     summary = {}
     for side in ("before", "after"):  # mean, min and max over rotations
-        summary[side] = {key: [float(np.mean([row[side][key] for row in rows])),
-                               float(np.min([row[side][key] for row in rows])),
-                               float(np.max([row[side][key] for row in rows]))] for key in rows[0][side]}
+        summary[side] = {
+            key: [
+                float(np.mean([row[side][key] for row in rows])),
+                float(np.min([row[side][key] for row in rows])),
+                float(np.max([row[side][key] for row in rows])),
+            ]
+            for key in rows[0][side]
+        }
     lower = sum(row["after"]["balanced_accuracy"] < row["before"]["balanced_accuracy"] - 1e-9 for row in rows)
-    return {"students": len(order), "fit": fit, "rotations": len(rows), "skipped": skipped, "summary": summary,
-            "rotations_with_lower_balanced_accuracy": int(lower), "rows": rows}
+    return {
+        "students": len(order),
+        "fit": fit,
+        "rotations": len(rows),
+        "skipped": skipped,
+        "summary": summary,
+        "rotations_with_lower_balanced_accuracy": int(lower),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -135,18 +157,27 @@ def main() -> None:
         result = rotate(labels, p, subjects, threshold, args.fit, args.rotations)
         result["source"] = description
         results[name] = result
-        print(f"{name} ({description}): {result['students']} students, calibrate on {args.fit}, measure on the other "
-              f"{result['students'] - args.fit}; {result['rotations']} rotations ({result['skipped']} skipped: too few "
-              f"off-task faces among the {args.fit})")
+        print(
+            f"{name} ({description}): {result['students']} students, calibrate on {args.fit}, measure on the other "
+            f"{result['students'] - args.fit}; {result['rotations']} rotations ({result['skipped']} skipped: too few "
+            f"off-task faces among the {args.fit})"
+        )
         for key in ("ece", "ece_own_rate", "balanced_accuracy"):
             before, after = result["summary"]["before"][key], result["summary"]["after"][key]
-            floor = result["summary"]["after"].get("ece_floor" if key == "ece" else "ece_own_rate_floor") \
-                if key != "balanced_accuracy" else None
-            print(f"  {key:18s} before {before[0]:.3f} [{before[1]:.3f}, {before[2]:.3f}]   "
-                  f"after {after[0]:.3f} [{after[1]:.3f}, {after[2]:.3f}]"
-                  + (f"   (a perfectly calibrated p would show {floor[0]:.3f} on as many faces)" if floor else ""))
-        print(f"  rotations where balanced accuracy fell: {result['rotations_with_lower_balanced_accuracy']} of "
-              f"{result['rotations']}")
+            floor = (
+                result["summary"]["after"].get("ece_floor" if key == "ece" else "ece_own_rate_floor")
+                if key != "balanced_accuracy"
+                else None
+            )
+            print(
+                f"  {key:18s} before {before[0]:.3f} [{before[1]:.3f}, {before[2]:.3f}]   "
+                f"after {after[0]:.3f} [{after[1]:.3f}, {after[2]:.3f}]"
+                + (f"   (a perfectly calibrated p would show {floor[0]:.3f} on as many faces)" if floor else "")
+            )
+        print(
+            f"  rotations where balanced accuracy fell: {result['rotations_with_lower_balanced_accuracy']} of "
+            f"{result['rotations']}"
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_text(args.out, json.dumps(results, indent=1))
 

@@ -31,7 +31,9 @@ def pytest_runtest_makereport(item, call):
 def shared_data() -> Path:
     """../shared/data, or skip: a user's fresh clone does not have it (CI turns the skip into a failure)."""
     if not (SHARED_DATA / "fer2013").is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set ENGAGE_SHARED_DATA or put ../shared/data beside the repo)")
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (set ENGAGE_SHARED_DATA or put ../shared/data beside the repo)"
+        )
     return SHARED_DATA
 
 
@@ -44,7 +46,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def sample_images() -> dict[str, np.ndarray]:
-    from engage.data.sample_photos import sample_images
+    from engage.io.sample_photos import sample_images
 
     return sample_images()
 
@@ -61,7 +63,11 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `engage ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+        [sys.executable, "-m", "engage.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -93,9 +99,15 @@ def make_dataset(faces, labels, class_names, subjects=None, normalize="standard"
 
     n = len(faces)
     return FaceDataset(
-        faces=np.asarray(faces, np.uint8), labels=np.asarray(labels, np.int64), class_names=list(class_names),
+        faces=np.asarray(faces, np.uint8),
+        labels=np.asarray(labels, np.int64),
+        class_names=list(class_names),
         subjects=np.array(subjects if subjects is not None else [""] * n, dtype=str),
-        paths=np.array([f"face{i}.png" for i in range(n)]), boxes=np.zeros((n, 4), np.int32),
-        det_conf=np.ones(n, np.float32), face_source=np.array(["no-detect"] * n), split=np.array([""] * n),
-        fold=np.full(n, -1, np.int16), meta={"settings": {"detector": None, "normalize": normalize}},
+        paths=np.array([f"face{i}.png" for i in range(n)]),
+        boxes=np.zeros((n, 4), np.int32),
+        det_conf=np.ones(n, np.float32),
+        face_source=np.array(["no-detect"] * n),
+        split=np.array([""] * n),
+        fold=np.full(n, -1, np.int16),
+        meta={"settings": {"detector": None, "normalize": normalize}},
     )

@@ -1,5 +1,6 @@
 """Rewrite the boxes of an mp4 written by OpenCV (moov after mdat), as phones and screen recorders write them:
 variable frame durations (stts) and a rotation matrix (tkhd). For the reliability tests; no ffmpeg needed."""
+
 from __future__ import annotations
 
 import struct
@@ -7,14 +8,16 @@ from pathlib import Path
 
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 
+
 def parse(data, start=0, end=None):
     end = len(data) if end is None else end
     boxes, at = [], start
     while at < end:
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
-        boxes.append([kind, data[at + 8:at + size] if kind not in CONTAINERS else parse(data, at + 8, at + size)])
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        boxes.append([kind, data[at + 8 : at + size] if kind not in CONTAINERS else parse(data, at + 8, at + size)])
         at += size
     return boxes
+
 
 def build(boxes):
     out = b""
@@ -23,12 +26,14 @@ def build(boxes):
         out += struct.pack(">I4s", 8 + len(payload), kind) + payload
     return out
 
+
 def find(boxes, kind):
     for box in boxes:
         if box[0] == kind:
             yield box
         if isinstance(box[1], list):
             yield from find(box[1], kind)
+
 
 def patch(path, durations: list[int] | None = None, rotation: int | None = None) -> int:
     """Give each frame its own duration (in the track's time units), and/or a display rotation (90, 180, 270).
@@ -41,7 +46,9 @@ def patch(path, durations: list[int] | None = None, rotation: int | None = None)
     media_scale = struct.unpack(">I", mdhd[1][12:16])[0]
     if durations is not None:
         stts = next(find(boxes, b"stts"))
-        stts[1] = b"\0\0\0\0" + struct.pack(">I", len(durations)) + b"".join(struct.pack(">II", 1, d) for d in durations)
+        stts[1] = (
+            b"\0\0\0\0" + struct.pack(">I", len(durations)) + b"".join(struct.pack(">II", 1, d) for d in durations)
+        )
         total = sum(durations)
         mdhd[1] = mdhd[1][:16] + struct.pack(">I", total) + mdhd[1][20:]
         mvhd = next(find(boxes, b"mvhd"))  # version 0: timescale at 12, duration at 16

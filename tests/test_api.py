@@ -20,8 +20,15 @@ def test_the_public_names_are_the_pipelines_own():
 
     assert engage.Predictor is Predictor and engage.FaceDataset is FaceDataset
     assert engage.load_model is load_model and engage.evaluate is evaluate_model
-    assert set(engage.__all__) >= {"Predictor", "load_model", "create_model", "FaceDataset", "train", "evaluate",
-                                   "to_dataframe"}
+    assert set(engage.__all__) >= {
+        "Predictor",
+        "load_model",
+        "create_model",
+        "FaceDataset",
+        "train",
+        "evaluate",
+        "to_dataframe",
+    }
     with pytest.raises(AttributeError, match="no attribute 'predict'"):
         engage.predict  # noqa: B018
 
@@ -49,7 +56,19 @@ def test_an_images_faces_become_a_dataframe(engagement_model, sample_images):
     faces = predictor.predict(sample_images["group.png"])
     table = engage.to_dataframe(faces)
     assert len(table) == 3 and list(table.columns[:12]) == [
-        "source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label", "p_engaged_raw"]
+        "source",
+        "frame",
+        "time_s",
+        "face_id",
+        "x",
+        "y",
+        "w",
+        "h",
+        "det_conf",
+        "p_engaged",
+        "label",
+        "p_engaged_raw",
+    ]
     assert table["p_engaged"].tolist() == pytest.approx([face.p_engaged for face in faces])
     assert table["face_id"].tolist() == [1, 2, 3] and table["w"].dtype.kind == "i"
     several = engage.to_dataframe(predictor.predict_batch([sample_images["astronaut.png"], sample_images["group.png"]]))

@@ -88,18 +88,34 @@ def test_parquet_rows_equal_engage_predict_csv(ray_local, media, engagement_mode
     got = by_key(batch_rows(tmp_path / "results"))
     schema = pq.read_schema(next((tmp_path / "results" / "faces").glob("*/*.parquet")))
     assert schema.names == columns == csv_columns()
-    assert {name: str(schema.field(name).type) for name in ("source", "frame", "face_id", "x", "det_conf", "p_engaged",
-                                                             "label", "p_engaged_raw")} == {
-        "source": "string", "frame": "int64", "face_id": "int64", "x": "int64", "det_conf": "double",
-        "p_engaged": "double", "label": "string", "p_engaged_raw": "double"}
+    assert {
+        name: str(schema.field(name).type)
+        for name in ("source", "frame", "face_id", "x", "det_conf", "p_engaged", "label", "p_engaged_raw")
+    } == {
+        "source": "string",
+        "frame": "int64",
+        "face_id": "int64",
+        "x": "int64",
+        "det_conf": "double",
+        "p_engaged": "double",
+        "label": "string",
+        "p_engaged_raw": "double",
+    }
     assert len(got) == len(expected) == 2 * VIDEO_FRAMES + 3  # two faces per frame, three in the group photo
     for mine, theirs in zip(got, expected):
         for name in ("source", "frame", "face_id", "x", "y", "w", "h", "label"):
             assert str(mine[name]) == theirs[name], (name, mine, theirs)
-        for name, decimals in (("time_s", 3), ("det_conf", 4), ("p_engaged", 4), ("p_engaged_raw", 4), ("yaw", 4),
-                               ("eyes_open", 4), ("mouth_open", 4)):
+        for name, decimals in (
+            ("time_s", 3),
+            ("det_conf", 4),
+            ("p_engaged", 4),
+            ("p_engaged_raw", 4),
+            ("yaw", 4),
+            ("eyes_open", 4),
+            ("mouth_open", 4),
+        ):
             # the CSV rounds; within its last digit's half and 1e-5 (the cues: measured in the detection tasks)
-            assert abs(mine[name] - float(theirs[name])) <= 0.5 * 10.0 ** -decimals + 1e-5, (name, mine, theirs)
+            assert abs(mine[name] - float(theirs[name])) <= 0.5 * 10.0**-decimals + 1e-5, (name, mine, theirs)
 
     # full precision: the values `engage predict` computes before writing them, within 1e-5
     predictor = options.predictor()
@@ -130,9 +146,24 @@ def test_killed_run_resumes_without_duplicates(ray_local, media, engagement_mode
         videos[-1].write_bytes(media["lecture"].read_bytes())
     inputs = [str(video) for video in videos]
     out = tmp_path / "results"
-    process = subprocess.Popen([sys.executable, "-m", "engage.cli", "batch", *inputs, "--out", str(out),
-                                "--model", engagement_model, "--address", ray_local],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engage.cli",
+            "batch",
+            *inputs,
+            "--out",
+            str(out),
+            "--model",
+            engagement_model,
+            "--address",
+            ray_local,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not list(out.glob("faces/*/_source.json")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -150,7 +181,8 @@ def test_killed_run_resumes_without_duplicates(ray_local, media, engagement_mode
     unfinished = next(source for source in sources if source.key not in done)
     (out / "faces" / unfinished.key).mkdir(parents=True, exist_ok=True)
     (out / "faces" / unfinished.key / "part-0.parquet").write_bytes(
-        (out / "faces" / sorted(done)[0] / "part-0.parquet").read_bytes())
+        (out / "faces" / sorted(done)[0] / "part-0.parquet").read_bytes()
+    )
 
     run = run_batch(inputs, str(out), BatchOptions(model=engagement_model))
     assert sorted(run.skipped) == sorted(source.name for source in sources if source.key in done)
@@ -172,16 +204,27 @@ def test_killed_run_resumes_without_duplicates(ray_local, media, engagement_mode
     assert len(table(out / "summary.parquet")) == len(videos)
 
 
-def test_corrupt_video_lands_in_failures_table_and_others_complete(ray_local, media, engagement_model, tmp_path,
-                                                                    capsys):
+def test_corrupt_video_lands_in_failures_table_and_others_complete(
+    ray_local, media, engagement_model, tmp_path, capsys
+):
     from engage.cli import main
 
     broken = tmp_path / "broken.mp4"  # a real video cut in half, as a failed copy leaves it
     data = media["seminar"].read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     out = tmp_path / "results"
-    code = main(["batch", str(broken), str(media["lecture"]), str(media["photos"] / "group.png"), "--out", str(out),
-                 "--model", engagement_model])
+    code = main(
+        [
+            "batch",
+            str(broken),
+            str(media["lecture"]),
+            str(media["photos"] / "group.png"),
+            "--out",
+            str(out),
+            "--model",
+            engagement_model,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "Traceback" not in captured.err, captured.err
@@ -202,12 +245,18 @@ def test_corrupt_video_lands_in_failures_table_and_others_complete(ray_local, me
 def test_bad_input_and_other_settings_are_one_line(ray_local, media, engagement_model, tmp_path, capsys):
     from engage.cli import main
 
-    assert main(["batch", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "a"), "--model", engagement_model]) == 1
+    assert (
+        main(["batch", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "a"), "--model", engagement_model]) == 1
+    )
     assert capsys.readouterr().err.strip() == f"engage: error: {tmp_path / 'missing.mp4'}: no such file or folder"
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("not results")
-    assert main(["batch", str(media["photos"] / "group.png"), "--out", str(tmp_path / "notes"),
-                 "--model", engagement_model]) == 2
+    assert (
+        main(
+            ["batch", str(media["photos"] / "group.png"), "--out", str(tmp_path / "notes"), "--model", engagement_model]
+        )
+        == 2
+    )
     assert "holds no engage batch results" in capsys.readouterr().err
     from engage.cluster.runner import BatchOptions
     from engage.cluster.store import ResultStore
@@ -216,17 +265,37 @@ def test_bad_input_and_other_settings_are_one_line(ray_local, media, engagement_
     store = ResultStore(str(out))
     store.open(BatchOptions(model=engagement_model).settings())
     store.close()
-    assert main(["batch", str(media["photos"] / "coffee.png"), "--out", str(out), "--model", engagement_model,
-                 "--every", "2"]) == 2
+    assert (
+        main(
+            [
+                "batch",
+                str(media["photos"] / "coffee.png"),
+                "--out",
+                str(out),
+                "--model",
+                engagement_model,
+                "--every",
+                "2",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "other settings: every 2 (the folder's: 1)" in error[0], error
 
 
 def test_without_the_extra_batch_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None; from engage.cli import main; "
-            f"sys.exit(main(['batch', {str(tmp_path)!r}, '--out', {str(tmp_path / 'out')!r}]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    code = (
+        "import sys; sys.modules['ray'] = None; from engage.cli import main; "
+        f"sys.exit(main(['batch', {str(tmp_path)!r}, '--out', {str(tmp_path / 'out')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert_one_line_error(result, "engage batch needs the extra 'cluster'", "pip install 'engage[cluster]'")
     assert not (tmp_path / "out").exists()
 

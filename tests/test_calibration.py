@@ -17,17 +17,14 @@ from hypothesis import strategies as st
 from engage.errors import EngageError
 from engage.evaluation.calibration import (
     SCALE_BOUNDS,
-    Adjustment,
     DegenerateCalibration,
-    SiteCalibration,
     balanced_weights,
     binary_ece,
-    calibrate,
     expected_calibration_error,
     fit_calibration,
     rate_weights,
-    shift_base_rate,
 )
+from engage.models.calibration import Adjustment, SiteCalibration, calibrate, shift_base_rate
 
 ON_TASK_DAISEE = "0=disengaged,1=disengaged,2=engaged,3=engaged"
 
@@ -66,7 +63,8 @@ def test_binary_ece_by_hand():
     assert binary_ece(positive, p) == pytest.approx(0.5 * abs(0.5 - 0.15) + 0.5 * abs(1 - 0.95))
     weights = np.array([3.0, 1.0, 1.0, 1.0])  # the off-task face counts thrice: its bin's share 0.25, weight 4 of 6
     assert binary_ece(positive, p, weights=weights) == pytest.approx(
-        4 / 6 * abs(0.25 - (3 * 0.12 + 0.18) / 4) + 2 / 6 * abs(1 - 0.95))
+        4 / 6 * abs(0.25 - (3 * 0.12 + 0.18) / 4) + 2 / 6 * abs(1 - 0.95)
+    )
 
 
 def test_a_calibration_fitted_with_balanced_weights_decides_at_one_half():
@@ -119,8 +117,7 @@ def test_an_uninformative_score_is_refused_not_fitted_with_a_zero_scale():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0.0, 1.0, allow_nan=False)), min_size=2, max_size=60),
-       st.booleans())
+@given(st.lists(st.tuples(st.booleans(), st.floats(0.0, 1.0, allow_nan=False)), min_size=2, max_size=60), st.booleans())
 def test_a_calibration_fit_is_always_finite_positive_and_loadable_or_refused_in_one_error(faces, weighted):
     labels = np.array([int(y) for y, _ in faces])
     proba = two_columns([p for _, p in faces])
@@ -134,22 +131,31 @@ def test_a_calibration_fit_is_always_finite_positive_and_loadable_or_refused_in_
 
 
 def test_the_cross_validation_falls_back_to_the_network_and_says_so_when_the_fit_is_degenerate():
-    from engage.evaluation.decision import Decision
+    from engage.models.decision import Decision
     from engage.training.crossval import _choose
 
     rng = np.random.default_rng(0)
     n = 300
     labels = rng.integers(0, 2, n)
     oof = {1: two_columns(rng.uniform(0.4, 0.6, n)).astype(np.float32)}
-    choice = _choose(labels, oof, np.array(["a"] * n), np.ones(n, bool), Decision.for_classes(["disengaged", "engaged"]),
-                     np.arange(n) % 3)
+    choice = _choose(
+        labels,
+        oof,
+        np.array(["a"] * n),
+        np.ones(n, bool),
+        Decision.for_classes(["disengaged", "engaged"]),
+        np.arange(n) % 3,
+    )
     assert choice["calibration"]["scale"] == 1.0 and "not fitted" in choice["calibration"]["fallback"]
     assert choice["threshold"] == 0.5 and choice["calibration"]["base_rate"] == 0.5
 
 
 def test_an_adjustment_applies_the_site_then_the_base_rate_and_refuses_what_does_not_fit():
-    config = {"class_names": ["disengaged", "engaged"], "calibration": {"scale": 1.0, "bias": [0, 0], "base_rate": 0.5},
-              "tensors_sha256": "abc"}
+    config = {
+        "class_names": ["disengaged", "engaged"],
+        "calibration": {"scale": 1.0, "bias": [0, 0], "base_rate": 0.5},
+        "tensors_sha256": "abc",
+    }
     site = SiteCalibration(temperature=2.0, bias=0.5, model_name="m", model_sha256="abc", threshold=0.4)
     p = np.array([0.1, 0.5, 0.9])
     adjusted = Adjustment(base_rate=0.8, site=site).apply(p, config)
@@ -163,7 +169,7 @@ def test_an_adjustment_applies_the_site_then_the_base_rate_and_refuses_what_does
     with pytest.raises(EngageError, match="not a binary model"):
         Adjustment(base_rate=0.8).check({"class_names": ["a", "b", "c"]}, "three")
     with pytest.raises(EngageError, match="strictly between 0 and 1"):
-        from engage.evaluation.calibration import make_adjustment
+        from engage.models.calibration import make_adjustment
 
         make_adjustment(base_rate=1.0)
 
@@ -197,8 +203,21 @@ def daisee_site(shared_data, tmp_path_factory):
 def test_engage_calibrate_fits_a_site_file_that_predict_and_evaluate_apply(daisee_site, tmp_path):
     fit, check, _ = daisee_site
     site_file = tmp_path / "site.json"
-    result = run_cli("calibrate", "--model", "engagement", "--data", str(fit), "--label-column", "engagement",
-                     "--label-map", ON_TASK_DAISEE, "--out", str(site_file), "--bootstrap", "100")
+    result = run_cli(
+        "calibrate",
+        "--model",
+        "engagement",
+        "--data",
+        str(fit),
+        "--label-column",
+        "engagement",
+        "--label-map",
+        ON_TASK_DAISEE,
+        "--out",
+        str(site_file),
+        "--bootstrap",
+        "100",
+    )
     assert result.returncode == 0, result.stderr
     assert "before" in result.stdout and "after" in result.stdout and "out of sample" in result.stdout
     site = SiteCalibration.load(str(site_file))
@@ -216,8 +235,20 @@ def test_engage_calibrate_fits_a_site_file_that_predict_and_evaluate_apply(daise
     expected = 1 / (1 + math.exp(-(math.log(p / (1 - p)) / site.temperature + site.bias)))
     assert face["p_engaged"] == pytest.approx(expected, abs=2e-4)
     # evaluate on other students of the same site, with and without it
-    args = ["evaluate", "--model", "engagement", "--data", str(check), "--label-column", "engagement", "--label-map",
-            ON_TASK_DAISEE, "--bootstrap", "50", "--json"]
+    args = [
+        "evaluate",
+        "--model",
+        "engagement",
+        "--data",
+        str(check),
+        "--label-column",
+        "engagement",
+        "--label-map",
+        ON_TASK_DAISEE,
+        "--bootstrap",
+        "50",
+        "--json",
+    ]
     without, with_site = run_cli(*args), run_cli(*args, "--calibration", str(site_file))
     assert without.returncode == 0 and with_site.returncode == 0, with_site.stderr
     without, with_site = json.loads(without.stdout), json.loads(with_site.stdout)
@@ -285,8 +316,12 @@ def test_batch_and_serve_score_with_the_base_rate_and_site_they_are_given(tmp_pa
     from engage.models.loading import load_model
     from engage.serve.app import ServeSettings, load_predictor
 
-    site = SiteCalibration(temperature=1.5, bias=-0.2, model_name="engagement",
-                           model_sha256=load_model("engagement").config["tensors_sha256"])
+    site = SiteCalibration(
+        temperature=1.5,
+        bias=-0.2,
+        model_name="engagement",
+        model_sha256=load_model("engagement").config["tensors_sha256"],
+    )
     site.save(str(tmp_path / "site.json"))
     options = BatchOptions(base_rate=0.8, calibration=str(tmp_path / "site.json"))
     settings = options.settings()

@@ -9,13 +9,18 @@ from engage.data.dataset import FaceDataset
 
 
 def test_sample_run_finds_faces_and_writes_crops(tmp_path):
-    result = run_cli("preprocess", "--sample", "--out", str(tmp_path / "s.npz"), "--save-crops", str(tmp_path / "crops"), "--json")
+    result = run_cli(
+        "preprocess", "--sample", "--out", str(tmp_path / "s.npz"), "--save-crops", str(tmp_path / "crops"), "--json"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == 4 and report["detected"] == 3 and report["no-face"] == 1
     assert report["faces_per_image"] == {"astronaut.png": 1, "cameraman.png": 1, "coffee.png": 0, "group.png": 3}
     assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == [
-        "sample__astronaut.png", "sample__cameraman.png", "sample__group.png"]
+        "sample__astronaut.png",
+        "sample__cameraman.png",
+        "sample__group.png",
+    ]
     dataset = FaceDataset.load(str(tmp_path / "s.npz"))
     assert dataset.faces.shape == (3, 48, 48) and list(dataset.labels) == [-1, -1, -1]
     assert dataset.meta["settings"]["detector"] == "mtcnn"
@@ -66,7 +71,9 @@ def test_corrupt_files_are_reported_and_skipped_strict_makes_them_fatal(tmp_path
     assert strict.returncode == 1 and not strict_out.exists()
 
 
-@pytest.mark.parametrize("case", ["empty-folder", "missing", "all-corrupt", "bad-csv", "bad-pixels", "not-npz", "no-src"])
+@pytest.mark.parametrize(
+    "case", ["empty-folder", "missing", "all-corrupt", "bad-csv", "bad-pixels", "not-npz", "no-src"]
+)
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, case):
     out = tmp_path / "out.npz"
     args = []
@@ -94,7 +101,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, case):
     result = run_cli("preprocess", *args, "--out", str(out))
     assert_one_line_error(result, *words)
     assert not out.exists()
-    assert [p for p in tmp_path.rglob(".tmp-*")] == []
+    assert list(tmp_path.rglob(".tmp-*")) == []
 
 
 def test_existing_foreign_file_is_not_overwritten(tmp_path):
@@ -117,7 +124,9 @@ def test_no_face_whole_image_and_no_detect_keep_crops(tmp_path, sample_images):
     write_image(folder / "coffee.png", sample_images["coffee.png"])
     write_image(folder / "astronaut.png", sample_images["astronaut.png"])
     out = str(tmp_path / "d.npz")
-    report = json.loads(run_cli("preprocess", str(tmp_path / "data"), "--out", out, "--no-face", "whole-image", "--json").stdout)
+    report = json.loads(
+        run_cli("preprocess", str(tmp_path / "data"), "--out", out, "--no-face", "whole-image", "--json").stdout
+    )
     assert report["detected"] == 1 and report["whole-image"] == 1 and report["faces"] == 2
     report = json.loads(run_cli("preprocess", str(tmp_path / "data"), "--out", out, "--no-detect", "--json").stdout)
     assert report["no-detect"] == 2
@@ -132,8 +141,21 @@ def test_subject_split_and_folds_from_the_cli(tmp_path, astronaut):
             label = "engaged" if (subject + frame) % 2 else "bored"
             write_image(root / label / f"img{subject}_{frame}.png", astronaut[::2, ::2])
     out = str(tmp_path / "d.npz")
-    result = run_cli("preprocess", str(root), "--out", out, "--subject-pattern", r"img(\d+)_", "--split", "subject",
-                     "--val-fraction", "0.34", "--folds", "3", "--no-detect")
+    result = run_cli(
+        "preprocess",
+        str(root),
+        "--out",
+        out,
+        "--subject-pattern",
+        r"img(\d+)_",
+        "--split",
+        "subject",
+        "--val-fraction",
+        "0.34",
+        "--folds",
+        "3",
+        "--no-detect",
+    )
     assert result.returncode == 0, result.stderr
     dataset = FaceDataset.load(out)
     assert sorted(set(dataset.subjects)) == [str(i) for i in range(6)]

@@ -37,8 +37,21 @@ def wacv_small(shared_data, tmp_path_factory):
 
 
 def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_small):
-    args = ["compare", "--data", str(wacv_small), "--models", "compact:width=8,hog-svm", "--folds", "3", "--epochs", "1",
-            "--threads", "1", "--out", str(tmp_path / "cmp")]
+    args = [
+        "compare",
+        "--data",
+        str(wacv_small),
+        "--models",
+        "compact:width=8,hog-svm",
+        "--folds",
+        "3",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "cmp"),
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "compact:width=8" in first.stdout and "hog-svm" in first.stdout and "paired" in first.stdout
@@ -51,7 +64,7 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     # of the fold that held its student out, and each fold's AUC recomputed from them
     from sklearn.metrics import roc_auc_score
 
-    from engage.evaluation.compare import load_oof
+    from engage.training.compare import load_oof
 
     data = FaceDataset.load(str(wacv_small))
     oof, _, fold_of = load_oof(str(tmp_path / "cmp"))
@@ -61,8 +74,9 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     per_fold = {}
     for label, row in result["models"].items():
         assert not np.isnan(oof[label]).any()
-        per_fold[label] = [roc_auc_score(data.labels[fold_of == f] == positive, oof[label][fold_of == f, positive])
-                           for f in range(3)]
+        per_fold[label] = [
+            roc_auc_score(data.labels[fold_of == f] == positive, oof[label][fold_of == f, positive]) for f in range(3)
+        ]
         assert row["auc"]["per_fold"] == pytest.approx(per_fold[label], abs=1e-6)
         assert row["auc"]["mean"] == pytest.approx(np.mean(per_fold[label]), abs=1e-6)
     # the paired comparison of the two best, recomputed: AUC difference on every face, t-test over the folds
@@ -72,9 +86,11 @@ def test_compare_prints_the_table_and_reuses_fold_predictions(tmp_path, wacv_sma
     engaged = data.labels == positive
     assert paired["difference"] == pytest.approx(
         roc_auc_score(engaged, oof[paired["a"]][:, positive]) - roc_auc_score(engaged, oof[paired["b"]][:, positive]),
-        abs=1e-6)
+        abs=1e-6,
+    )
     assert paired["p_paired_t_folds"] == pytest.approx(
-        stats.ttest_rel(per_fold[paired["a"]], per_fold[paired["b"]]).pvalue, abs=1e-6)
+        stats.ttest_rel(per_fold[paired["a"]], per_fold[paired["b"]]).pvalue, abs=1e-6
+    )
     second = run_cli(*args)
     assert second.returncode == 0 and second.stdout == first.stdout  # every fold came from the cache
     assert "fold" not in second.stderr
@@ -86,8 +102,22 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     val_faces, val_labels = real_fer_faces(shared_data, classes, 30, split="val")
     make_dataset(train_faces, train_labels, classes).save(str(tmp_path / "train.npz"))
     make_dataset(val_faces, val_labels, classes).save(str(tmp_path / "val.npz"))
-    result = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
-                     "--epochs", "2", "--scale", "0.1", "--erase", "0.25", "--out", str(tmp_path / "run"))
+    result = run_cli(
+        "train",
+        "fer",
+        "--data",
+        str(tmp_path / "train.npz"),
+        "--val",
+        str(tmp_path / "val.npz"),
+        "--epochs",
+        "2",
+        "--scale",
+        "0.1",
+        "--erase",
+        "0.25",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.returncode == 0, result.stderr
     assert "best epoch" in result.stdout and "epoch 2/2" in result.stderr
     recorded = json.load(open(tmp_path / "run" / "config.json"))
@@ -100,18 +130,42 @@ def test_train_and_evaluate_from_the_cli(tmp_path, shared_data):
     resumed = run_cli("train", "resume", "--out", str(tmp_path / "run"), "--threads", "1")
     assert resumed.returncode == 0 and "resumed" in resumed.stderr  # nothing left to do, still clean
     best = (tmp_path / "run" / "best.safetensors").read_bytes()
-    again = run_cli("train", "fer", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
-                    "--epochs", "1", "--out", str(tmp_path / "run"))
+    again = run_cli(
+        "train",
+        "fer",
+        "--data",
+        str(tmp_path / "train.npz"),
+        "--val",
+        str(tmp_path / "val.npz"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert again.returncode == 1 and "already holds a run" in again.stderr
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == best  # nothing overwritten
 
-    evaluated = run_cli("evaluate", "--model", str(tmp_path / "run" / "best.safetensors"), "--data",
-                        str(tmp_path / "val.npz"), "--json", "--out", str(tmp_path / "eval"))
+    evaluated = run_cli(
+        "evaluate",
+        "--model",
+        str(tmp_path / "run" / "best.safetensors"),
+        "--data",
+        str(tmp_path / "val.npz"),
+        "--json",
+        "--out",
+        str(tmp_path / "eval"),
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["n"] == 60 and {"accuracy", "f1", "auc", "ci95", "ece", "per_class_recall"} <= set(report)
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
-        "confusion.png", "metrics.json", "predictions.csv", "reliability.png", "risk_coverage.png", "roc.png"]
+        "confusion.png",
+        "metrics.json",
+        "predictions.csv",
+        "reliability.png",
+        "risk_coverage.png",
+        "roc.png",
+    ]
     predictions = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
     assert len(predictions) == 60 and set(predictions[0]) >= {"path", "label", "p_happy", "p_surprise"}
 
@@ -139,14 +193,23 @@ def test_model_file_problems_are_one_line(tmp_path):
     data[-100] ^= 0xFF  # one weight byte changed
     tampered.write_bytes(bytes(data))
     other = tmp_path / "other.safetensors"
-    save_model(str(other), build_model("cnn", 2), {"model": "compact", "num_classes": 2, "class_names": ["a", "b"], "model_args": {}})
+    save_model(
+        str(other),
+        build_model("cnn", 2),
+        {"model": "compact", "num_classes": 2, "class_names": ["a", "b"], "model_args": {}},
+    )
 
-    cases = [(truncated, "damaged"), (tampered, "checksum"), (other, "another architecture"),
-             (tmp_path / "missing.safetensors", "neither a file nor a shipped model")]
+    cases = [
+        (truncated, "damaged"),
+        (tampered, "checksum"),
+        (other, "another architecture"),
+        (tmp_path / "missing.safetensors", "neither a file nor a shipped model"),
+    ]
     for path, words in cases:
         assert_one_line_error(run_cli("evaluate", "--model", str(path), "--data", str(tmp_path / "d.npz")), words)
-    assert_one_line_error(run_cli("evaluate", "--model", str(good), "--data", str(tmp_path / "unknown.npz")),
-                          "zzz", "does not know")
+    assert_one_line_error(
+        run_cli("evaluate", "--model", str(good), "--data", str(tmp_path / "unknown.npz")), "zzz", "does not know"
+    )
     assert load_network(str(good))[1]["class_names"] == ["a", "b"]
 
 
@@ -155,36 +218,69 @@ def test_training_data_problems_are_one_line(tmp_path):
     make_dataset(faces, [0] * 8, ["a", "b"]).save(str(tmp_path / "one.npz"))
     make_dataset(faces, [0, 1] * 4, ["a", "b"], subjects=["s1"] * 8).save(str(tmp_path / "onesubject.npz"))
     out = tmp_path / "run"
-    assert_one_line_error(run_cli("train", "fer", "--data", str(tmp_path / "one.npz"), "--split", "none", "--out", str(out)),
-                          "one class only")
-    assert_one_line_error(run_cli("train", "engagement", "--data", str(tmp_path / "onesubject.npz"), "--split", "subject",
-                                  "--out", str(out)), "at least 2 subjects")
+    assert_one_line_error(
+        run_cli("train", "fer", "--data", str(tmp_path / "one.npz"), "--split", "none", "--out", str(out)),
+        "one class only",
+    )
+    assert_one_line_error(
+        run_cli(
+            "train", "engagement", "--data", str(tmp_path / "onesubject.npz"), "--split", "subject", "--out", str(out)
+        ),
+        "at least 2 subjects",
+    )
     assert_one_line_error(run_cli("train", "resume", "--out", str(tmp_path / "never")), "nothing to resume")
     two = tmp_path / "two.npz"
     make_dataset(faces, [0, 1] * 4, ["a", "b"]).save(str(two))
-    assert_one_line_error(run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "tpu",
-                                  "--out", str(out)), "device must be auto, cpu or cuda")
+    assert_one_line_error(
+        run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "tpu", "--out", str(out)),
+        "device must be auto, cpu or cuda",
+    )
     if not torch.cuda.is_available():
-        assert_one_line_error(run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "cuda",
-                                      "--out", str(out)), "PyTorch sees no CUDA GPU here")
+        assert_one_line_error(
+            run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "cuda", "--out", str(out)),
+            "PyTorch sees no CUDA GPU here",
+        )
     assert not out.exists()  # nothing was written for a refused run
-    assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
-                          "at least two models")
-    assert_one_line_error(run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact:depth=3,cnn",
-                                  "--out", str(out)), "bad network arguments in 'compact:depth=3'")
+    assert_one_line_error(
+        run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact", "--out", str(out)),
+        "at least two models",
+    )
+    assert_one_line_error(
+        run_cli("compare", "--data", str(tmp_path / "one.npz"), "--models", "compact:depth=3,cnn", "--out", str(out)),
+        "bad network arguments in 'compact:depth=3'",
+    )
 
 
 def test_fine_tuning_from_the_shipped_fer_model_by_name(tmp_path, wacv_small):
-    result = run_cli("train", "engagement", "--init", "fer", "--data", str(wacv_small), "--split", "subject",
-                     "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "er"))
+    result = run_cli(
+        "train",
+        "engagement",
+        "--init",
+        "fer",
+        "--data",
+        str(wacv_small),
+        "--split",
+        "subject",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "er"),
+    )
     assert result.returncode == 0, result.stderr
     assert "weights/fer.safetensors: took 50 tensors (backbone), left 2 fresh (head.bias, head.weight)" in result.stderr
-    missing = run_cli("train", "engagement", "--init", "no-such-model", "--data", str(wacv_small), "--out", str(tmp_path / "x"))
-    assert missing.returncode == 1 and "neither a file nor a shipped model (engagement, engagement3, fer)" in missing.stderr
+    missing = run_cli(
+        "train", "engagement", "--init", "no-such-model", "--data", str(wacv_small), "--out", str(tmp_path / "x")
+    )
+    assert (
+        missing.returncode == 1
+        and "neither a file nor a shipped model (engagement, engagement3, fer)" in missing.stderr
+    )
 
 
 def test_the_fold_cache_is_keyed_by_everything_that_changes_it(tmp_path, wacv_small):
-    from engage.evaluation.compare import parse_model_specs, run_comparison
+    from engage.training.compare import parse_model_specs, run_comparison
 
     dataset = FaceDataset.load(str(wacv_small))
     specs = parse_model_specs("compact:width=8,hog-svm")
@@ -209,13 +305,14 @@ def test_the_fold_cache_is_keyed_by_everything_that_changes_it(tmp_path, wacv_sm
 
 def test_an_interrupted_fold_continues_its_training(tmp_path, wacv_small, monkeypatch):
     import engage.training.loop
-    from engage.evaluation.compare import parse_model_specs, run_comparison
+    from engage.training.compare import parse_model_specs, run_comparison
 
     dataset = FaceDataset.load(str(wacv_small))
     specs = parse_model_specs("compact:width=8,hog-svm")
     overrides = {"epochs": 2, "threads": 1}
-    straight = run_comparison(dataset, specs, str(tmp_path / "straight"), folds=3, train_overrides=overrides,
-                              log=lambda line: None)
+    straight = run_comparison(
+        dataset, specs, str(tmp_path / "straight"), folds=3, train_overrides=overrides, log=lambda line: None
+    )
     original = engage.training.loop.train
 
     class Killed(Exception):
@@ -225,15 +322,20 @@ def test_an_interrupted_fold_continues_its_training(tmp_path, wacv_small, monkey
         def stop(epoch, model):
             if epoch == 2 and "fold1" in run_dir:  # after epoch 1 was saved
                 raise Killed()
+
         return original(config, train_set, val, run_dir, resume=resume, log=log, on_epoch=stop)
 
     monkeypatch.setattr(engage.training.loop, "train", killed_in_the_second_epoch)
     with pytest.raises(Killed):
-        run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides, log=lambda line: None)
+        run_comparison(
+            dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides, log=lambda line: None
+        )
     monkeypatch.setattr(engage.training.loop, "train", original)
     logged = []
-    resumed = run_comparison(dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides,
-                             log=logged.append)
-    assert any(line.strip().startswith("resumed") and "fold1-compact" in line and "at epoch 2" in line
-               for line in logged)  # the killed fold went on from its checkpoint, not from scratch
+    resumed = run_comparison(
+        dataset, specs, str(tmp_path / "killed"), folds=3, train_overrides=overrides, log=logged.append
+    )
+    assert any(
+        line.strip().startswith("resumed") and "fold1-compact" in line and "at epoch 2" in line for line in logged
+    )  # the killed fold went on from its checkpoint, not from scratch
     assert resumed["models"] == straight["models"]

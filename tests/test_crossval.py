@@ -43,24 +43,40 @@ def two_corpora(shared_data, tmp_path_factory):
     chosen = []
     for subject in subjects:
         mine = [r for r in rows if r["subject"] == subject]
-        chosen += [r for r in mine if int(r["engagement"]) < 2][:5] + [r for r in mine if int(r["engagement"]) >= 2][:15]
+        chosen += [r for r in mine if int(r["engagement"]) < 2][:5] + [r for r in mine if int(r["engagement"]) >= 2][
+            :15
+        ]
     for r in chosen:
         r["label"] = r["engagement"]
     paths = []
     for name, manifest, label_map in (
-            ("wacv", small_manifest(folder, wacv, picked, "wacv"), ON_TASK_WACV),
-            ("daisee", small_manifest(folder, daisee, chosen, "daisee"), ON_TASK_DAISEE)):
+        ("wacv", small_manifest(folder, wacv, picked, "wacv"), ON_TASK_WACV),
+        ("daisee", small_manifest(folder, daisee, chosen, "daisee"), ON_TASK_DAISEE),
+    ):
         out = folder / f"{name}.npz"
-        result = run_cli("preprocess", str(manifest), "--no-detect", "--label-map", label_map, "--corpus", name,
-                         "--out", str(out))
+        result = run_cli(
+            "preprocess", str(manifest), "--no-detect", "--label-map", label_map, "--corpus", name, "--out", str(out)
+        )
         assert result.returncode == 0, result.stderr
         paths.append(str(out))
     return paths
 
 
 def quick(**overrides):
-    values = dict(task="engagement", model="compact", model_args={"width": 8}, epochs=3, batch_size=16, lr=0.05,
-                  class_weights=True, balance="corpus,subject", epoch_size=96, threads=1, bf16=False, save_every_s=1e9)
+    values = dict(
+        task="engagement",
+        model="compact",
+        model_args={"width": 8},
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        class_weights=True,
+        balance="corpus,subject",
+        epoch_size=96,
+        threads=1,
+        bf16=False,
+        save_every_s=1e9,
+    )
     values.update(overrides)
     return TrainConfig.from_recipe("default", **values)
 
@@ -91,7 +107,7 @@ def test_cross_validation_reports_each_data_set_and_ships_its_decision(tmp_path,
     assert 0 < report["best_balanced_accuracy_threshold"] < 1
     for row in report["cross_fitted"].values():
         assert 0 <= row["ece"] <= 1 and 0 <= row["ece_own_rate"] <= 1
-    network, config = load_network(report["model"])
+    _network, config = load_network(report["model"])
     assert config["decision"]["positive_class"] == "engaged"
     assert config["decision"]["threshold"] == pytest.approx(report["threshold"])
     assert config["calibration"] == report["calibration"] and config["epoch"] == report["chosen_epoch"]
@@ -103,8 +119,9 @@ def test_cross_validation_reports_each_data_set_and_ships_its_decision(tmp_path,
 
 
 def test_a_killed_cross_validation_continues_to_the_same_result(tmp_path, two_corpora):
-    straight = cross_validate(quick(epochs=2), two_corpora, 3, str(tmp_path / "straight"), log=lambda line: None,
-                              final=False, n_boot=50)
+    straight = cross_validate(
+        quick(epochs=2), two_corpora, 3, str(tmp_path / "straight"), log=lambda line: None, final=False, n_boot=50
+    )
 
     class Killed(Exception):
         pass
@@ -120,10 +137,13 @@ def test_a_killed_cross_validation_continues_to_the_same_result(tmp_path, two_co
     assert (tmp_path / "killed" / "fold1" / "test-epoch002.npy").exists()
     assert not (tmp_path / "killed" / "fold2" / "test-epoch002.npy").exists()
     lines = []
-    resumed = cross_validate(quick(epochs=2), two_corpora, 3, str(tmp_path / "killed"), log=lines.append, final=False,
-                             n_boot=50)
+    resumed = cross_validate(
+        quick(epochs=2), two_corpora, 3, str(tmp_path / "killed"), log=lines.append, final=False, n_boot=50
+    )
     assert any("fold 2/3" in line and "continuing" in line for line in lines)
-    assert any(line.startswith("resumed") and "fold2" in line and "at epoch 2" in line for line in lines)  # not restarted
+    assert any(
+        line.startswith("resumed") and "fold2" in line and "at epoch 2" in line for line in lines
+    )  # not restarted
     assert resumed["cross_fitted"] == straight["cross_fitted"]
     for name in ("fold1", "fold2", "fold3"):
         a = load_network(str(tmp_path / "straight" / name / "last.safetensors"))[0].state_dict()
@@ -135,14 +155,43 @@ def test_a_killed_cross_validation_continues_to_the_same_result(tmp_path, two_co
 
 
 def test_cross_validation_from_the_command_line(tmp_path, two_corpora):
-    result = run_cli("train", "engagement", "--data", two_corpora[0], "--data", two_corpora[1], "--cv", "3",
-                     "--width", "8", "--epochs", "2", "--epoch-size", "64", "--balance", "corpus,subject",
-                     "--threads", "1", "--out", str(tmp_path / "cv"))
+    result = run_cli(
+        "train",
+        "engagement",
+        "--data",
+        two_corpora[0],
+        "--data",
+        two_corpora[1],
+        "--cv",
+        "3",
+        "--width",
+        "8",
+        "--epochs",
+        "2",
+        "--epoch-size",
+        "64",
+        "--balance",
+        "corpus,subject",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "cv"),
+    )
     assert result.returncode == 0, result.stderr
     assert "wacv" in result.stdout and "daisee" in result.stdout and "threshold" in result.stdout
     assert (tmp_path / "cv" / "model.safetensors").exists() and (tmp_path / "cv" / "crossval.json").exists()
-    bad = run_cli("train", "engagement", "--data", two_corpora[0], "--val", two_corpora[1], "--cv", "3",
-                  "--out", str(tmp_path / "bad"))
+    bad = run_cli(
+        "train",
+        "engagement",
+        "--data",
+        two_corpora[0],
+        "--val",
+        two_corpora[1],
+        "--cv",
+        "3",
+        "--out",
+        str(tmp_path / "bad"),
+    )
     assert bad.returncode == 2 and "--cv" in bad.stderr
 
 
@@ -156,11 +205,15 @@ def test_a_run_is_known_by_the_bytes_of_its_initial_model_not_its_path(tmp_path)
     moved = tmp_path / "fer-copy.safetensors"
     shutil.copy(fer, moved)
     index = np.arange(10)
-    assert run_key(quick(init=fer), "data", index, "fold 1/5") == run_key(quick(init=str(moved)), "data", index, "fold 1/5")
+    assert run_key(quick(init=fer), "data", index, "fold 1/5") == run_key(
+        quick(init=str(moved)), "data", index, "fold 1/5"
+    )
     changed = bytearray(moved.read_bytes())
     changed[-10] ^= 1
     moved.write_bytes(bytes(changed))
-    assert run_key(quick(init=fer), "data", index, "fold 1/5") != run_key(quick(init=str(moved)), "data", index, "fold 1/5")
+    assert run_key(quick(init=fer), "data", index, "fold 1/5") != run_key(
+        quick(init=str(moved)), "data", index, "fold 1/5"
+    )
     assert run_key(quick(), "data", index, "fold 1/5") != run_key(quick(), "data", index + 1, "fold 1/5")
     assert run_key(quick(), "data", index, "fold 1/5") == run_key(quick(threads=2), "data", index, "fold 1/5")
 
@@ -168,7 +221,7 @@ def test_a_run_is_known_by_the_bytes_of_its_initial_model_not_its_path(tmp_path)
 def test_each_folds_choices_ignore_that_fold():
     """The cross-fitted choices of fold k come from the other folds only: changing fold k's predictions as much as
     one likes changes nothing of what is chosen for it."""
-    from engage.evaluation.decision import Decision
+    from engage.models.decision import Decision
     from engage.training.crossval import _choose
 
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -12,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from engage.data.sample_photos import sample_images
-from engage.evaluation.calibration import logit, sigmoid
 from engage.faces.cues import CUE_COLUMNS, face_cues
 from engage.faces.detect import FaceBox, create_detector
 from engage.faces.landmarks import FaceMesh
 from engage.inference.predictor import Predictor, cue_array
 from engage.inference.records import VideoSummary, csv_columns, to_dataframe
+from engage.io.sample_photos import sample_images
+from engage.models.calibration import logit, sigmoid
 from engage.models.cue_head import CueHead, CueTerm
 from engage.models.loading import WEIGHTS_DIR
 
@@ -34,7 +35,9 @@ def mesh() -> FaceMesh:
 def faces() -> dict:
     """The sample's astronaut (facing the camera) and cameraman (turned about 50 degrees), with MTCNN's boxes."""
     detector, images = create_detector("mtcnn"), sample_images()
-    return {name: (images[f"{name}.png"], detector.detect(images[f"{name}.png"])[0]) for name in ("astronaut", "cameraman")}
+    return {
+        name: (images[f"{name}.png"], detector.detect(images[f"{name}.png"])[0]) for name in ("astronaut", "cameraman")
+    }
 
 
 def test_landmark_networks_are_the_converted_files_their_card_names():
@@ -51,7 +54,9 @@ def test_a_mirrored_face_gives_opposite_yaw_and_roll_and_the_same_pitch(mesh, fa
     rgb, box = faces[name]
     cues = face_cues(mesh.landmarks(rgb, box))
     width = rgb.shape[1]
-    mirrored = face_cues(mesh.landmarks(np.ascontiguousarray(rgb[:, ::-1]), FaceBox(width - box.x - box.w, box.y, box.w, box.h)))
+    mirrored = face_cues(
+        mesh.landmarks(np.ascontiguousarray(rgb[:, ::-1]), FaceBox(width - box.x - box.w, box.y, box.w, box.h))
+    )
     assert abs(mirrored.yaw + cues.yaw) <= 6 and abs(mirrored.roll + cues.roll) <= 6
     assert abs(mirrored.pitch - cues.pitch) <= 6
     if name == "astronaut":  # facing the camera: both eyes seen alike (turned 50 degrees, the far eye is half hidden)
@@ -103,7 +108,7 @@ def test_cue_columns_in_the_csv_of_predict(tmp_path):
     result = CliRunner().invoke(app, ["predict", "--sample", "--csv", str(out)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0])[-len(CUE_COLUMNS):] == list(CUE_COLUMNS)
+    assert list(rows[0])[-len(CUE_COLUMNS) :] == list(CUE_COLUMNS)
     cameraman = next(row for row in rows if row["source"] == "cameraman.png")
     assert float(cameraman["yaw"]) > 30
 
@@ -132,11 +137,11 @@ def test_cue_head_weights_can_only_lower_the_score():
         for k, step in enumerate(steps):
             step[0, index] += k * {"mouth_open": 0.1, "jaw_drop": 0.05}.get(column, 10)
         shifts = [head.shifts(step)[0] for step in steps]
-        assert all(b <= a + 1e-12 for a, b in zip(shifts, shifts[1:])), column  # further off: never higher
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(shifts)), column  # further off: never higher
         if column in ("roll", "jaw_drop"):  # vetoed past the normal range: far off is clearly lower
             assert shifts[-1] < base - 1, column
     closing = [head.shifts(np.array([[0, 0, 0, 0, 0, e, e, e, 0.02, 0.9]]))[0] for e in (0.35, 0.25, 0.15, 0.05)]
-    assert all(b <= a for a, b in zip(closing, closing[1:])) and closing[-1] < closing[0] - 2
+    assert all(b <= a for a, b in itertools.pairwise(closing)) and closing[-1] < closing[0] - 2
     assert head.shifts(np.full((1, len(CUE_COLUMNS)), np.nan))[0] == 0.0  # no landmarks: the appearance alone
     assert np.all(head.shifts(rng.normal(0, 20, (200, len(CUE_COLUMNS)))) <= 1e-12)
 
@@ -194,8 +199,13 @@ def test_the_landmark_box_frames_a_face_alike_whichever_detector_found_it(mesh, 
 
     rgb, mtcnn_box = faces["astronaut"]
     yunet_box = create_detector("yunet").detect(rgb)[0]
-    jittered = FaceBox(mtcnn_box.x - mtcnn_box.w // 10, mtcnn_box.y + mtcnn_box.h // 10, int(mtcnn_box.w * 1.1),
-                       int(mtcnn_box.h * 1.1), mtcnn_box.confidence)
+    jittered = FaceBox(
+        mtcnn_box.x - mtcnn_box.w // 10,
+        mtcnn_box.y + mtcnn_box.h // 10,
+        int(mtcnn_box.w * 1.1),
+        int(mtcnn_box.h * 1.1),
+        mtcnn_box.confidence,
+    )
     gray, settings = to_gray(rgb), FaceSettings()
 
     def crops(on_landmarks: bool) -> list[np.ndarray]:
@@ -231,11 +241,15 @@ def test_evaluate_measures_the_cues_from_the_images_and_applies_the_models_head(
             cv2.imwrite(str(tmp_path / "faces" / label / name), cv2.cvtColor(images[name], cv2.COLOR_RGB2BGR))
     out_on, out_off = tmp_path / "on", tmp_path / "off"
     on = evaluate_model("engagement", str(tmp_path / "faces"), out_dir=str(out_on), n_boot=0, log=lambda line: None)
-    off = evaluate_model("engagement", str(tmp_path / "faces"), out_dir=str(out_off), n_boot=0, log=lambda line: None,
-                         cues=False)
+    off = evaluate_model(
+        "engagement", str(tmp_path / "faces"), out_dir=str(out_off), n_boot=0, log=lambda line: None, cues=False
+    )
     assert on["cues"] == {"cue_head": True, "applied": True, "faces_with_cues": 3}
     assert off["cues"]["applied"] is False
-    predicted = {row["path"].split("/")[-1]: float(row["p_engaged"]) for row in csv.DictReader((out_on / "predictions.csv").open())}
+    predicted = {
+        row["path"].split("/")[-1]: float(row["p_engaged"])
+        for row in csv.DictReader((out_on / "predictions.csv").open())
+    }
     faces = {name: Predictor("engagement", detector="mtcnn").predict(images[name])[0] for name in predicted}
     for name, p in predicted.items():  # the biggest face of each image, as predict scores it
         assert (p >= 0.5) == (faces[name].p_engaged_raw >= 0.5), name
@@ -247,7 +261,7 @@ def test_a_face_crop_without_a_detector_is_cut_from_its_landmark_box_inside_the_
     """With detector 'none' (the image is a face crop) the shipped model cuts the crop's landmark box, which may run
     past the crop's edge: it is kept inside the image, and the tight crop scores as the face in its photo does."""
     rgb, box = faces["astronaut"]
-    tight = np.ascontiguousarray(rgb[box.y:box.y + box.h, box.x:box.x + box.w])
+    tight = np.ascontiguousarray(rgb[box.y : box.y + box.h, box.x : box.x + box.w])
     [whole] = Predictor("engagement", detector="none").predict(tight)
     [found] = Predictor("engagement", detector="mtcnn").predict(rgb)
     assert whole.label == found.label == "engaged"

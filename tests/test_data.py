@@ -54,7 +54,7 @@ def test_manifest_paths_are_relative_to_the_csv(tmp_path, astronaut):
 def test_manifest_errors_name_the_problem(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("file,class\na.png,x\n")
-    with pytest.raises(EngageError, match="missing column.*path.*it has file, class"):
+    with pytest.raises(EngageError, match=r"missing column.*path.*it has file, class"):
         read_samples(str(bad))
     empty_label = tmp_path / "empty_label.csv"
     empty_label.write_text("path,label\na.png,\n")
@@ -73,8 +73,9 @@ def fer_row(emotion, usage, value=100, count=2304):
 
 def test_fer2013_csv_labels_and_usage(tmp_path):
     csv_path = tmp_path / "fer2013.csv"
-    csv_path.write_text("emotion,pixels,Usage\n" + fer_row(0, "Training") + fer_row(6, "PublicTest", 30)
-                        + fer_row(3, "PrivateTest"))
+    csv_path.write_text(
+        "emotion,pixels,Usage\n" + fer_row(0, "Training") + fer_row(6, "PublicTest", 30) + fer_row(3, "PrivateTest")
+    )
     source = read_samples(str(csv_path))
     assert source.kind == "fer2013-csv"
     assert [s.label for s in source.samples] == ["angry", "neutral", "happy"]

@@ -10,11 +10,17 @@ from engage.errors import EngageError
 def tiny_dataset(n=6):
     rng = np.random.default_rng(0)
     return FaceDataset(
-        faces=rng.integers(0, 256, (n, 48, 48)).astype(np.uint8), labels=np.arange(n) % 2,
-        class_names=["disengaged", "engaged"], subjects=np.array([f"s{i % 3}" for i in range(n)]),
-        paths=np.array([f"img{i}.png" for i in range(n)]), boxes=np.zeros((n, 4), np.int32),
-        det_conf=np.ones(n, np.float32), face_source=np.array(["detected"] * n), split=np.array([""] * n),
-        fold=np.full(n, -1, np.int16), meta={"settings": {"detector": "mtcnn", "normalize": "paper"}},
+        faces=rng.integers(0, 256, (n, 48, 48)).astype(np.uint8),
+        labels=np.arange(n) % 2,
+        class_names=["disengaged", "engaged"],
+        subjects=np.array([f"s{i % 3}" for i in range(n)]),
+        paths=np.array([f"img{i}.png" for i in range(n)]),
+        boxes=np.zeros((n, 4), np.int32),
+        det_conf=np.ones(n, np.float32),
+        face_source=np.array(["detected"] * n),
+        split=np.array([""] * n),
+        fold=np.full(n, -1, np.int16),
+        meta={"settings": {"detector": "mtcnn", "normalize": "paper"}},
     )
 
 
@@ -48,8 +54,18 @@ def test_damaged_or_foreign_file_is_refused(tmp_path):
 def test_mismatched_arrays_are_a_bug_not_a_dataset():
     dataset = tiny_dataset()
     with pytest.raises(ValueError, match="labels"):
-        FaceDataset(dataset.faces, dataset.labels[:2], dataset.class_names, dataset.subjects, dataset.paths,
-                    dataset.boxes, dataset.det_conf, dataset.face_source, dataset.split, dataset.fold)
+        FaceDataset(
+            dataset.faces,
+            dataset.labels[:2],
+            dataset.class_names,
+            dataset.subjects,
+            dataset.paths,
+            dataset.boxes,
+            dataset.det_conf,
+            dataset.face_source,
+            dataset.split,
+            dataset.fold,
+        )
 
 
 def test_colour_faces_landmarks_and_corpus_travel_with_the_file(tmp_path):
@@ -92,7 +108,7 @@ def test_concatenating_data_sets_keeps_their_students_apart():
     same = concatenate([a, c], ["a.npz", "c.npz"])
     assert "s0" in same.subjects  # one corpus: ids as they are
     b.meta = {"settings": {"detector": None, "normalize": "paper"}}
-    with pytest.raises(EngageError, match="b.npz: its faces were cut otherwise than a.npz.s"):
+    with pytest.raises(EngageError, match=r"b.npz: its faces were cut otherwise than a.npz.s"):
         concatenate([a, b], ["a.npz", "b.npz"])
     b.meta, b.class_names = dict(a.meta), ["bored", "engaged"]
     with pytest.raises(EngageError, match="classes"):

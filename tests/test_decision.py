@@ -9,10 +9,11 @@ import pytest
 from conftest import make_dataset
 
 from engage.errors import EngageError
-from engage.evaluation.calibration import calibrate, expected_calibration_error, fit_calibration
-from engage.evaluation.decision import Decision, best_threshold
+from engage.evaluation.calibration import expected_calibration_error, fit_calibration
 from engage.evaluation.metrics import basic_metrics
+from engage.models.calibration import calibrate
 from engage.models.checkpoint import save_model
+from engage.models.decision import Decision, best_threshold
 from engage.models.loading import load_model
 from engage.models.networks import build_model
 
@@ -63,8 +64,12 @@ def test_the_threshold_maximises_balanced_accuracy_per_data_set():
     threshold = best_threshold([a_labels], [a_p])
     assert 0.79 < threshold <= 0.81
     both = best_threshold([a_labels, b_labels], [a_p, b_p])
-    mean_ba = lambda t: np.mean([0.5 * ((p[y == 1] >= t).mean() + (p[y == 0] < t).mean())  # noqa: E731
-                                 for y, p in ((a_labels, a_p), (b_labels, b_p))])
+
+    def mean_ba(t):
+        return np.mean(
+            [0.5 * ((p[y == 1] >= t).mean() + (p[y == 0] < t).mean()) for y, p in ((a_labels, a_p), (b_labels, b_p))]
+        )
+
     assert mean_ba(both) >= max(mean_ba(t) for t in np.linspace(0, 1, 201)) and mean_ba(both) > mean_ba(0.5)
 
 
@@ -87,15 +92,21 @@ def thresholded_model(tmp_path, sample_images):
     from engage.faces.detect import create_detector
 
     detector = create_detector("mtcnn")
-    faces = np.stack([face for image in sample_images.values()
-                      for face, _ in extract_faces(image, detector, FaceSettings())])
+    faces = np.stack(
+        [face for image in sample_images.values() for face, _ in extract_faces(image, detector, FaceSettings())]
+    )
     scores = calibrate(predict_proba(network, faces_to_tensor(faces)).numpy(), calibration)[:, 0]
     ordered = np.sort(scores)
     threshold = float(np.round((ordered[1] + ordered[2]) / 2, 6))  # 2 faces below it, 3 above, none near it
-    config = {"model": "compact", "num_classes": 2, "class_names": ["engaged", "off_task"], "model_args": {"width": 8},
-              "face_settings": {"detector": None, "normalize": "standard"},
-              "decision": {"positive_class": "engaged", "threshold": threshold, "rule": "test"},
-              "calibration": calibration}
+    config = {
+        "model": "compact",
+        "num_classes": 2,
+        "class_names": ["engaged", "off_task"],
+        "model_args": {"width": 8},
+        "face_settings": {"detector": None, "normalize": "standard"},
+        "decision": {"positive_class": "engaged", "threshold": threshold, "rule": "test"},
+        "calibration": calibration,
+    }
     path = str(tmp_path / "model.safetensors")
     save_model(path, network, config)
     return path, network, threshold, faces
@@ -113,8 +124,9 @@ def test_evaluate_decides_with_the_stored_threshold_and_calibration(tmp_path, th
     expected = calibrate(raw, {"scale": 0.5, "bias": [0.2, 0.0]})
     assert np.allclose(classifier.predict_proba(faces), expected, atol=1e-6)
     assert not np.allclose(expected, raw, atol=1e-3)
-    report = evaluate_model(path, str(tmp_path / "data.npz"), out_dir=str(tmp_path / "eval"), n_boot=50,
-                            log=lambda line: None)
+    report = evaluate_model(
+        path, str(tmp_path / "data.npz"), out_dir=str(tmp_path / "eval"), n_boot=50, log=lambda line: None
+    )
     assert report["decision"] == {"positive_class": "engaged", "threshold": threshold, "rule": "test"}
     with open(tmp_path / "eval" / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -140,7 +152,7 @@ def test_predict_labels_faces_with_the_stored_threshold(thresholded_model, sampl
 def test_evaluate_refuses_faces_cut_otherwise_than_the_model_was_trained(tmp_path, thresholded_model):
     from conftest import run_cli
 
-    path, network, _, faces = thresholded_model
+    path, _network, _, faces = thresholded_model
     dataset = make_dataset(faces, np.arange(len(faces)) % 2, ["engaged", "off_task"])
     dataset.meta["settings"] = {"detector": "mtcnn", "normalize": "standard", "margin": 0.2}
     dataset.save(str(tmp_path / "other.npz"))

@@ -47,11 +47,15 @@ def test_multiclass_report_and_subject_bootstrap():
 
 def test_bootstrap_interval_narrows_with_more_data():
     rng = np.random.default_rng(1)
+
     def interval(n):
         labels = rng.integers(0, 2, n)
-        proba = np.where(rng.random(n) < 0.8, labels, 1 - labels)[:, None] * np.array([-1.0, 1.0]) + np.array([1.0, 0.0])
+        proba = np.where(rng.random(n) < 0.8, labels, 1 - labels)[:, None] * np.array([-1.0, 1.0]) + np.array(
+            [1.0, 0.0]
+        )
         low, high = bootstrap_ci(labels, proba, n_boot=300)["accuracy"]
         return high - low
+
     assert interval(2000) < interval(100)
 
 

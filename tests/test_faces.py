@@ -187,11 +187,11 @@ def test_unknown_face_settings_are_an_error_that_names_them(tmp_path):
     from engage.data.dataset import FaceDataset
 
     assert FaceSettings.from_dict({"margin": 0.2, "border": "pad"}) == FaceSettings(margin=0.2, border="pad")
-    with pytest.raises(EngageError, match="unknown face setting.*'margni'"):
+    with pytest.raises(EngageError, match=r"unknown face setting.*'margni'"):
         FaceSettings.from_dict({"margni": 0.2})
     dataset = make_dataset(np.zeros((2, 48, 48), np.uint8), [0, 1], ["a", "b"])
     dataset.meta["settings"]["zoom"] = 2
     path = str(tmp_path / "faces.npz")
     dataset.save(path)
     with pytest.raises(EngageError, match="'zoom'"):
-        FaceDataset.load(path).settings
+        _ = FaceDataset.load(path).settings

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 CASES = sorted((ROOT / "tests" / "fuzz_cases").glob("*.bin"))
 REPLAY = """
@@ -31,8 +30,13 @@ def replay_all(cases: list[Path]) -> dict[str, tuple[str | None, float]]:
     def cap():  # a safety cap far above PEAK_MIB, so that a regression is measured rather than fatal
         resource.setrlimit(resource.RLIMIT_DATA, (6 << 30, 6 << 30))
 
-    result = subprocess.run([sys.executable, "-c", REPLAY, str(ROOT / "benchmarks"), *map(str, cases)],
-                            capture_output=True, text=True, preexec_fn=cap, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", REPLAY, str(ROOT / "benchmarks"), *map(str, cases)],
+        capture_output=True,
+        text=True,
+        preexec_fn=cap,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 

@@ -27,7 +27,7 @@ def test_gray_rgba_and_16bit(tmp_path, astronaut):
     assert image.shape == (512, 512, 3) and (image[:10, :10] == 255).all()
     assert np.array_equal(image[20:, 20:], astronaut[20:, 20:])
 
-    sixteen = (gray.astype(np.uint16) * 257)
+    sixteen = gray.astype(np.uint16) * 257
     Image.fromarray(sixteen).save(tmp_path / "deep.png")
     image = read_image(tmp_path / "deep.png")
     assert np.abs(image[:, :, 0].astype(int) - gray).max() <= 1
@@ -50,8 +50,13 @@ def test_bad_files_raise_naming_the_file(tmp_path, astronaut):
     full = write_image(tmp_path / "full.jpg", astronaut)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(full.read_bytes()[:3000])
-    for path, words in [(empty, "empty"), (text, "not an image"), (truncated, "truncated"),
-                        (tmp_path / "missing.jpg", "cannot open"), (tmp_path, "folder")]:
+    for path, words in [
+        (empty, "empty"),
+        (text, "not an image"),
+        (truncated, "truncated"),
+        (tmp_path / "missing.jpg", "cannot open"),
+        (tmp_path, "folder"),
+    ]:
         with pytest.raises(ImageReadError) as caught:
             read_image(path)
         assert str(path) in str(caught.value) and words in str(caught.value)

@@ -10,9 +10,14 @@ from engage.models.networks import (
 )
 
 
-@pytest.mark.parametrize("name,params,features", [
-    ("cnn", 16_993_031, 1024), ("vgg", 44_546_503, 1024), ("compact", 1_174_439, 256),
-])
+@pytest.mark.parametrize(
+    "name,params,features",
+    [
+        ("cnn", 16_993_031, 1024),
+        ("vgg", 44_546_503, 1024),
+        ("compact", 1_174_439, 256),
+    ],
+)
 def test_shapes_and_parameter_counts(name, params, features):
     model = build_model(name, num_classes=7).eval()
     assert count_parameters(model) == params
@@ -108,8 +113,14 @@ def test_float16_and_int8_storage_keep_the_predictions_and_shrink_the_file(tmp_p
     tensors = load_file(str(tmp_path / "int8.safetensors"))
     scale_key = next(k for k in tensors if k.endswith(".int8_scale"))
     del tensors[scale_key]
-    save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"engage": '{"model": "compact", "num_classes": 3, '
-              '"class_names": ["a", "b", "c"], "model_args": {"width": 16}, "kind": "model"}'})
+    save_file(
+        tensors,
+        str(tmp_path / "broken.safetensors"),
+        metadata={
+            "engage": '{"model": "compact", "num_classes": 3, '
+            '"class_names": ["a", "b", "c"], "model_args": {"width": 16}, "kind": "model"}'
+        },
+    )
     with pytest.raises(EngageError, match="int8 weights without a fitting scale"):
         load_network(str(tmp_path / "broken.safetensors"))
 
@@ -145,8 +156,9 @@ def test_test_time_views_average_every_view_and_its_mirror_and_travel_with_the_f
     expected = sum(model(view(x, *v)) + model(view(x, *v).flip(-1)) for v in SHIFT_ZOOM) / (2 * len(SHIFT_ZOOM))
     model.test_time_flip, model.test_time_views = True, SHIFT_ZOOM
     assert torch.allclose(model(x), expected, atol=1e-5)
-    config = model_config("compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True,
-                          test_time_views=[list(v) for v in SHIFT_ZOOM])
+    config = model_config(
+        "compact", 3, ["a", "b", "c"], {"width": 8}, test_time_flip=True, test_time_views=[list(v) for v in SHIFT_ZOOM]
+    )
     save_model(str(tmp_path / "m.safetensors"), model, config)
     loaded, _ = load_network(str(tmp_path / "m.safetensors"))
     assert loaded.test_time_views == SHIFT_ZOOM and torch.allclose(loaded(x), expected, atol=1e-5)

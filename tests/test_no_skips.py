@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 
-PROBE = '''
+PROBE = """
 import pytest
 
 def test_needs_the_real_data(shared_data):
@@ -18,7 +18,7 @@ def test_needs_the_real_data(shared_data):
 
 def test_skips_itself():
     pytest.skip("an extra is missing")
-'''
+"""
 
 
 def run_probe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -26,8 +26,14 @@ def run_probe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_probe.py").write_text(PROBE)
     environment = {k: v for k, v in os.environ.items() if k != "ENGAGE_NO_SKIPS"}
     environment.update(ENGAGE_SHARED_DATA=str(tmp_path / "no-data"), **env)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
-                          cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_fresh_clone_without_the_real_data_skips_with_the_reason(tmp_path):

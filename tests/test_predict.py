@@ -55,7 +55,9 @@ def test_scores_are_the_models_probabilities_on_the_trained_crop(predictor, samp
         assert face.cues is not None and classifier.cue_head is not None
         expected = classifier.cue_head.apply(expected[None], cue_array([face.cues]), 1)[0]
         assert np.array_equal(face.face, crop.face)  # the very same 48x48 pixels
-        np.testing.assert_allclose([face.probabilities["disengaged"], face.probabilities["engaged"]], expected, atol=1e-6)
+        np.testing.assert_allclose(
+            [face.probabilities["disengaged"], face.probabilities["engaged"]], expected, atol=1e-6
+        )
         assert face.p_engaged == pytest.approx(float(expected[1]), abs=1e-6)
         assert face.p_engaged == face.p_engaged_raw
         assert face.label == ("engaged" if face.p_engaged >= classifier.decision.threshold else "disengaged")
@@ -105,7 +107,10 @@ def test_expression_views_trade_views_for_speed_and_stay_close(engagement_model,
     full = [face.expressions for face in predictor.predict(group)]
     for views, flip in (("flip", True), ("one", False)):
         fewer = Predictor(engagement_model, expressions=True, expression_model=fer_model, expression_views=views)
-        assert fewer.expression_model.network.test_time_views == () and fewer.expression_model.network.test_time_flip == flip
+        assert (
+            fewer.expression_model.network.test_time_views == ()
+            and fewer.expression_model.network.test_time_flip == flip
+        )
         changed = [face.expressions for face in fewer.predict(group)]
         assert len(changed) == len(full) == 3
         gaps = [max(abs(a[k] - b[k]) for k in a) for a, b in zip(full, changed)]
@@ -135,12 +140,15 @@ def test_bad_settings_and_models_are_clear_errors(engagement_model):
         Predictor("no-such-model")
 
 
-@pytest.mark.parametrize("options", [
-    ["--margin", "0.3", "--border", "pad", "--align", "--size", "64", "--color"],
-    ["--margin", "0.5", "--size", "32"],
-    ["--box", "landmarks"],
-    ["--box", "landmarks", "--margin", "0.2", "--border", "pad"],
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--margin", "0.3", "--border", "pad", "--align", "--size", "64", "--color"],
+        ["--margin", "0.5", "--size", "32"],
+        ["--box", "landmarks"],
+        ["--box", "landmarks", "--margin", "0.2", "--border", "pad"],
+    ],
+)
 def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(options, tmp_path, sample_images):
     """The crop a model was trained on (preprocess) and the crop predict scores are the same pixels, whatever the
     margin, border, alignment, size or colour."""
@@ -157,9 +165,17 @@ def test_predict_cuts_faces_exactly_as_preprocess_did_for_any_crop_setting(optio
     dataset = FaceDataset.load(str(tmp_path / "s.npz"))
     settings = dataset.settings
     network = build_model("compact", 2, width=8, in_channels=settings.channels)
-    save_model(str(tmp_path / "m.safetensors"), network,
-               {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
-                "model_args": {"width": 8, "in_channels": settings.channels}, "face_settings": settings.to_dict()})
+    save_model(
+        str(tmp_path / "m.safetensors"),
+        network,
+        {
+            "model": "compact",
+            "num_classes": 2,
+            "class_names": ["disengaged", "engaged"],
+            "model_args": {"width": 8, "in_channels": settings.channels},
+            "face_settings": settings.to_dict(),
+        },
+    )
     predictor = Predictor(str(tmp_path / "m.safetensors"), smoothing_s=0)
     for path, face in zip(dataset.paths, dataset.faces):
         name = str(path).split("#")[-1].split("/")[-1]
@@ -175,9 +191,17 @@ def test_an_aligned_model_refuses_a_detector_without_reliable_landmarks(tmp_path
     from engage.models.networks import build_model
 
     settings = FaceSettings(align=True).to_dict()
-    save_model(str(tmp_path / "m.safetensors"), build_model("compact", 2, width=8),
-               {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
-                "model_args": {"width": 8}, "face_settings": settings})
+    save_model(
+        str(tmp_path / "m.safetensors"),
+        build_model("compact", 2, width=8),
+        {
+            "model": "compact",
+            "num_classes": 2,
+            "class_names": ["disengaged", "engaged"],
+            "model_args": {"width": 8},
+            "face_settings": settings,
+        },
+    )
     for detector in ("yunet", "dlib", "none"):
         with pytest.raises(UsageError, match="upright on the eye landmarks of mtcnn"):
             Predictor(str(tmp_path / "m.safetensors"), detector=detector)

@@ -28,7 +28,11 @@ def test_json_is_one_object_per_input(engagement_model):
     assert result.returncode == 0, result.stderr
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert {o["source"]: len(o["faces"]) for o in objects} == {
-        "astronaut.png": 1, "group.png": 3, "cameraman.png": 1, "coffee.png": 0}
+        "astronaut.png": 1,
+        "group.png": 3,
+        "cameraman.png": 1,
+        "coffee.png": 0,
+    }
     face = objects[0]["faces"][0]
     assert set(face) >= {"face_id", "box", "det_conf", "p_engaged", "p_engaged_raw", "label", "probabilities"}
     assert face["probabilities"]["engaged"] == pytest.approx(face["p_engaged"], abs=1e-4)
@@ -36,8 +40,18 @@ def test_json_is_one_object_per_input(engagement_model):
 
 def test_expressions_with_fewer_test_time_views(engagement_model, fer_model, sample_images, tmp_path):
     photo = write_image(tmp_path / "astronaut.png", sample_images["astronaut.png"])
-    result = run_cli("predict", str(photo), "--model", engagement_model, "--expressions", "--fer-model", fer_model,
-                     "--expression-views", "one", "--json")
+    result = run_cli(
+        "predict",
+        str(photo),
+        "--model",
+        engagement_model,
+        "--expressions",
+        "--fer-model",
+        fer_model,
+        "--expression-views",
+        "one",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     face = json.loads(result.stdout)["faces"][0]
     # each of the 7 probabilities is rounded to 4 decimals in the JSON, so their sum is 1 within 7 x 0.00005
@@ -55,8 +69,20 @@ def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_i
     out_csv, annotated, crops = tmp_path / "faces.csv", tmp_path / "annotated", tmp_path / "crops"
     # --min-confidence 0.95: the JPEG of the astronaut holds a "face" of 27x35 px that MTCNN finds at a confidence
     # of about 0.906, just above its default cut of 0.9, with some JPEG encoders only; the real faces score >= 0.999
-    result = run_cli("predict", str(photos), "--model", engagement_model, "--csv", str(out_csv),
-                     "--annotate", str(annotated), "--save-crops", str(crops), "--min-confidence", "0.95")
+    result = run_cli(
+        "predict",
+        str(photos),
+        "--model",
+        engagement_model,
+        "--csv",
+        str(out_csv),
+        "--annotate",
+        str(annotated),
+        "--save-crops",
+        str(crops),
+        "--min-confidence",
+        "0.95",
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
@@ -66,18 +92,39 @@ def test_folder_broken_files_are_reported_and_skipped(engagement_model, sample_i
     with open(out_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["source"].split("photos/")[1], r["face_id"]) for r in rows) == [
-        ("astronaut.jpg", "1"), ("day2/group.png", "1"), ("day2/group.png", "2"), ("day2/group.png", "3")]
+        ("astronaut.jpg", "1"),
+        ("day2/group.png", "1"),
+        ("day2/group.png", "2"),
+        ("day2/group.png", "3"),
+    ]
     assert all(r["frame"] == "0" and r["time_s"] == "0.000" for r in rows)
     assert sorted(p.name for p in annotated.iterdir()) == [
-        "photos__astronaut.jpg", "photos__day2__coffee.png", "photos__day2__group.png"]
+        "photos__astronaut.jpg",
+        "photos__day2__coffee.png",
+        "photos__day2__group.png",
+    ]
     assert sorted(p.name for p in crops.iterdir()) == [  # the 48x48 faces that were scored, only when asked
-        "photos__astronaut_face1.png", "photos__day2__group_face1.png", "photos__day2__group_face2.png",
-        "photos__day2__group_face3.png"]
+        "photos__astronaut_face1.png",
+        "photos__day2__group_face1.png",
+        "photos__day2__group_face2.png",
+        "photos__day2__group_face3.png",
+    ]
     assert Image.open(crops / "photos__astronaut_face1.png").size == (48, 48)
 
 
-@pytest.mark.parametrize("case", ["broken-video", "missing-camera", "unknown-model", "empty-folder", "missing-path",
-                                  "corrupt-image", "annotate-over-input", "views-of-an-onnx-model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "broken-video",
+        "missing-camera",
+        "unknown-model",
+        "empty-folder",
+        "missing-path",
+        "corrupt-image",
+        "annotate-over-input",
+        "views-of-an-onnx-model",
+    ],
+)
 def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_images):
     out_csv = tmp_path / "out" / "faces.csv"
     args = {
@@ -87,10 +134,21 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, tmp_path, sample_i
         "empty-folder": lambda: [str(_mkdir(tmp_path / "empty"))],
         "missing-path": lambda: [str(tmp_path / "nowhere.jpg")],
         "corrupt-image": lambda: [str(_write(tmp_path / "cut.jpg", b"\xff\xd8\xff\xe0" + bytes(100)))],
-        "annotate-over-input": lambda: [str(write_image(tmp_path / "in" / "a.png", sample_images["astronaut.png"])),
-                                        "--annotate", str(tmp_path / "in")],
-        "views-of-an-onnx-model": lambda: ["--sample", "--expressions", "--backend", "onnx", "--fer-model",
-                                           str(tmp_path / "fer.onnx"), "--expression-views", "one"],
+        "annotate-over-input": lambda: [
+            str(write_image(tmp_path / "in" / "a.png", sample_images["astronaut.png"])),
+            "--annotate",
+            str(tmp_path / "in"),
+        ],
+        "views-of-an-onnx-model": lambda: [
+            "--sample",
+            "--expressions",
+            "--backend",
+            "onnx",
+            "--fer-model",
+            str(tmp_path / "fer.onnx"),
+            "--expression-views",
+            "one",
+        ],
     }[case]()
     expected = {
         "broken-video": ["talk.mp4", "cannot be opened as a video"],

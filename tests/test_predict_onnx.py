@@ -35,8 +35,9 @@ def test_onnxruntime_matches_pytorch_on_real_faces(which, engagement_model, fer_
     assert np.array_equal(onnx_proba.argmax(1), torch_proba.argmax(1))
 
 
-def test_export_writes_a_self_contained_file_that_predict_uses(engagement_model, predictor, sample_images, tmp_path,
-                                                               fast_extra):
+def test_export_writes_a_self_contained_file_that_predict_uses(
+    engagement_model, predictor, sample_images, tmp_path, fast_extra
+):
     out = tmp_path / "engagement.onnx"
     result = run_cli("export", "--format", "onnx", "--model", engagement_model, "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
@@ -77,10 +78,15 @@ def test_an_exported_colour_model_carries_its_calibration_inside_the_graph(tmp_p
     torch.manual_seed(0)
     network = build_model("compact", 2, width=8, in_channels=3)
     settings = {"detector": "mtcnn", "normalize": "standard", "size": 64, "color": True, "border": "pad", "margin": 0.2}
-    config = {"model": "compact", "num_classes": 2, "class_names": ["disengaged", "engaged"],
-              "model_args": {"width": 8, "in_channels": 3}, "face_settings": settings,
-              "calibration": {"scale": 2.0, "bias": [0.0, -1.5]},
-              "decision": {"positive_class": "engaged", "threshold": 0.3, "rule": "test"}}
+    config = {
+        "model": "compact",
+        "num_classes": 2,
+        "class_names": ["disengaged", "engaged"],
+        "model_args": {"width": 8, "in_channels": 3},
+        "face_settings": settings,
+        "calibration": {"scale": 2.0, "bias": [0.0, -1.5]},
+        "decision": {"positive_class": "engaged", "threshold": 0.3, "rule": "test"},
+    }
     save_model(str(tmp_path / "colour.safetensors"), network, config)
     faces = sample_faces(settings)
     assert faces.shape == (5, 64, 64, 3)

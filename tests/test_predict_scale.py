@@ -28,8 +28,10 @@ def demo_video(tmp_path_factory) -> str:
 
 
 def frame_key(frames) -> list:
-    return [(f.frame, f.time_s, [(x.face_id, x.box, x.p_engaged, x.p_engaged_raw, x.label) for x in f.faces])
-            for f in frames]
+    return [
+        (f.frame, f.time_s, [(x.face_id, x.box, x.p_engaged, x.p_engaged_raw, x.label) for x in f.faces])
+        for f in frames
+    ]
 
 
 def test_the_pipeline_gives_the_single_thread_results_in_order(predictor, demo_video):
@@ -64,8 +66,9 @@ def test_the_pipeline_thread_stops_when_the_consumer_stops_and_passes_errors_on(
         list(ahead(failing(), depth=2))
 
 
-def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_order(tmp_path, demo_video,
-                                                                                  engagement_model):
+def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_order(
+    tmp_path, demo_video, engagement_model
+):
     """Three videos (one of them broken) and a photo over 2 processes: the same CSV, byte for byte, and the same
     results in the same order as one process; the broken video is reported and skipped in both."""
     import shutil
@@ -82,8 +85,9 @@ def test_workers_score_whole_inputs_in_processes_with_the_same_csv_in_input_orde
     runs = {}
     for workers in (1, 2):
         csv_path = tmp_path / f"w{workers}.csv"
-        result = run_cli("predict", str(folder), "--json", "--every", "3", "--csv", str(csv_path),
-                         "--workers", str(workers))
+        result = run_cli(
+            "predict", str(folder), "--json", "--every", "3", "--csv", str(csv_path), "--workers", str(workers)
+        )
         assert result.returncode == 0, result.stderr
         assert sum("c_broken.mp4" in line and "skipped" in line for line in result.stderr.splitlines()) == 1
         assert ("in 2 processes" in result.stderr) == (workers == 2)
@@ -120,8 +124,9 @@ def left_over(names: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("detector", ["yunet", "mtcnn"])
-def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothing(engagement_model, fast_extra,
-                                                                                   demo_video, detector, frame_slots):
+def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothing(
+    engagement_model, fast_extra, demo_video, detector, frame_slots
+):
     """Faces detected in 2 processes (frames through shared memory): the same frames, ids, boxes and scores, exactly,
     as one thread; stopping early stops the processes and frees the shared memory."""
     from engage.inference.predictor import Predictor
@@ -134,7 +139,7 @@ def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothi
     from engage.inference.demo import write_demo_video
 
     long_video = os.path.join(os.path.dirname(demo_video), "long.mp4")  # long enough that detection is still going
-    if not os.path.exists(long_video):                                  # when the first batch has been scored
+    if not os.path.exists(long_video):  # when the first batch has been scored
         write_demo_video(long_video, frames=240)
     frames = predictor.predict_video(long_video, detect_processes=2)
     next(frames)
@@ -155,15 +160,26 @@ def test_a_detector_that_cannot_start_in_a_worker_raises_its_own_error():
             list(pool.detect_all([np.zeros((64, 64, 3), np.uint8)]))
 
 
-def test_one_video_is_detected_on_every_core_by_default_with_the_same_csv(tmp_path, demo_video, engagement_model,
-                                                                         fast_extra):
+def test_one_video_is_detected_on_every_core_by_default_with_the_same_csv(
+    tmp_path, demo_video, engagement_model, fast_extra
+):
     """`engage predict VIDEO` (default --workers 0) detects in one process per core; --workers 1 in the scoring
     process: the same CSV, byte for byte, and the summary says which."""
     runs = {}
     for workers in ("0", "1"):
         csv_path = tmp_path / f"w{workers}.csv"
-        result = run_cli("predict", demo_video, "--detector", "yunet", "--backend", "onnx", "--csv", str(csv_path),
-                         "--workers", workers)
+        result = run_cli(
+            "predict",
+            demo_video,
+            "--detector",
+            "yunet",
+            "--backend",
+            "onnx",
+            "--csv",
+            str(csv_path),
+            "--workers",
+            workers,
+        )
         assert result.returncode == 0, result.stderr
         runs[workers] = (result.stdout, csv_path.read_bytes())
     cores = os.cpu_count() or 1

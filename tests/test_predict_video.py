@@ -88,8 +88,23 @@ def test_every_nth_frame_without_smoothing(fast_predictor, demo_video):
 
 def test_cli_writes_documented_csv_annotated_video_and_timeline(demo_video, engagement_model, fast_extra, tmp_path):
     csv_path, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
-    result = run_cli("predict", demo_video, "--model", engagement_model, "--detector", "yunet", "--backend", "onnx",
-                     "--every", "2", "--csv", str(csv_path), "--annotate", str(annotated), "--json")
+    result = run_cli(
+        "predict",
+        demo_video,
+        "--model",
+        engagement_model,
+        "--detector",
+        "yunet",
+        "--backend",
+        "onnx",
+        "--every",
+        "2",
+        "--csv",
+        str(csv_path),
+        "--annotate",
+        str(annotated),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["kind"] == "video" and summary["frames_scored"] == DEMO_FRAMES // 2
@@ -163,7 +178,9 @@ def test_summary_memory_is_bounded_on_long_videos():
     summary = VideoSummary("engaged", max_points=100)
     for index in range(20_000):  # 11 minutes at 30 frames/s
         p = 0.8 if index < 10_000 else 0.2
-        face = FaceResult(1, box(0, 0), {"disengaged": 1 - p, "engaged": p}, "engaged" if p >= 0.5 else "disengaged", p, p)
+        face = FaceResult(
+            1, box(0, 0), {"disengaged": 1 - p, "engaged": p}, "engaged" if p >= 0.5 else "disengaged", p, p
+        )
         summary.add(FrameResult("v.mp4", index, index / 30, [face], 640, 480))
     points = summary.timeline[1]
     assert 50 <= len(points) <= 100

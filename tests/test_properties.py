@@ -22,8 +22,13 @@ from engage.io.images import read_image
 
 # a bounded, repeatable budget in the suite; ENGAGE_HYPOTHESIS_EXAMPLES=2000 searches longer (and at random)
 EXAMPLES = int(os.environ.get("ENGAGE_HYPOTHESIS_EXAMPLES", "60"))
-BUDGET = settings(max_examples=EXAMPLES, deadline=None, derandomize="ENGAGE_HYPOTHESIS_EXAMPLES" not in os.environ,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture], database=None)
+BUDGET = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="ENGAGE_HYPOTHESIS_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
 
 
 def png_bytes(seed: int, side: int, mode: str) -> bytes:
@@ -35,8 +40,13 @@ def png_bytes(seed: int, side: int, mode: str) -> bytes:
 
 
 @BUDGET
-@given(seed=st.integers(0, 2**16), side=st.integers(1, 40), mode=st.sampled_from(["RGB", "L", "RGBA", "P", "LA"]),
-       cut=st.integers(0, 400), flips=st.lists(st.integers(0, 10**6), max_size=4))
+@given(
+    seed=st.integers(0, 2**16),
+    side=st.integers(1, 40),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "LA"]),
+    cut=st.integers(0, 400),
+    flips=st.lists(st.integers(0, 10**6), max_size=4),
+)
 def test_read_image_returns_rgb_or_names_the_file(tmp_path, seed, side, mode, cut, flips):
     """Valid PNGs of any mode, truncated anywhere, with bytes flipped anywhere."""
     data = bytearray(png_bytes(seed, side, mode))
@@ -54,7 +64,7 @@ def test_read_image_returns_rgb_or_names_the_file(tmp_path, seed, side, mode, cu
 
 
 @BUDGET
-@given(text=st.text(alphabet=st.sampled_from(list("path,label;subject\n\"x.pngab12 \ufeff\r")), max_size=120))
+@given(text=st.text(alphabet=st.sampled_from(list('path,label;subject\n"x.pngab12 \ufeff\r')), max_size=120))
 def test_read_samples_on_any_manifest_text_returns_samples_or_one_error(tmp_path, text):
     manifest = tmp_path / "m.csv"
     manifest.write_text(text, encoding="utf-8")
@@ -83,8 +93,12 @@ def test_the_tracker_never_gives_two_faces_of_a_frame_the_same_id(frames, step):
 
 
 @BUDGET
-@given(subjects=st.lists(st.sampled_from([f"s{i}" for i in range(12)]), min_size=2, max_size=80),
-       fraction=st.floats(0.05, 0.95), folds=st.integers(2, 6), seed=st.integers(0, 1000))
+@given(
+    subjects=st.lists(st.sampled_from([f"s{i}" for i in range(12)]), min_size=2, max_size=80),
+    fraction=st.floats(0.05, 0.95),
+    folds=st.integers(2, 6),
+    seed=st.integers(0, 1000),
+)
 def test_splits_never_put_a_student_on_two_sides(subjects, fraction, folds, seed):
     subjects = np.array(subjects)
     students = len(set(subjects.tolist()))

@@ -45,8 +45,12 @@ def test_the_measures_mean_what_they_say(astronaut):
 def test_each_reason_is_given_by_its_own_threshold():
     good = FaceQuality(size_px=90.0, sharpness=0.6, turn=0.1, det_conf=0.999)
     assert THRESHOLDS.reasons(good, "mtcnn") == []
-    below = {"size_px": THRESHOLDS.min_size_px - 1, "sharpness": THRESHOLDS.min_sharpness / 2,
-             "turn": THRESHOLDS.max_turn + 0.5, "det_conf": THRESHOLDS.min_det_conf["mtcnn"] - 0.01}
+    below = {
+        "size_px": THRESHOLDS.min_size_px - 1,
+        "sharpness": THRESHOLDS.min_sharpness / 2,
+        "turn": THRESHOLDS.max_turn + 0.5,
+        "det_conf": THRESHOLDS.min_det_conf["mtcnn"] - 0.01,
+    }
     reason = {"size_px": "small", "sharpness": "blurred", "turn": "side-view", "det_conf": "weak-detection"}
     for field, value in below.items():
         assert THRESHOLDS.reasons(FaceQuality(**{**good.__dict__, field: value}), "mtcnn") == [reason[field]]
@@ -62,8 +66,9 @@ def test_a_tiny_or_blurred_face_is_uncertain_and_says_why_and_no_abstain_judges_
     out = tmp_path / "faces.csv"
     result = run_cli("predict", str(sharp), str(tiny), str(blurred), "--detector", "none", "--csv", str(out), "--json")
     assert result.returncode == 0, result.stderr
-    faces = {json.loads(line)["source"].split("/")[-1]: json.loads(line)["faces"][0]
-             for line in result.stdout.splitlines()}
+    faces = {
+        json.loads(line)["source"].split("/")[-1]: json.loads(line)["faces"][0] for line in result.stdout.splitlines()
+    }
     assert faces["sharp.png"]["quality"] == "ok" and faces["sharp.png"]["label"] != "uncertain"
     assert faces["tiny.png"]["label"] == "uncertain" and "small" in faces["tiny.png"]["quality"].split("+")
     assert faces["blurred.png"]["label"] == "uncertain" and faces["blurred.png"]["quality"] == "blurred"
@@ -101,16 +106,28 @@ def test_evaluate_reports_coverage_beside_every_metric_and_a_risk_coverage_curve
 
     rng = np.random.default_rng(0)
     good = [face_crop(astronaut, 48, gray=True)] * 10
-    faces = np.stack(good + [face_crop(astronaut, 48, blur_sigma=8.0, gray=True)] * 4 + list(
-        rng.integers(0, 256, (10, 48, 48)).astype(np.uint8)))
+    faces = np.stack(
+        good
+        + [face_crop(astronaut, 48, blur_sigma=8.0, gray=True)] * 4
+        + list(rng.integers(0, 256, (10, 48, 48)).astype(np.uint8))
+    )
     labels = [1] * 7 + [0] * 3 + [1, 0, 1, 0] + [0] * 5 + [1] * 5
     dataset = make_dataset(faces, labels, ["disengaged", "engaged"], subjects=[f"s{i % 4}" for i in range(24)])
     dataset.meta["settings"] = load_model("engagement").face_settings
     dataset.face_source = np.array(["detected"] * 24)
     dataset.boxes = np.tile(np.array([0, 0, 96, 96], np.int32), (24, 1))
     dataset.save(str(tmp_path / "faces.npz"))
-    result = run_cli("evaluate", "--model", "engagement", "--data", str(tmp_path / "faces.npz"), "--bootstrap", "20",
-                     "--out", str(tmp_path / "eval"))
+    result = run_cli(
+        "evaluate",
+        "--model",
+        "engagement",
+        "--data",
+        str(tmp_path / "faces.npz"),
+        "--bootstrap",
+        "20",
+        "--out",
+        str(tmp_path / "eval"),
+    )
     assert result.returncode == 0, result.stderr
     assert "24 faces, 20 judged (coverage 83.3%: not judged blurred 4)" in result.stdout
     assert "all faces" in result.stdout and "risk-coverage" in result.stdout
@@ -122,6 +139,17 @@ def test_evaluate_reports_coverage_beside_every_metric_and_a_risk_coverage_curve
     with open(tmp_path / "eval" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sum(row["predicted"] == "uncertain" for row in rows) == 4 and rows[10]["quality"] == "blurred"
-    everything = json.loads(run_cli("evaluate", "--model", "engagement", "--data", str(tmp_path / "faces.npz"),
-                                    "--bootstrap", "20", "--no-abstain", "--json").stdout)
+    everything = json.loads(
+        run_cli(
+            "evaluate",
+            "--model",
+            "engagement",
+            "--data",
+            str(tmp_path / "faces.npz"),
+            "--bootstrap",
+            "20",
+            "--no-abstain",
+            "--json",
+        ).stdout
+    )
     assert everything["n"] == 24 and everything["coverage"] == 1.0

@@ -57,7 +57,10 @@ def test_engagement_set_binary_task_with_subjects(tmp_path, shared_data):
                 picked.append([str(wacv / r["path"]), r["subject"], r["label"]])
         # and one of the larger colour crops that still hold the background, when the subject has one
         for r in mine:
-            if Image.open(wacv / r["path"]).size != (100, 100) and [str(wacv / r["path"]), subject, r["label"]] not in picked:
+            if (
+                Image.open(wacv / r["path"]).size != (100, 100)
+                and [str(wacv / r["path"]), subject, r["label"]] not in picked
+            ):
                 picked.append([str(wacv / r["path"]), subject, r["label"]])
                 colour += 1
                 break
@@ -65,8 +68,21 @@ def test_engagement_set_binary_task_with_subjects(tmp_path, shared_data):
     manifest = write_manifest(tmp_path / "wacv.csv", picked)
 
     out = tmp_path / "wacv.npz"
-    result = run_cli("preprocess", str(manifest), "--out", str(out), "--no-face", "whole-image",
-                     "--label-map", ENGAGEMENT_BINARY_MAP, "--split", "subject", "--val-fraction", "0.25", "--json")
+    result = run_cli(
+        "preprocess",
+        str(manifest),
+        "--out",
+        str(out),
+        "--no-face",
+        "whole-image",
+        "--label-map",
+        ENGAGEMENT_BINARY_MAP,
+        "--split",
+        "subject",
+        "--val-fraction",
+        "0.25",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == len(picked) >= 24

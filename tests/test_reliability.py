@@ -76,8 +76,15 @@ def test_a_label_map_that_misses_a_label_names_it(tmp_path, astronaut):
     write_image(tmp_path / "img" / "y.png", astronaut[::-1].copy())
     (tmp_path / "m.csv").write_text("path,label\nimg/x.png,engaged\nimg/y.png,engagd\n")  # a typo in the data
     out = tmp_path / "out.npz"
-    result = run_cli("preprocess", str(tmp_path / "m.csv"), "--no-detect", "--label-map",
-                     "engaged=engaged,disengaged=disengaged", "--out", str(out))
+    result = run_cli(
+        "preprocess",
+        str(tmp_path / "m.csv"),
+        "--no-detect",
+        "--label-map",
+        "engaged=engaged,disengaged=disengaged",
+        "--out",
+        str(out),
+    )
     assert_one_line_error(result, "engagd")
     assert not out.exists()
 
@@ -103,9 +110,23 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing_half_written(t
         resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
 
     out_csv, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
-    result = subprocess.run([sys.executable, "-m", "engage.cli", "predict", "--sample", "--csv", str(out_csv),
-                             "--annotate", str(annotated)], capture_output=True, text=True, preexec_fn=small_files,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engage.cli",
+            "predict",
+            "--sample",
+            "--csv",
+            str(out_csv),
+            "--annotate",
+            str(annotated),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        timeout=300,
+    )
     assert_one_line_error(result, "disk is full or a file-size limit was reached")
     assert not out_csv.exists()
     assert all(os.path.getsize(p) < 50_000 and not p.name.startswith(".tmp") for p in annotated.rglob("*"))
@@ -121,11 +142,25 @@ def test_ctrl_c_during_preprocess_writes_nothing_and_a_rerun_completes(tmp_path,
     out = tmp_path / "faces.npz"
     # one worker: the faces are detected in the process that gets the signal, for about 0.1 s each, so the
     # signal lands mid-run on any machine
-    command = [sys.executable, "-m", "engage.cli", "preprocess", str(tmp_path / "imgs"), "--out", str(out),
-               "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True,  # Ctrl+C as a terminal delivers it (a test runner may ignore it)
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    command = [
+        sys.executable,
+        "-m",
+        "engage.cli",
+        "preprocess",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl+C as a terminal delivers it (a test runner may ignore it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(3.0)
     assert process.poll() is None, "finished before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)
@@ -163,7 +198,8 @@ def assert_every_image_complete(out_csv: Path, images: int) -> None:
     by_image: dict[str, list] = {}
     for row in rows:
         by_image.setdefault(Path(row["source"]).name, []).append(
-            tuple(row[k] for k in ("face_id", "x", "y", "w", "h", "p_engaged", "label")))
+            tuple(row[k] for k in ("face_id", "x", "y", "w", "h", "p_engaged", "label"))
+        )
     assert sorted(by_image) == sorted(f"a{i}.jpg" for i in range(images))
     assert len({tuple(faces) for faces in by_image.values()}) == 1 and len(by_image["a0.jpg"]) >= 1
 
@@ -262,8 +298,9 @@ def test_an_unreadable_file_is_named_as_unreadable_and_a_folder_goes_on(tmp_path
     as_user = _without_root_override if os.geteuid() == 0 else None
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True,
-                              preexec_fn=as_user, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True, preexec_fn=as_user, timeout=300
+        )
 
     for path in (image, video):
         line = assert_one_line_error(run("predict", str(path)), "permission denied")
@@ -292,8 +329,14 @@ def _start(command: list[str]) -> subprocess.Popen:
     """A CLI process in its own session, with the default Ctrl+C handling (a test runner may ignore SIGINT)."""
     import signal
 
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _stop(process: subprocess.Popen, signal_name: str, ready, what: str) -> str:
@@ -327,9 +370,31 @@ def test_a_training_run_stopped_by_a_signal_resumes_to_the_end(tmp_path, signal_
     train_path, val_path = _small_training_data(tmp_path)
     run = tmp_path / "run"
     epochs = 4
-    process = _start([sys.executable, "-m", "engage.cli", "train", "engagement", "--data", train_path, "--val", val_path,
-                      "--out", str(run), "--epochs", str(epochs), "--model", "compact", "--width", "8",
-                      "--batch-size", "16", "--threads", "1"])  # one thread: fast beside other tests
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "engage.cli",
+            "train",
+            "engagement",
+            "--data",
+            train_path,
+            "--val",
+            val_path,
+            "--out",
+            str(run),
+            "--epochs",
+            str(epochs),
+            "--model",
+            "compact",
+            "--width",
+            "8",
+            "--batch-size",
+            "16",
+            "--threads",
+            "1",
+        ]
+    )  # one thread: fast beside other tests
     _stop(process, signal_name, lambda: (run / "history.csv").exists(), "training")
     assert not list(run.glob(".tmp-*"))
     read_file(str(run / "last.safetensors"))  # whole: it loads and its checksum holds
@@ -382,29 +447,57 @@ def test_ctrl_c_during_predict_writes_nothing_and_a_rerun_completes(tmp_path, as
 def _file_size_limit(limit: int):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
-def test_a_full_disk_during_preprocess_train_and_export_is_one_line_and_leaves_nothing_half_written(tmp_path, astronaut):
+def test_a_full_disk_during_preprocess_train_and_export_is_one_line_and_leaves_nothing_half_written(
+    tmp_path, astronaut
+):
     """RLIMIT_FSIZE stands in for a full disk: the dataset (.npz), the checkpoint and the ONNX file are larger than
     the limit. Each command says so in one line, and no partial or temporary file is left; what was already
     there (the run's config) is kept whole."""
+
     def run(limit, *args):
-        return subprocess.run([sys.executable, "-m", "engage.cli", *args], capture_output=True, text=True,
-                              preexec_fn=_file_size_limit(limit), timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "engage.cli", *args],
+            capture_output=True,
+            text=True,
+            preexec_fn=_file_size_limit(limit),
+            timeout=300,
+        )
 
     for i in range(6):
         rgb = np.ascontiguousarray(np.roll(astronaut, 40 * i, axis=1))
         write_image(tmp_path / "imgs" / f"c{i % 2}" / f"a{i}.png", rgb)
     preprocess_out = tmp_path / "pre" / "faces.npz"
-    assert_one_line_error(run(2_000, "preprocess", str(tmp_path / "imgs"), "--out", str(preprocess_out),
-                              "--workers", "1"), "disk is full or a file-size limit")
+    assert_one_line_error(
+        run(2_000, "preprocess", str(tmp_path / "imgs"), "--out", str(preprocess_out), "--workers", "1"),
+        "disk is full or a file-size limit",
+    )
     assert not preprocess_out.parent.exists() or list(preprocess_out.parent.iterdir()) == []
 
     train_path, val_path = _small_training_data(tmp_path)
     run_dir = tmp_path / "run"
-    trained = run(100_000, "train", "engagement", "--data", train_path, "--val", val_path, "--out", str(run_dir),
-                  "--epochs", "2", "--model", "compact", "--width", "8", "--threads", "1")
+    trained = run(
+        100_000,
+        "train",
+        "engagement",
+        "--data",
+        train_path,
+        "--val",
+        val_path,
+        "--out",
+        str(run_dir),
+        "--epochs",
+        "2",
+        "--model",
+        "compact",
+        "--width",
+        "8",
+        "--threads",
+        "1",
+    )
     # training reports its progress on stderr: the error is its last line
     assert trained.returncode == 1 and "Traceback" not in trained.stderr, trained.stderr
     assert "disk is full or a file-size limit" in trained.stderr.strip().splitlines()[-1], trained.stderr
@@ -413,8 +506,9 @@ def test_a_full_disk_during_preprocess_train_and_export_is_one_line_and_leaves_n
 
     onnx_out = tmp_path / "onnx" / "engagement.onnx"
     onnx_out.parent.mkdir()
-    assert_one_line_error(run(1_000_000, "export", "--model", "engagement", "--out", str(onnx_out)),
-                          "disk is full or a file-size limit")
+    assert_one_line_error(
+        run(1_000_000, "export", "--model", "engagement", "--out", str(onnx_out)), "disk is full or a file-size limit"
+    )
     assert list(onnx_out.parent.iterdir()) == []
 
 
@@ -442,8 +536,23 @@ def _predict_long_video_with_detector_processes(tmp_path) -> tuple[subprocess.Po
     video = tmp_path / "long.mp4"
     write_demo_video(str(video), frames=900)
     out_csv = tmp_path / "out" / "faces.csv"
-    process = _start([sys.executable, "-m", "engage.cli", "predict", str(video), "--detector", "yunet",
-                      "--backend", "onnx", "--workers", "2", "--csv", str(out_csv)])
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "engage.cli",
+            "predict",
+            str(video),
+            "--detector",
+            "yunet",
+            "--backend",
+            "onnx",
+            "--workers",
+            "2",
+            "--csv",
+            str(out_csv),
+        ]
+    )
     deadline = time.time() + 120
     workers: list[int] = []
     while time.time() < deadline and process.poll() is None:
@@ -466,8 +575,9 @@ def test_a_detector_process_killed_mid_video_is_one_line_and_writes_nothing(tmp_
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == ("engage: error: face detection stopped: a detector process ended unexpectedly "
-                                               "(out of memory?)"), stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "engage: error: face detection stopped: a detector process ended unexpectedly (out of memory?)"
+    ), stderr
     assert list(out_csv.parent.iterdir()) == []
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers[1:])
 
@@ -481,14 +591,19 @@ def test_detector_processes_end_with_a_killed_predict_and_leave_no_shared_memory
 
     process, workers, _ = _predict_long_video_with_detector_processes(tmp_path)
     # the frame slots this predict uses: mapped by its detector processes (other tests may use /dev/shm too)
-    slots = {line.split()[-1] for pid in workers for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-             if "/dev/shm/psm_" in line}
+    slots = {
+        line.split()[-1]
+        for pid in workers
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+        if "/dev/shm/psm_" in line
+    }
     assert slots, "no frame slots in use"
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     deadline = time.time() + 20
-    while time.time() < deadline and (any(Path(f"/proc/{pid}").exists() for pid in workers)
-                                      or any(os.path.exists(slot) for slot in slots)):
+    while time.time() < deadline and (
+        any(Path(f"/proc/{pid}").exists() for pid in workers) or any(os.path.exists(slot) for slot in slots)
+    ):
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a detector process outlived predict"
     assert not any(os.path.exists(slot) for slot in slots), "predict's frame slots were left in /dev/shm"
@@ -503,8 +618,23 @@ def test_ctrl_c_while_detector_processes_start_is_aborted_without_their_tracebac
     video = tmp_path / "long.mp4"
     write_demo_video(str(video), frames=300)
     out_csv = tmp_path / "out" / "faces.csv"
-    process = _start([sys.executable, "-m", "engage.cli", "predict", str(video), "--detector", "yunet",
-                      "--backend", "onnx", "--workers", "2", "--csv", str(out_csv)])
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "engage.cli",
+            "predict",
+            str(video),
+            "--detector",
+            "yunet",
+            "--backend",
+            "onnx",
+            "--workers",
+            "2",
+            "--csv",
+            str(out_csv),
+        ]
+    )
     workers: list[int] = []
 
     def starting() -> bool:

@@ -33,11 +33,14 @@ def test_mtcnn_runs_on_onnxruntime_not_on_opencvs_dnn_engine(monkeypatch, astron
 
 
 def _sample_probabilities(environment: dict) -> list[float]:
-    code = ("import json; from engage.inference.predictor import Predictor; from engage.data.sample_photos import "
-            "sample_images; p = Predictor('engagement', smoothing_s=0); "
-            "print(json.dumps([f.p_engaged_raw for image in sample_images().values() for f in p.predict(image)]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **environment})
+    code = (
+        "import json; from engage.inference.predictor import Predictor; from engage.io.sample_photos import "
+        "sample_images; p = Predictor('engagement', smoothing_s=0); "
+        "print(json.dumps([f.p_engaged_raw for image in sample_images().values() for f in p.predict(image)]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, **environment}
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -103,13 +106,17 @@ def test_the_readme_sample_labels_sit_far_from_the_decision_point():
 
 def test_the_lock_file_pins_what_ci_tested_and_the_readme_installs_with_it():
     lock = (REPO / "constraints.txt").read_text()
-    pinned = {line.split("==")[0].lower().replace("_", "-") for line in lock.splitlines()
-              if "==" in line and not line.startswith("#")}
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in lock.splitlines()
+        if "==" in line and not line.startswith("#")
+    }
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    direct = project["dependencies"] + [d for extra in ("dev", "fast", "dlib", "serve", "cluster")
-                                        for d in project["optional-dependencies"][extra]]
+    direct = project["dependencies"] + [
+        d for extra in ("dev", "fast", "dlib", "serve", "cluster") for d in project["optional-dependencies"][extra]
+    ]
     names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in direct} - {"torch"}
     assert names <= pinned, names - pinned
     readme = (REPO / "README.md").read_text()
@@ -129,5 +136,6 @@ def test_faces_looking_into_the_camera_are_engaged_with_a_clear_margin(name, sam
     predictor = Predictor("engagement", smoothing_s=0)
     faces = predictor.predict(sample_images[name])
     assert len(faces) == (1 if name == "astronaut.png" else 3)
-    assert all(face.label == "engaged" and face.p_engaged >= predictor.decision.threshold + 0.05 for face in faces), \
-        [(face.label, round(face.p_engaged, 3)) for face in faces]
+    assert all(face.label == "engaged" and face.p_engaged >= predictor.decision.threshold + 0.05 for face in faces), [
+        (face.label, round(face.p_engaged, 3)) for face in faces
+    ]

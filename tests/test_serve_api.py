@@ -64,8 +64,11 @@ def lecture(tmp_path_factory) -> str:
 
 def post_image(client, path, **fields):
     with open(path, "rb") as handle:
-        return client.post("/v1/images", files={"file": (os.path.basename(path), handle, "application/octet-stream")},
-                           data={k: str(v).lower() for k, v in fields.items()})
+        return client.post(
+            "/v1/images",
+            files={"file": (os.path.basename(path), handle, "application/octet-stream")},
+            data={k: str(v).lower() for k, v in fields.items()},
+        )
 
 
 def assert_refused(response, status: int, *words: str) -> str:
@@ -229,9 +232,9 @@ def test_live_frames_keep_face_ids_and_smooth_p_engaged(client, astronaut):
 # ---- limits and hostile uploads -----------------------------------------------------------------------
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     """A valid 1-bit PNG of width x height pixels (900 million) that compresses to about 100 kB."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (len(payload).to_bytes(4, "big") + kind + payload
-                + zlib.crc32(kind + payload).to_bytes(4, "big"))
+        return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
 
     row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
@@ -267,8 +270,15 @@ def test_hostile_uploads_are_refused_with_a_one_line_4xx_and_the_server_still_an
         assert "/tmp" not in detail and "engage-serve" not in detail  # no server path leaks
         assert client.get("/healthz").json()["status"] == "ok"
     # a body sent in chunks without Content-Length is cut off at the cap too
-    assert_refused(client.post("/v1/images", content=(bytes(MB) for _ in range(30)),
-                               headers={"content-type": "multipart/form-data; boundary=x"}), 413, "limit")
+    assert_refused(
+        client.post(
+            "/v1/images",
+            content=(bytes(MB) for _ in range(30)),
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        ),
+        413,
+        "limit",
+    )
     assert_refused(client.post("/v1/videos", data={"every": "0"}, files={"file": ("a.mp4", video)}), 422, "every")
     assert_refused(client.post("/v1/images", data={"x": "1"}), 422, "file")
     assert client.app.state.jobs.jobs == {}  # no refused video left a job (or its files) behind

@@ -57,8 +57,13 @@ def server(engagement_model):
 
     port = free_port()
     env = dict(os.environ, TMPDIR=tempfile.mkdtemp(prefix="engage-serve-test-"))
-    process = subprocess.Popen([sys.executable, "-m", "engage.cli", "serve", "--port", str(port), "--model", engagement_model],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engage.cli", "serve", "--port", str(port), "--model", engagement_model],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -95,9 +100,15 @@ def browser(chromium, tmp_path_factory, astronaut):
     clip = y4m_clip(tmp_path_factory.mktemp("camera") / "astronaut.y4m", astronaut)
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
-            executable_path=chromium, headless=True,
-            args=["--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                  f"--use-file-for-fake-video-capture={clip}"])
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}",
+            ],
+        )
         yield instance
         instance.close()
 
@@ -132,12 +143,14 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 
 
 def table_rows(page, table: str) -> list[list[str]]:
-    return page.eval_on_selector_all(f"#{table} tbody tr",
-                                     "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))")
+    return page.eval_on_selector_all(
+        f"#{table} tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
 
 
-def test_a_dropped_photo_comes_back_with_each_face_drawn_and_scored(page, sample_images, plain_predictor, tmp_path,
-                                                                    artefacts):
+def test_a_dropped_photo_comes_back_with_each_face_drawn_and_scored(
+    page, sample_images, plain_predictor, tmp_path, artefacts
+):
     from engage.inference.annotate import draw_faces
 
     photo = write_image(tmp_path / "group.png", sample_images["group.png"])
@@ -162,7 +175,8 @@ def test_a_dropped_photo_comes_back_with_each_face_drawn_and_scored(page, sample
     page.screenshot(path=str(artefacts / "photo.png"), full_page=True)
     # every form control has a label, every control is reachable by keyboard
     unlabelled = page.eval_on_selector_all(
-        "input", "inputs => inputs.filter(i => !i.labels || i.labels.length === 0).map(i => i.id)")
+        "input", "inputs => inputs.filter(i => !i.labels || i.labels.length === 0).map(i => i.id)"
+    )
     assert unlabelled == []
     page.focus("#file")
     page.keyboard.press("Tab")
@@ -180,10 +194,16 @@ def test_a_video_shows_progress_then_the_timeline_and_the_summary_table(page, pl
     summary = VideoSummary(plain_predictor.positive_class, threshold=plain_predictor.decision.threshold)
     for frame in plain_predictor.predict_video(video):
         summary.add(frame)
-    expected = [[f"#{face['face_id']}",
-                 f"{face['last_s'] - face['first_s']:.1f} s ({face['first_s']:.1f}-{face['last_s']:.1f} s)",
-                 f"{face['mean_p_engaged']:.2f}", f"{round(100 * face['share_engaged'])}%", str(face["frames"])]
-                for face in summary.face_list()]
+    expected = [
+        [
+            f"#{face['face_id']}",
+            f"{face['last_s'] - face['first_s']:.1f} s ({face['first_s']:.1f}-{face['last_s']:.1f} s)",
+            f"{face['mean_p_engaged']:.2f}",
+            f"{round(100 * face['share_engaged'])}%",
+            str(face["frames"]),
+        ]
+        for face in summary.face_list()
+    ]
     assert len(expected) == 2
     assert table_rows(page, "video-faces") == expected
     assert page.eval_on_selector("#timeline", "img => img.naturalWidth") == 1000  # the 10x4 in, 100 dpi plot
@@ -204,7 +224,9 @@ def test_live_mode_scores_the_camera_and_keeps_the_face_id(page, plain_predictor
     import re
 
     page.click("#live-start")
-    wait_until(lambda: table_rows(page, "live-faces") and re.search(r"frame ([3-9]|\d\d)", page.inner_text("#live-status")))
+    wait_until(
+        lambda: table_rows(page, "live-faces") and re.search(r"frame ([3-9]|\d\d)", page.inner_text("#live-status"))
+    )
     rows = table_rows(page, "live-faces")
     assert len(rows) == 1 and rows[0][0] == "#1"  # one face, the same id from frame to frame
     # the camera shows the same picture in every frame, so the smoothed score is that picture's score (the

@@ -28,8 +28,11 @@ def test_the_shipped_models_and_their_cards():
         for key in ("task", "classes", "architecture", "preprocessing", "training", "validation", "date"):
             assert card[key], key
         assert "research" in card["training"]["terms"] and card["training"]["commands"]
-        figures = ([card["validation"]] if "ci95" in card["validation"]
-                   else list(card["validation"]["cross_validation"]["cross_fitted"].values()))
+        figures = (
+            [card["validation"]]
+            if "ci95" in card["validation"]
+            else list(card["validation"]["cross_validation"]["cross_fitted"].values())
+        )
         for row in figures:
             assert 0 < row["ci95"]["accuracy"][0] <= row["accuracy"] <= row["ci95"]["accuracy"][1]
         classifier = load_model(name)
@@ -82,8 +85,12 @@ def test_the_fer_network_clears_the_floor_on_every_real_validation_face(shared_d
     classifier = load_model("fer")
     assert classifier.network.test_time_flip and len(classifier.network.test_time_views) == 8  # it ships 16 views
     card = read_card(shipped_models()["fer"])
-    one, flip, sixteen = (float(v) / 100 for v in re.search(
-        r"one view / with its mirror image / 16 views\): ([\d.]+) / ([\d.]+) / ([\d.]+)%", card["notes"][0]).groups())
+    one, flip, sixteen = (
+        float(v) / 100
+        for v in re.search(
+            r"one view / with its mirror image / 16 views\): ([\d.]+) / ([\d.]+) / ([\d.]+)%", card["notes"][0]
+        ).groups()
+    )
     assert sixteen == pytest.approx(card["validation"]["accuracy"], abs=1e-4) and one < flip < sixteen
     predicted = classifier.set_views("flip").predict_proba(faces).argmax(axis=1)
     accuracy = (predicted == labels).mean()

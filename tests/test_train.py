@@ -44,7 +44,7 @@ def test_short_real_training_beats_chance_on_held_out_faces(tmp_path, happy_vs_s
     assert accuracy > 0.62, accuracy
     assert len(result.history) == 6 and (tmp_path / "run" / "history.csv").exists()
     assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "config.json").exists()
-    reloaded, config = load_network(str(tmp_path / "run" / "best.safetensors"))
+    _reloaded, config = load_network(str(tmp_path / "run" / "best.safetensors"))
     assert config["class_names"] == list(CLASSES) and config["train_config"]["epochs"] == 6
 
 
@@ -55,7 +55,9 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, happy_vs
     small.save(str(data_path))
     val_set.subset(np.r_[0:20, 100:120]).save(str(val_path))
     config = quick_config(epochs=3, data=str(data_path), val=str(val_path))
-    straight = train(config, small, val_set.subset(np.r_[0:20, 100:120]), str(tmp_path / "straight"), log=lambda line: None)
+    straight = train(
+        config, small, val_set.subset(np.r_[0:20, 100:120]), str(tmp_path / "straight"), log=lambda line: None
+    )
 
     class Killed(Exception):
         pass
@@ -65,8 +67,13 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, happy_vs
             raise Killed()
 
     with pytest.raises(Killed):
-        train(quick_config(epochs=3, data=str(data_path), val=str(val_path)), small,
-              val_set.subset(np.r_[0:20, 100:120]), str(tmp_path / "killed"), log=kill_after_first_epoch)
+        train(
+            quick_config(epochs=3, data=str(data_path), val=str(val_path)),
+            small,
+            val_set.subset(np.r_[0:20, 100:120]),
+            str(tmp_path / "killed"),
+            log=kill_after_first_epoch,
+        )
     resumed = resume_training(str(tmp_path / "killed"), log=lambda line: None)
     assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in straight.history]
     for (key, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -90,8 +97,13 @@ def test_a_run_started_on_a_gpu_resumes_where_it_is_told(tmp_path, happy_vs_surp
 
     run = tmp_path / "run"
     with pytest.raises(Killed):
-        train(quick_config(epochs=2, data=str(tmp_path / "train.npz"), val=str(tmp_path / "val.npz")), small, val,
-              str(run), log=kill_after_first_epoch)
+        train(
+            quick_config(epochs=2, data=str(tmp_path / "train.npz"), val=str(tmp_path / "val.npz")),
+            small,
+            val,
+            str(run),
+            log=kill_after_first_epoch,
+        )
     tensors, meta = read_file(str(run / "last.safetensors"))
     meta["config"]["train_config"]["device"] = "cuda:0"  # as a GPU run's checkpoint records it
     _write(str(run / "last.safetensors"), tensors, meta)
@@ -106,11 +118,25 @@ def test_a_run_started_on_a_gpu_resumes_where_it_is_told(tmp_path, happy_vs_surp
 def test_fine_tuning_reports_what_it_took(tmp_path, happy_vs_surprise):
     train_set, val_set = happy_vs_surprise
     fer = build_model("compact", 7)
-    save_model(str(tmp_path / "fer.safetensors"), fer, {"model": "compact", "num_classes": 7, "class_names": list("abcdefg"),
-                                                       "model_args": {}, "face_settings": {"normalize": "standard"}})
+    save_model(
+        str(tmp_path / "fer.safetensors"),
+        fer,
+        {
+            "model": "compact",
+            "num_classes": 7,
+            "class_names": list("abcdefg"),
+            "model_args": {},
+            "face_settings": {"normalize": "standard"},
+        },
+    )
     lines = []
-    train(quick_config(epochs=1, init=str(tmp_path / "fer.safetensors")), train_set, val_set, str(tmp_path / "er"),
-          log=lines.append)
+    train(
+        quick_config(epochs=1, init=str(tmp_path / "fer.safetensors")),
+        train_set,
+        val_set,
+        str(tmp_path / "er"),
+        log=lines.append,
+    )
     assert any("took" in line and "left 2 fresh (head.bias, head.weight)" in line for line in lines)
     vgg_init = quick_config(epochs=1, model="vgg", init=str(tmp_path / "fer.safetensors"))
     with pytest.raises(EngageError, match="is a 'compact' network"):
@@ -123,9 +149,21 @@ def test_bad_training_data_is_refused(tmp_path, happy_vs_surprise):
     with pytest.raises(EngageError, match="one class only \\(happy\\)"):
         train(quick_config(), one_class, val_set, str(tmp_path / "a"), log=lambda line: None)
     with pytest.raises(EngageError, match="validation split is empty"):
-        train(quick_config(), train_set, val_set.subset(np.zeros(len(val_set), bool)), str(tmp_path / "b"), log=lambda line: None)
+        train(
+            quick_config(),
+            train_set,
+            val_set.subset(np.zeros(len(val_set), bool)),
+            str(tmp_path / "b"),
+            log=lambda line: None,
+        )
     with pytest.raises(EngageError, match="training split is empty"):
-        train(quick_config(), train_set.subset(np.zeros(len(train_set), bool)), val_set, str(tmp_path / "c"), log=lambda line: None)
+        train(
+            quick_config(),
+            train_set.subset(np.zeros(len(train_set), bool)),
+            val_set,
+            str(tmp_path / "c"),
+            log=lambda line: None,
+        )
 
 
 def test_paper_schedule_and_augmentation():
@@ -134,7 +172,10 @@ def test_paper_schedule_and_augmentation():
     assert lr_at(paper, 0, 10_000) == 0.02 and lr_at(paper, 499, 10_000) == 0.02
     assert lr_at(paper, 500, 10_000) == pytest.approx(0.016) and lr_at(paper, 1000, 10_000) == pytest.approx(0.0128)
     default = TrainConfig.from_recipe("default", lr=0.1)
-    assert lr_at(default, 10_000 - 1, 10_000) < 1e-5 and max(lr_at(default, s, 10_000) for s in range(0, 10_000, 50)) <= 0.1
+    assert (
+        lr_at(default, 10_000 - 1, 10_000) < 1e-5
+        and max(lr_at(default, s, 10_000) for s in range(0, 10_000, 50)) <= 0.1
+    )
     batch = torch.rand(16, 1, 48, 48)
     generator = torch.Generator().manual_seed(0)
     same = augment(batch, generator, flip=False, pad=0, rotate=0)
@@ -165,16 +206,20 @@ def test_zoom_and_random_erasing():
     assert 0.01 < blanked[blanked > 0].min() and blanked.max() <= 0.2 + 1e-6  # of 2-20% of the face
     assert set(erased.unique().tolist()) == {0.0, 1.0}  # nothing else changes
     # the blanked pixels form one rectangle: their rows and columns span exactly their count
-    rows, cols = (erased[0, 0] == 0).nonzero(as_tuple=True) if blanked[0] > 0 else (erased[1, 0] == 0).nonzero(as_tuple=True)
+    rows, cols = (
+        (erased[0, 0] == 0).nonzero(as_tuple=True) if blanked[0] > 0 else (erased[1, 0] == 0).nonzero(as_tuple=True)
+    )
     assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
     zoomed = augment(ones, torch.Generator().manual_seed(0), flip=False, pad=0, rotate=0, scale=0.2)
     border = zoomed.mean(dim=(1, 2, 3)) < 0.999  # zooming out leaves an empty border, zooming in does not
     assert 0.4 < border.float().mean() < 0.6
-    assert zoomed[border].mean(dim=(1, 2, 3)).min() > 0.8 ** 2 * 0.9  # never smaller than 80%
+    assert zoomed[border].mean(dim=(1, 2, 3)).min() > 0.8**2 * 0.9  # never smaller than 80%
     # without zoom or erasing the random stream is unchanged, so older runs resume as they were
     batch = torch.rand(16, 1, 48, 48)
-    assert torch.equal(augment(batch, torch.Generator().manual_seed(0), True, 4, 16),
-                       augment(batch, torch.Generator().manual_seed(0), True, 4, 16, 0.0, 0.0))
+    assert torch.equal(
+        augment(batch, torch.Generator().manual_seed(0), True, 4, 16),
+        augment(batch, torch.Generator().manual_seed(0), True, 4, 16, 0.0, 0.0),
+    )
     with pytest.raises(UsageError, match="augmentation"):
         TrainConfig.from_recipe("default", erase=1.5).validate()
 
@@ -205,13 +250,18 @@ def test_best_epoch_selection_fails_loudly_instead_of_falling_back(tmp_path, hap
     train_set, val_set = happy_vs_surprise
     small = train_set.subset(np.r_[0:32, 300:332])
     one_class = val_set.subset(np.arange(20))  # happy only
-    with pytest.raises(EngageError, match="one class only \\(happy\\).*auc cannot pick"):
+    with pytest.raises(EngageError, match=r"one class only \(happy\).*auc cannot pick"):
         train(quick_config(epochs=1, select="auc"), small, one_class, str(tmp_path / "one"), log=lambda line: None)
     assert not (tmp_path / "one").exists()  # refused before anything was written
     three = make_dataset(val_set.faces[:30], np.arange(30) % 3, ("a", "b", "c"))
     with pytest.raises(EngageError, match="needs a binary task"):
-        train(quick_config(epochs=1, select="auc"), make_dataset(small.faces, np.arange(64) % 3, ("a", "b", "c")),
-              three, str(tmp_path / "three"), log=lambda line: None)
+        train(
+            quick_config(epochs=1, select="auc"),
+            make_dataset(small.faces, np.arange(64) % 3, ("a", "b", "c")),
+            three,
+            str(tmp_path / "three"),
+            log=lambda line: None,
+        )
     with pytest.raises(UsageError, match="select must be one of"):
         quick_config(select="loss").validate()
     config = quick_config(select="auc")
@@ -226,8 +276,9 @@ def test_balanced_sampling_gives_every_corpus_and_subject_the_same_weight():
     from engage.training.loop import epoch_order, sampling_weights
 
     # corpus a: 2 subjects with 90 and 10 faces; corpus b: 1 subject with 20 faces
-    data = make_dataset(np.zeros((120, 48, 48), np.uint8), np.arange(120) % 2, CLASSES,
-                        ["s1"] * 90 + ["s2"] * 10 + ["t1"] * 20)
+    data = make_dataset(
+        np.zeros((120, 48, 48), np.uint8), np.arange(120) % 2, CLASSES, ["s1"] * 90 + ["s2"] * 10 + ["t1"] * 20
+    )
     data.corpus = np.array(["a"] * 100 + ["b"] * 20)
     weights = sampling_weights(data, "corpus,subject")
     assert weights[:90].sum() == pytest.approx(0.25) and weights[90:100].sum() == pytest.approx(0.25)
@@ -241,11 +292,19 @@ def test_balanced_sampling_gives_every_corpus_and_subject_the_same_weight():
 
 
 def test_freezing_keeps_the_initialised_first_blocks_fixed(tmp_path, happy_vs_surprise):
-    train_set, val_set = happy_vs_surprise
+    train_set, _val_set = happy_vs_surprise
     donor = build_model("compact", 2, width=8)
-    save_model(str(tmp_path / "donor.safetensors"), donor,
-               {"model": "compact", "num_classes": 2, "class_names": list(CLASSES), "model_args": {"width": 8},
-                "face_settings": {"normalize": "standard"}})
+    save_model(
+        str(tmp_path / "donor.safetensors"),
+        donor,
+        {
+            "model": "compact",
+            "num_classes": 2,
+            "class_names": list(CLASSES),
+            "model_args": {"width": 8},
+            "face_settings": {"normalize": "standard"},
+        },
+    )
     config = quick_config(epochs=1, init=str(tmp_path / "donor.safetensors"), freeze=2, model_args={"width": 8})
     result = train(config, train_set.subset(np.r_[0:64, 300:364]), None, str(tmp_path / "run"), log=lambda line: None)
     before, after = donor.state_dict(), result.model.state_dict()

@@ -17,37 +17,23 @@ The public API, in a few names (each imported when first used, so `import engage
     site = engage.calibrate("engagement", "site/labels.csv", "site.json")   # a new site's correction (JSON)
 """
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
 
-_PUBLIC = {
-    "Predictor": "engage.inference.predictor",
-    "to_dataframe": "engage.inference.records",
-    "load_model": "engage.models.loading",
-    "create_model": "engage.models.loading",
-    "FaceDataset": "engage.data.dataset",
-    "FaceSettings": "engage.faces.crop",
-    "TrainConfig": "engage.training.loop",
-    "train": "engage.training.loop",
-    "cross_validate": "engage.training.crossval",
-    "evaluate": "engage.evaluation.evaluate",
-    "calibrate": "engage.evaluation.site",
-    "SiteCalibration": "engage.evaluation.calibration",
-    "Decision": "engage.evaluation.decision",
-}
-_FUNCTIONS = {"evaluate": "evaluate_model", "calibrate": "calibrate_site"}  # public name -> the module's name
-__all__ = sorted(_PUBLIC)
+from engage.lazy import attach
+from engage.version import __version__
 
+if TYPE_CHECKING:  # the public API (engage.lazy: each name imported when first used)
+    from engage.data.dataset import FaceDataset
+    from engage.evaluation.evaluate import evaluate_model as evaluate
+    from engage.evaluation.site import calibrate_site as calibrate
+    from engage.faces.crop import FaceSettings
+    from engage.inference.predictor import Predictor
+    from engage.inference.records import to_dataframe
+    from engage.models.calibration import SiteCalibration
+    from engage.models.decision import Decision
+    from engage.models.loading import create_model, load_model
+    from engage.training.crossval import cross_validate
+    from engage.training.loop import TrainConfig, train
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'engage' has no attribute {name!r}")
-    import importlib
-
-    module = importlib.import_module(_PUBLIC[name])
-    value = getattr(module, _FUNCTIONS.get(name, name))
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+__all__ += ["__version__"]

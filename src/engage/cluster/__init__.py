@@ -6,3 +6,13 @@ assemble.py (face ids' smoothing in frame order, the rows of `engage predict --c
 partitioned by source, written atomically, with a completion marker; the summary and failures tables).
 runner.py ties them together: `run_batch(sources, out_dir, BatchOptions(...))`.
 """
+
+from typing import TYPE_CHECKING
+
+from engage.lazy import attach
+
+if TYPE_CHECKING:
+    from engage.cluster.options import BatchOptions
+    from engage.cluster.runner import BatchRun, run_batch
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)

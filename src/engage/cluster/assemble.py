@@ -6,7 +6,7 @@ order, smoothed per face id over time (as `engage predict` smooths them), labell
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -19,8 +19,21 @@ from engage.inference.predictor import Predictor
 from engage.inference.records import FrameResult
 from engage.inference.tracking import EmaSmoother
 
-FACE_COLUMNS = ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", "det_conf", "sharpness", "turn",
-                *CUE_COLUMNS, "proba")
+FACE_COLUMNS = (
+    "frame",
+    "time_s",
+    "face_index",
+    "face_id",
+    "x",
+    "y",
+    "w",
+    "h",
+    "det_conf",
+    "sharpness",
+    "turn",
+    *CUE_COLUMNS,
+    "proba",
+)
 
 
 class _Pending:
@@ -93,12 +106,14 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
             face_id, proba = int(faces["face_id"][i]), faces["proba"][i]
             box = FaceBox(*(int(faces[name][i]) for name in ("x", "y", "w", "h")), float(faces["det_conf"][i]))
             turn = float(faces["turn"][i])
-            measures = FaceQuality(float(min(box.w, box.h)), float(faces["sharpness"][i]),
-                                   None if np.isnan(turn) else turn, box.confidence)  # measured where the crop was cut
+            measures = FaceQuality(
+                float(min(box.w, box.h)), float(faces["sharpness"][i]), None if np.isnan(turn) else turn, box.confidence
+            )  # measured where the crop was cut
             quality = (measures, predictor.quality_reasons(measures))
             # images: p_engaged is the face's own; videos: smoothed per face as predict smooths it
-            results.append(predictor.judged(face_id, box, proba, None, None, face_cues_of(faces, i), time_s, smoother,
-                                            quality))
+            results.append(
+                predictor.judged(face_id, box, proba, None, None, face_cues_of(faces, i), time_s, smoother, quality)
+            )
         frame = FrameResult(source.name, int(faces["frame"][start]), time_s, results, width, height)
         records.extend(frame.records())
     return records
@@ -111,13 +126,23 @@ def source_summary(source: BatchSource, pending: _Pending, records: list[dict], 
     scores = [record["p_engaged"] for record in judged if record["p_engaged"] is not None]
     positive = predictor.positive_class
     return {
-        "source": source.name, "path": source.path, "kind": info["kind"], "key": source.key,
-        "frames_scored": info["frames_scored"], "frames_with_faces": info["frames_with_faces"],
-        "faces": len({record["face_id"] for record in records}), "rows": len(records),
+        "source": source.name,
+        "path": source.path,
+        "kind": info["kind"],
+        "key": source.key,
+        "frames_scored": info["frames_scored"],
+        "frames_with_faces": info["frames_with_faces"],
+        "faces": len({record["face_id"] for record in records}),
+        "rows": len(records),
         "mean_p_engaged": float(np.mean(scores)) if scores else None,
-        "share_engaged": (sum(record["label"] == positive for record in judged) / len(judged)
-                          if judged and positive else None),
+        "share_engaged": (
+            sum(record["label"] == positive for record in judged) / len(judged) if judged and positive else None
+        ),
         "share_uncertain": (len(records) - len(judged)) / len(records) if records else None,
-        "duration_s": info["duration_s"], "width": info["width"], "height": info["height"], "fps": info["fps"],
-        "detect_s": info["detect_s"], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": info["duration_s"],
+        "width": info["width"],
+        "height": info["height"],
+        "fps": info["fps"],
+        "detect_s": info["detect_s"],
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

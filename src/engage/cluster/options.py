@@ -51,23 +51,51 @@ class BatchOptions:
         """This process's Predictor for these settings (loaded once; the model is read once per worker)."""
         key = self._scoring_key()
         if key not in _PREDICTORS:
-            _PREDICTORS[key] = Predictor(self.model, detector=self.detector, backend=self.backend,
-                                         min_confidence=self.min_confidence, detect_size=self.detect_size,
-                                         smoothing_s=self.smooth, base_rate=self.base_rate,
-                                         calibration=self.calibration, abstain=self.abstain, cues=self.cues)
+            _PREDICTORS[key] = Predictor(
+                self.model,
+                detector=self.detector,
+                backend=self.backend,
+                min_confidence=self.min_confidence,
+                detect_size=self.detect_size,
+                smoothing_s=self.smooth,
+                base_rate=self.base_rate,
+                calibration=self.calibration,
+                abstain=self.abstain,
+                cues=self.cues,
+            )
         return _PREDICTORS[key]
 
     def _scoring_key(self) -> tuple:
-        return (self.model, self.detector, self.backend, self.min_confidence, self.detect_size, self.smooth,
-                self.base_rate, self.calibration, self.abstain, self.cues)
+        return (
+            self.model,
+            self.detector,
+            self.backend,
+            self.min_confidence,
+            self.detect_size,
+            self.smooth,
+            self.base_rate,
+            self.calibration,
+            self.abstain,
+            self.cues,
+        )
 
     def settings(self) -> dict:
         """The settings the results depend on, as a results folder records them (with the detector chosen)."""
         predictor = self.predictor()
-        scoring = {field.name: getattr(self, field.name) for field in fields(self)
-                   if field.name in ("model", "backend", "min_confidence", "detect_size", "every", "smooth", "base_rate",
-                                     "abstain", "cues")}
+        scoring = {
+            field.name: getattr(self, field.name)
+            for field in fields(self)
+            if field.name
+            in ("model", "backend", "min_confidence", "detect_size", "every", "smooth", "base_rate", "abstain", "cues")
+        }
         site = predictor.adjustment.site  # by what it does, not its path: an edited file is other settings
-        scoring["calibration"] = None if site is None else {key: value for key, value in site.to_dict().items()
-                                                            if key in ("temperature", "bias", "threshold", "base_rate")}
+        scoring["calibration"] = (
+            None
+            if site is None
+            else {
+                key: value
+                for key, value in site.to_dict().items()
+                if key in ("temperature", "bias", "threshold", "base_rate")
+            }
+        )
         return {**scoring, "detector": predictor.detector_name, "classes": list(predictor.class_names)}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from engage.cluster.assemble import Collector, source_records, source_summary
 from engage.cluster.options import BatchOptions
@@ -44,9 +44,13 @@ class BatchRun:
         return sum(summary["frames_scored"] for summary in self.scored)
 
 
-def run_batch(inputs: list[str], out_dir: str, options: BatchOptions | None = None,
-              on_source: Callable[[dict], None] | None = None,
-              on_failure: Callable[[dict], None] | None = None) -> BatchRun:
+def run_batch(
+    inputs: list[str],
+    out_dir: str,
+    options: BatchOptions | None = None,
+    on_source: Callable[[dict], None] | None = None,
+    on_failure: Callable[[dict], None] | None = None,
+) -> BatchRun:
     """Score every image and video of `inputs` (files, folders, globs) into the results folder `out_dir`.
 
     Sources already complete there are skipped; one that fails is listed in failures.parquet and the others go
@@ -84,8 +88,9 @@ def run_batch(inputs: list[str], out_dir: str, options: BatchOptions | None = No
                         if on_source is not None:
                             on_source(summary)
                 for key in collector.unfinished():  # never expected: said rather than lost
-                    _fail(run, collector.take(key)[0], "not all of its results came back from the Ray workers",
-                          on_failure)
+                    _fail(
+                        run, collector.take(key)[0], "not all of its results came back from the Ray workers", on_failure
+                    )
             run.complete = store.write_tables(run.failures)
         finally:
             store.close()
@@ -127,13 +132,19 @@ def _dataset(sources: list[BatchSource], options: BatchOptions):
 
     items = [{"key": s.key, "name": s.name, "path": s.path, "kind": s.kind} for s in sources]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
-    dataset = dataset.map_batches(detect_sources, batch_size=1, batch_format="numpy", fn_kwargs={"options": options},
-                                  num_cpus=1)
+    dataset = dataset.map_batches(
+        detect_sources, batch_size=1, batch_format="numpy", fn_kwargs={"options": options}, num_cpus=1
+    )
     # each block as it comes (a detection task's block, at most FACES_PER_BLOCK faces): waiting to fill larger
     # batches would hold back the sources whose faces are already in
-    return dataset.map_batches(FaceScorer, batch_size=None, batch_format="numpy",
-                               fn_constructor_kwargs={"options": options},
-                               compute=ray.data.ActorPoolStrategy(size=options.scorers), num_cpus=options.scorer_cpus)
+    return dataset.map_batches(
+        FaceScorer,
+        batch_size=None,
+        batch_format="numpy",
+        fn_constructor_kwargs={"options": options},
+        compute=ray.data.ActorPoolStrategy(size=options.scorers),
+        num_cpus=options.scorer_cpus,
+    )
 
 
 @contextmanager
@@ -152,8 +163,10 @@ def ray_session(options: BatchOptions):
         try:
             ray.init(**arguments)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise EngageError(f"cannot {'start a local Ray' if local else 'connect to Ray at ' + options.address}: "
-                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+            raise EngageError(
+                f"cannot {'start a local Ray' if local else 'connect to Ray at ' + options.address}: "
+                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            ) from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     try:

@@ -46,6 +46,9 @@ def list_sources(inputs: list[str]) -> tuple[list[BatchSource], list[str]]:
     sources = []
     for item in expanded.items:
         stat = os.stat(item.path)
-        sources.append(BatchSource(item.name, os.path.abspath(item.path), item.kind, source_key(item.path),
-                                   stat.st_size, stat.st_mtime_ns))
+        sources.append(
+            BatchSource(
+                item.name, os.path.abspath(item.path), item.kind, source_key(item.path), stat.st_size, stat.st_mtime_ns
+            )
+        )
     return sources, expanded.ignored

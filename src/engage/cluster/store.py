@@ -34,17 +34,36 @@ FAILURES_FILE = "failures.parquet"
 STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
 
-INT_COLUMNS = frozenset({"frame", "face_id", "x", "y", "w", "h", "frames_scored", "frames_with_faces", "faces", "rows",
-                         "width", "height"})
+INT_COLUMNS = frozenset(
+    {"frame", "face_id", "x", "y", "w", "h", "frames_scored", "frames_with_faces", "faces", "rows", "width", "height"}
+)
 STRING_COLUMNS = frozenset({"source", "label", "quality", "expression", "path", "kind", "key", "finished_at", "reason"})
-SUMMARY_COLUMNS = ("source", "path", "kind", "key", "frames_scored", "frames_with_faces", "faces", "rows",
-                   "mean_p_engaged", "share_engaged", "share_uncertain", "duration_s", "width", "height", "fps", "detect_s", "finished_at")
+SUMMARY_COLUMNS = (
+    "source",
+    "path",
+    "kind",
+    "key",
+    "frames_scored",
+    "frames_with_faces",
+    "faces",
+    "rows",
+    "mean_p_engaged",
+    "share_engaged",
+    "share_uncertain",
+    "duration_s",
+    "width",
+    "height",
+    "fps",
+    "detect_s",
+    "finished_at",
+)
 FAILURE_COLUMNS = ("source", "path", "kind", "reason")
 FOLDER_MODE = FILE_MODE | (FILE_MODE & 0o444) >> 2  # what mkdir would give (mkdtemp's folders are private)
 
 
 def schema(columns) -> pa.Schema:
     """Typed columns: counts and pixels as int64, names and labels as strings, everything else float64."""
+
     def kind(name: str) -> pa.DataType:
         return pa.int64() if name in INT_COLUMNS else pa.string() if name in STRING_COLUMNS else pa.float64()
 
@@ -74,16 +93,23 @@ class ResultStore:
         settings_path = os.path.join(self.out_dir, SETTINGS_FILE)
         if not os.path.isfile(settings_path):
             if os.path.isdir(self.out_dir) and os.listdir(self.out_dir):
-                raise UsageError(f"--out {self.out_dir} is not empty and holds no engage batch results "
-                                 f"({SETTINGS_FILE}); give a new or empty folder")
+                raise UsageError(
+                    f"--out {self.out_dir} is not empty and holds no engage batch results "
+                    f"({SETTINGS_FILE}); give a new or empty folder"
+                )
             return
         with open(settings_path, encoding="utf-8") as handle:
             recorded = json.load(handle)
-        changed = [f"{name} {settings.get(name)!r} (the folder's: {recorded.get(name)!r})"
-                   for name in sorted(set(settings) | set(recorded)) if settings.get(name) != recorded.get(name)]
+        changed = [
+            f"{name} {settings.get(name)!r} (the folder's: {recorded.get(name)!r})"
+            for name in sorted(set(settings) | set(recorded))
+            if settings.get(name) != recorded.get(name)
+        ]
         if changed:
-            raise UsageError(f"{self.out_dir} holds results made with other settings: {'; '.join(changed)}; "
-                             "give another --out, or the same settings to resume")
+            raise UsageError(
+                f"{self.out_dir} holds results made with other settings: {'; '.join(changed)}; "
+                "give another --out, or the same settings to resume"
+            )
 
     def open(self, settings: dict) -> None:
         """Lock the folder for this run, check and record the settings, and clear what a killed run left staged."""
@@ -94,7 +120,9 @@ class ResultStore:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.close()
-            raise EngageError(f"{self.out_dir}: another engage batch is writing these results; wait for it to end") from None
+            raise EngageError(
+                f"{self.out_dir}: another engage batch is writing these results; wait for it to end"
+            ) from None
         settings_path = os.path.join(self.out_dir, SETTINGS_FILE)
         if not os.path.isfile(settings_path):
             write_text(settings_path, json.dumps(settings, indent=1) + "\n")
@@ -117,8 +145,11 @@ class ResultStore:
     def is_complete(self, source: BatchSource) -> bool:
         """True when the source's results are all there and the file has not changed since they were made."""
         marker = self.marker(source)
-        return (marker is not None and marker.get("fingerprint") == source.fingerprint()
-                and os.path.isfile(os.path.join(self.faces_dir, source.key, PART_FILE)))
+        return (
+            marker is not None
+            and marker.get("fingerprint") == source.fingerprint()
+            and os.path.isfile(os.path.join(self.faces_dir, source.key, PART_FILE))
+        )
 
     def write_source(self, source: BatchSource, records: list[dict], summary: dict) -> None:
         """Write a source's rows and marker in a staging folder, then put the folder in place whole."""

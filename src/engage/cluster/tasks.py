@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from engage.cluster.options import BatchOptions
 from engage.errors import EngageError, ImageReadError
 from engage.faces.crop import to_gray
-from engage.faces.quality import measure_face
 from engage.faces.cues import CUE_COLUMNS
+from engage.faces.quality import measure_face
 from engage.inference.predictor import Predictor, cue_array, video_gap_s
 from engage.inference.tracking import IouTracker
 from engage.io.images import read_image
@@ -37,20 +37,31 @@ class _Rows:
         self._clear()
 
     def _clear(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in ("frame", "time_s", "face_index", "face_id", "x", "y", "w",
-                                                              "h", *FLOAT_COLUMNS)}
+        self.columns: dict[str, list] = {
+            name: [] for name in ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", *FLOAT_COLUMNS)
+        }
         self.crops: list[np.ndarray] = []
 
-    def add(self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray,
-            cues: np.ndarray) -> None:
+    def add(
+        self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray, cues: np.ndarray
+    ) -> None:
         for index, (box, face_id, crop, values) in enumerate(zip(boxes, face_ids, crops, cues)):
             quality = measure_face(box, crop)
             for name, value in zip(CUE_COLUMNS, values):
                 self.columns[name].append(value)
-            for name, value in (("frame", frame), ("time_s", time_s), ("face_index", index), ("face_id", face_id),
-                                ("x", box.x), ("y", box.y), ("w", box.w), ("h", box.h), ("det_conf", box.confidence),
-                                ("sharpness", quality.sharpness),
-                                ("turn", np.nan if quality.turn is None else quality.turn)):
+            for name, value in (
+                ("frame", frame),
+                ("time_s", time_s),
+                ("face_index", index),
+                ("face_id", face_id),
+                ("x", box.x),
+                ("y", box.y),
+                ("w", box.w),
+                ("h", box.h),
+                ("det_conf", box.confidence),
+                ("sharpness", quality.sharpness),
+                ("turn", np.nan if quality.turn is None else quality.turn),
+            ):
                 self.columns[name].append(value)
         self.crops.extend(crops)
 
@@ -77,8 +88,11 @@ class _Rows:
         return block
 
     def _frame(self, kind: str, count: int, info: str) -> dict[str, np.ndarray]:
-        return {"key": np.array([self.source["key"]] * count, dtype=object),
-                "row_kind": np.array([kind] * count, dtype=object), "info": np.array([info] * count, dtype=object)}
+        return {
+            "key": np.array([self.source["key"]] * count, dtype=object),
+            "row_kind": np.array([kind] * count, dtype=object),
+            "info": np.array([info] * count, dtype=object),
+        }
 
 
 def detect_sources(batch: dict[str, np.ndarray], options: BatchOptions) -> Iterator[dict[str, np.ndarray]]:
@@ -91,7 +105,7 @@ def detect_sources(batch: dict[str, np.ndarray], options: BatchOptions) -> Itera
         started = time.perf_counter()
         try:
             info = yield from _detect(source, predictor, options, rows)
-        except Exception as error:  # noqa: BLE001 - any failure of one source is reported, and the others go on
+        except Exception as error:
             reason = str(error) if isinstance(error, EngageError) else f"{type(error).__name__}: {error}"
             yield rows.last(FAILED, {"reason": reason})
             continue
@@ -107,8 +121,15 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
         boxes = predictor.detect(opened)
         rows.add(0, 0.0, boxes, list(range(1, len(boxes) + 1)), *_crops(predictor, opened, boxes))
         height, width = opened.shape[:2]
-        return {"kind": "image", "width": width, "height": height, "fps": None, "frames_scored": 1,
-                "frames_with_faces": int(bool(boxes)), "duration_s": 0.0}
+        return {
+            "kind": "image",
+            "width": width,
+            "height": height,
+            "fps": None,
+            "frames_scored": 1,
+            "frames_with_faces": int(bool(boxes)),
+            "duration_s": 0.0,
+        }
     video = opened
     try:
         tracker = IouTracker(max_gap_s=video_gap_s(options.every, video.fps))  # as Predictor.predict_video
@@ -125,8 +146,15 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
                 yield rows.block()
     finally:
         video.close()
-    return {"kind": "video", "width": video.width, "height": video.height, "fps": round(video.fps, 3),
-            "frames_scored": frames, "frames_with_faces": with_faces, "duration_s": round(last_time_s, 3)}
+    return {
+        "kind": "video",
+        "width": video.width,
+        "height": video.height,
+        "fps": round(video.fps, 3),
+        "frames_scored": frames,
+        "frames_with_faces": with_faces,
+        "duration_s": round(last_time_s, 3),
+    }
 
 
 def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +176,9 @@ def _open(source: dict):
         video = VideoSource(source["path"])
     except EngageError:
         if source["kind"] == "unknown":
-            raise EngageError(f"{source['name']}: neither an image nor a video that Pillow or OpenCV can read") from None
+            raise EngageError(
+                f"{source['name']}: neither an image nor a video that Pillow or OpenCV can read"
+            ) from None
         raise
     video.name = source["name"]
     return video

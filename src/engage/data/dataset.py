@@ -7,14 +7,14 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
-from engage import __version__
 from engage.errors import EngageError
 from engage.faces.crop import FaceSettings, normalize_paper
 from engage.io.files import atomic_write
+from engage.version import __version__
 
 FORMAT = "engage-faces/1"
 
@@ -48,8 +48,19 @@ class FaceDataset:
             self.landmarks = np.repeat(NO_LANDMARKS[None], n, axis=0)
         if self.corpus is None:
             self.corpus = np.full(n, self.meta.get("corpus", ""), dtype=object).astype(str)
-        for name in ("labels", "subjects", "paths", "boxes", "det_conf", "face_source", "split", "fold", "landmarks",
-                     "corpus", "cues"):
+        for name in (
+            "labels",
+            "subjects",
+            "paths",
+            "boxes",
+            "det_conf",
+            "face_source",
+            "split",
+            "fold",
+            "landmarks",
+            "corpus",
+            "cues",
+        ):
             if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"FaceDataset.{name} has {len(getattr(self, name))} entries for {n} faces")
 
@@ -64,13 +75,24 @@ class FaceDataset:
     def has_subjects(self) -> bool:
         return len(self) > 0 and bool(np.all(self.subjects != ""))
 
-    def subset(self, index) -> "FaceDataset":
+    def subset(self, index) -> FaceDataset:
         """The faces picked by an index array or boolean mask (same classes and meta)."""
         index = np.asarray(index)
         return FaceDataset(
-            self.faces[index], self.labels[index], list(self.class_names), self.subjects[index], self.paths[index],
-            self.boxes[index], self.det_conf[index], self.face_source[index], self.split[index], self.fold[index],
-            dict(self.meta), self.landmarks[index], self.corpus[index], None if self.cues is None else self.cues[index],
+            self.faces[index],
+            self.labels[index],
+            list(self.class_names),
+            self.subjects[index],
+            self.paths[index],
+            self.boxes[index],
+            self.det_conf[index],
+            self.face_source[index],
+            self.split[index],
+            self.fold[index],
+            dict(self.meta),
+            self.landmarks[index],
+            self.corpus[index],
+            None if self.cues is None else self.cues[index],
         )
 
     @property
@@ -91,13 +113,20 @@ class FaceDataset:
     def save(self, path: str) -> None:
         """Write atomically to a compressed .npz that needs no pickle to load."""
         meta = dict(self.meta, format=FORMAT, class_names=list(self.class_names), engage_version=__version__)
-        meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        meta.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
         arrays = dict(
-            faces=self.faces.astype(np.uint8), labels=self.labels.astype(np.int64),
-            subjects=self.subjects.astype(str), paths=self.paths.astype(str), boxes=self.boxes.astype(np.int32),
-            det_conf=self.det_conf.astype(np.float32), face_source=self.face_source.astype(str),
-            split=self.split.astype(str), fold=self.fold.astype(np.int16), meta=np.array(json.dumps(meta)),
-            landmarks=self.landmarks.astype(np.float32), corpus=self.corpus.astype(str),
+            faces=self.faces.astype(np.uint8),
+            labels=self.labels.astype(np.int64),
+            subjects=self.subjects.astype(str),
+            paths=self.paths.astype(str),
+            boxes=self.boxes.astype(np.int32),
+            det_conf=self.det_conf.astype(np.float32),
+            face_source=self.face_source.astype(str),
+            split=self.split.astype(str),
+            fold=self.fold.astype(np.int16),
+            meta=np.array(json.dumps(meta)),
+            landmarks=self.landmarks.astype(np.float32),
+            corpus=self.corpus.astype(str),
         )
 
         def write(tmp_path: str) -> None:
@@ -107,7 +136,7 @@ class FaceDataset:
         atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str) -> "FaceDataset":
+    def load(cls, path: str) -> FaceDataset:
         """Read a dataset written by save(); a foreign or damaged file is an EngageError naming it."""
         if not os.path.isfile(path):
             raise EngageError(f"{path}: no such dataset file; make one with 'engage preprocess'")
@@ -119,25 +148,49 @@ class FaceDataset:
                 faces = data["faces"]
                 optional = {name: data[name] for name in ("landmarks", "corpus") if name in data.files}
                 dataset = cls(
-                    faces, data["labels"], list(meta["class_names"]), data["subjects"], data["paths"], data["boxes"],
-                    data["det_conf"], data["face_source"], data["split"], data["fold"], meta, **optional,
+                    faces,
+                    data["labels"],
+                    list(meta["class_names"]),
+                    data["subjects"],
+                    data["paths"],
+                    data["boxes"],
+                    data["det_conf"],
+                    data["face_source"],
+                    data["split"],
+                    data["fold"],
+                    meta,
+                    **optional,
                 )
         except (KeyError, ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError, EOFError):
-            raise EngageError(f"{path}: not an engage dataset or damaged; re-create it with 'engage preprocess'") from None
+            raise EngageError(
+                f"{path}: not an engage dataset or damaged; re-create it with 'engage preprocess'"
+            ) from None
         expected = dataset.settings.shape
         if faces.shape[1:] != expected:
-            raise EngageError(f"{path}: faces have shape {faces.shape}; its face settings say (N, {', '.join(map(str, expected))})")
+            raise EngageError(
+                f"{path}: faces have shape {faces.shape}; its face settings say (N, {', '.join(map(str, expected))})"
+            )
         if "corpus" not in optional:  # written before data sets were named: the file's own name
-            dataset.corpus = np.full(len(dataset), os.path.splitext(os.path.basename(path))[0], dtype=object).astype(str)
+            dataset.corpus = np.full(len(dataset), os.path.splitext(os.path.basename(path))[0], dtype=object).astype(
+                str
+            )
         return dataset
 
 
 def empty_dataset(class_names: list[str], meta: dict) -> FaceDataset:
     shape = FaceSettings.from_dict(meta.get("settings", {})).shape
     return FaceDataset(
-        np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64), class_names, np.zeros(0, "<U1"),
-        np.zeros(0, "<U1"), np.zeros((0, 4), np.int32), np.zeros(0, np.float32), np.zeros(0, "<U1"),
-        np.zeros(0, "<U1"), np.zeros(0, np.int16), meta,
+        np.zeros((0, *shape), np.uint8),
+        np.zeros(0, np.int64),
+        class_names,
+        np.zeros(0, "<U1"),
+        np.zeros(0, "<U1"),
+        np.zeros((0, 4), np.int32),
+        np.zeros(0, np.float32),
+        np.zeros(0, "<U1"),
+        np.zeros(0, "<U1"),
+        np.zeros(0, np.int16),
+        meta,
     )
 
 
@@ -151,12 +204,16 @@ def concatenate(datasets: list[FaceDataset], names: list[str] | None = None) -> 
     first = datasets[0]
     for name, other in zip(names[1:], datasets[1:]):
         if other.class_names != first.class_names:
-            raise EngageError(f"{name}: classes {other.class_names} differ from {names[0]}'s {first.class_names}; "
-                              "pre-process both with label maps to the same classes")
+            raise EngageError(
+                f"{name}: classes {other.class_names} differ from {names[0]}'s {first.class_names}; "
+                "pre-process both with label maps to the same classes"
+            )
         differ = other.settings.crop_differences(first.settings)
         if differ:
-            raise EngageError(f"{name}: its faces were cut otherwise than {names[0]}'s ({', '.join(differ)}); "
-                              "pre-process both the same way")
+            raise EngageError(
+                f"{name}: its faces were cut otherwise than {names[0]}'s ({', '.join(differ)}); "
+                "pre-process both the same way"
+            )
     if len(datasets) == 1:
         return first
     corpus = np.concatenate([d.corpus for d in datasets])
@@ -169,6 +226,19 @@ def concatenate(datasets: list[FaceDataset], names: list[str] | None = None) -> 
     if any(d.cues is not None for d in datasets):  # a set without cues joins with rows of NaN (no cues)
         width = next(d.cues.shape[1] for d in datasets if d.cues is not None)
         cues = np.concatenate([d.cues if d.cues is not None else np.full((len(d), width), np.nan) for d in datasets])
-    return FaceDataset(join("faces"), join("labels"), list(first.class_names), subjects.astype(str), join("paths"),
-                       join("boxes"), join("det_conf"), join("face_source"), join("split"), join("fold"), meta,
-                       join("landmarks"), corpus.astype(str), cues)
+    return FaceDataset(
+        join("faces"),
+        join("labels"),
+        list(first.class_names),
+        subjects.astype(str),
+        join("paths"),
+        join("boxes"),
+        join("det_conf"),
+        join("face_source"),
+        join("split"),
+        join("fold"),
+        meta,
+        join("landmarks"),
+        corpus.astype(str),
+        cues,
+    )

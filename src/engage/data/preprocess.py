@@ -7,8 +7,8 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -48,9 +48,12 @@ class PreprocessReport:
 
     def to_dict(self) -> dict:
         return {
-            "images": self.images, "faces": self.faces, "reused_from_cache": self.reused,
+            "images": self.images,
+            "faces": self.faces,
+            "reused_from_cache": self.reused,
             **{path: self.counts[path] for path in (*FACE_PATHS, "no-face", "unreadable")},
-            "ignored_files": len(self.ignored), "seconds": round(self.seconds, 2),
+            "ignored_files": len(self.ignored),
+            "seconds": round(self.seconds, 2),
             "images_per_second": round(self.images_per_second, 1),
         }
 
@@ -85,8 +88,15 @@ def _process(task: tuple[int, str, np.ndarray | None]):
     if crop.face is None:
         return index, crop.source, None, None, 0.0, crop.faces_found, None
     landmarks = crop.found.landmarks if crop.found is not None else None
-    return (index, crop.source, crop.face.tobytes(), crop.box.as_list(), crop.box.confidence, crop.faces_found,
-            landmarks)
+    return (
+        index,
+        crop.source,
+        crop.face.tobytes(),
+        crop.box.as_list(),
+        crop.box.confidence,
+        crop.faces_found,
+        landmarks,
+    )
 
 
 def _run_parallel(tasks: list, settings: FaceSettings, workers: int, on_result: Callable) -> None:
@@ -218,9 +228,13 @@ def preprocess(
             class_names=class_names,
             subjects=np.array([s.subject or "" for s in kept], dtype=str),
             paths=np.array([relative_path(s.path, source.root) for s in kept], dtype=str),
-            boxes=boxes[keep], det_conf=det_conf[keep], face_source=status[keep].astype(str),
+            boxes=boxes[keep],
+            det_conf=det_conf[keep],
+            face_source=status[keep].astype(str),
             split=np.array([s.split or "" for s in kept], dtype=str),
-            fold=np.full(len(kept), -1, np.int16), meta=meta, landmarks=landmarks[keep],
+            fold=np.full(len(kept), -1, np.int16),
+            meta=meta,
+            landmarks=landmarks[keep],
             corpus=np.full(len(kept), corpus, dtype=object).astype(str),
         )
     report.seconds = time.perf_counter() - started
@@ -258,8 +272,16 @@ class PreprocessOptions:
 
     def face_settings(self) -> FaceSettings:
         return FaceSettings(
-            detector=self.detector, no_face=self.no_face, min_confidence=self.min_confidence, margin=self.margin,
-            square=self.square, normalize=self.normalize, size=self.size, border=self.border, align=self.align, box=self.box,
+            detector=self.detector,
+            no_face=self.no_face,
+            min_confidence=self.min_confidence,
+            margin=self.margin,
+            square=self.square,
+            normalize=self.normalize,
+            size=self.size,
+            border=self.border,
+            align=self.align,
+            box=self.box,
             color=self.color,
         )
 
@@ -281,9 +303,13 @@ class PreprocessResult:
 
     def summary(self) -> dict:
         """What a script wants to know about the run (the --json output)."""
-        summary = dict(self.report_dict, up_to_date=self.up_to_date, class_counts=self.dataset.class_counts(),
-                       subjects=len(set(self.dataset.subjects.tolist()) - {""}),
-                       unreadable_files=[{"path": p, "reason": r} for p, r in self.report.unreadable])
+        summary = dict(
+            self.report_dict,
+            up_to_date=self.up_to_date,
+            class_counts=self.dataset.class_counts(),
+            subjects=len(set(self.dataset.subjects.tolist()) - {""}),
+            unreadable_files=[{"path": p, "reason": r} for p, r in self.report.unreadable],
+        )
         if self.sample:
             summary["faces_per_image"] = self.faces_per_source
         return summary
@@ -299,9 +325,11 @@ def load_source(src: str | None, options: PreprocessOptions, sample: bool = Fals
     )
 
     if sample:
-        from engage.data.sample_photos import sample_list
+        from engage.io.sample_photos import sample_images
 
-        source = sample_list()
+        # the bundled photos as an unlabelled source, in memory
+        samples = [Sample(f"sample#{name}", pixels=image) for name, image in sample_images().items()]
+        source = SampleList(samples, root="", kind="sample", ignored=[])
     else:
         source = read_samples(src, options.label_column, options.usages)
     apply_label_map(source.samples, parse_label_map(options.label_map))
@@ -328,9 +356,13 @@ def assign_splits(dataset: FaceDataset, options: PreprocessOptions) -> None:
 
 def _same_content(a: FaceDataset, b: FaceDataset) -> bool:
     return (
-        len(a) == len(b) and a.class_names == b.class_names and a.meta.get("settings") == b.meta.get("settings")
-        and all(np.array_equal(getattr(a, name), getattr(b, name))
-                for name in ("faces", "labels", "subjects", "paths", "split", "fold", "corpus"))
+        len(a) == len(b)
+        and a.class_names == b.class_names
+        and a.meta.get("settings") == b.meta.get("settings")
+        and all(
+            np.array_equal(getattr(a, name), getattr(b, name))
+            for name in ("faces", "labels", "subjects", "paths", "split", "fold", "corpus")
+        )
     )
 
 
@@ -353,7 +385,9 @@ def run_preprocess(
         try:
             previous = FaceDataset.load(out_path)
         except EngageError:
-            raise EngageError(f"{out_path} exists and is not an engage dataset; choose another --out (it was left as is)") from None
+            raise EngageError(
+                f"{out_path} exists and is not an engage dataset; choose another --out (it was left as is)"
+            ) from None
     corpus = options.corpus or os.path.splitext(os.path.basename(out_path))[0]
     dataset, report = preprocess(
         source, settings, options.workers, options.strict, None if options.force else previous, progress, corpus

@@ -79,7 +79,9 @@ def read_image_folder(root: str) -> SampleList:
         images, skipped = list_image_files(os.path.join(root, class_name))
         ignored += skipped
         samples += [Sample(path, label=class_name, fingerprint=file_fingerprint(path)) for path in images]
-    top_level = [os.path.join(root, e) for e in entries if os.path.isfile(os.path.join(root, e)) and not e.startswith(".")]
+    top_level = [
+        os.path.join(root, e) for e in entries if os.path.isfile(os.path.join(root, e)) and not e.startswith(".")
+    ]
     if samples:
         ignored += top_level  # loose files beside class folders have no class
     else:
@@ -89,7 +91,9 @@ def read_image_folder(root: str) -> SampleList:
             else:
                 ignored.append(path)
     if not samples:
-        raise EngageError(f"{root}: holds no images (looked for .jpg, .png, .bmp, .webp, .tif, .gif); point to a folder of images")
+        raise EngageError(
+            f"{root}: holds no images (looked for .jpg, .png, .bmp, .webp, .tif, .gif); point to a folder of images"
+        )
     return SampleList(samples, root, "folder", ignored)
 
 
@@ -114,8 +118,10 @@ def csv_text(path: str) -> Iterator:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             yield handle
     except UnicodeDecodeError as error:
-        raise EngageError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at position {error.start}); "
-                          "save it as a UTF-8 CSV") from None
+        raise EngageError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at position {error.start}); "
+            "save it as a UTF-8 CSV"
+        ) from None
     except csv.Error as error:
         raise EngageError(f"{path}: not a readable CSV ({error})") from None
 
@@ -185,7 +191,9 @@ def read_fer2013_csv(csv_path: str, usages: list[str] | None = None) -> SampleLi
                 emotion = int(row["emotion"])
                 label = FER_EMOTIONS[emotion]
             except (ValueError, TypeError, IndexError):
-                raise EngageError(f"{csv_path}: row {row_number} has emotion {row.get('emotion')!r}; expected 0-6") from None
+                raise EngageError(
+                    f"{csv_path}: row {row_number} has emotion {row.get('emotion')!r}; expected 0-6"
+                ) from None
             try:
                 pixels = np.array((row["pixels"] or "").split(), dtype=np.float32)
             except ValueError:
@@ -195,7 +203,9 @@ def read_fer2013_csv(csv_path: str, usages: list[str] | None = None) -> SampleLi
                     f"{csv_path}: row {row_number} has {pixels.size} pixel values; expected {FACE_SIZE * FACE_SIZE} (48x48)"
                 )
             image = np.clip(pixels, 0, 255).astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
-            samples.append(Sample(f"{name}#{row_number}", label=label, split=usage, pixels=image, fingerprint=fingerprint))
+            samples.append(
+                Sample(f"{name}#{row_number}", label=label, split=usage, pixels=image, fingerprint=fingerprint)
+            )
     if not samples:
         wanted = f" with usage {', '.join(usages)}" if usages else ""
         raise EngageError(f"{csv_path}: no rows{wanted}")
@@ -240,8 +250,7 @@ def apply_label_map(samples: list[Sample], mapping: dict[str, str]) -> None:
     unknown = sorted({s.label for s in samples if s.label is not None and s.label not in mapping})
     if unknown:
         raise UsageError(
-            f"--label-map does not say what to do with label(s) {', '.join(unknown)}; "
-            f"it maps {', '.join(mapping)}"
+            f"--label-map does not say what to do with label(s) {', '.join(unknown)}; it maps {', '.join(mapping)}"
         )
     for sample in samples:
         if sample.label is not None:

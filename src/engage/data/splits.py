@@ -67,7 +67,9 @@ def grouped_kfold(subjects: np.ndarray, folds: int = 5, seed: int = 0) -> np.nda
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
     if folds > len(counts):
-        raise EngageError(f"cannot make {folds} subject folds from {len(counts)} subjects; use --folds {len(counts)} or fewer")
+        raise EngageError(
+            f"cannot make {folds} subject folds from {len(counts)} subjects; use --folds {len(counts)} or fewer"
+        )
     rng = np.random.default_rng(seed)
     order = sorted(counts, key=lambda s: (-counts[s], rng.random()))
     sizes = np.zeros(folds, dtype=np.int64)

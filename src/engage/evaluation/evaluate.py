@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,14 +50,22 @@ def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np
         if landmarks is not None:
             cues[i] = face_cues(landmarks).as_array()
     if not read:
-        log(f"the cues cannot be measured: none of the {len(dataset)} faces has its image under "
-            f"{root or 'the current folder'}; they are scored without (the cue head's scale and bias only)")
+        log(
+            f"the cues cannot be measured: none of the {len(dataset)} faces has its image under "
+            f"{root or 'the current folder'}; they are scored without (the cue head's scale and bias only)"
+        )
     return cues
 
 
-def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str = "label", label_map: str | None = None,
-                        subject_pattern: str | None = None, usages: list[str] | None = None,
-                        log: Callable[[str], None] = print) -> FaceDataset:
+def load_labelled_faces(
+    data: str,
+    classifier: FaceClassifier,
+    label_column: str = "label",
+    label_map: str | None = None,
+    subject_pattern: str | None = None,
+    usages: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> FaceDataset:
     """A dataset file as is, or raw images pre-processed with the model's own recorded face settings."""
     if data.endswith(".npz"):
         dataset = FaceDataset.load(data)
@@ -77,16 +85,19 @@ def load_labelled_faces(data: str, classifier: FaceClassifier, label_column: str
     from engage.data.preprocess import PreprocessOptions, load_source, preprocess
     from engage.faces.crop import FaceSettings
 
-    options = PreprocessOptions(label_column=label_column, label_map=label_map, subject_pattern=subject_pattern,
-                                usages=usages)
+    options = PreprocessOptions(
+        label_column=label_column, label_map=label_map, subject_pattern=subject_pattern, usages=usages
+    )
     source = load_source(data, options)
     settings = FaceSettings.from_dict(classifier.face_settings) if classifier.face_settings else FaceSettings()
     name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0]  # the images' data set: their folder or CSV
     dataset, report = preprocess(source, settings, corpus=name)
-    log(f"pre-processed {report.images} images with the model's settings (detector {settings.detector}): "
+    log(
+        f"pre-processed {report.images} images with the model's settings (detector {settings.detector}): "
         f"{report.counts['detected'] + report.counts['no-detect']} faces, {report.counts['whole-image']} used whole "
         "(no face found), "
-        f"{report.counts['no-face']} skipped (no face found), {report.counts['unreadable']} unreadable")
+        f"{report.counts['no-face']} skipped (no face found), {report.counts['unreadable']} unreadable"
+    )
     return dataset
 
 
@@ -98,33 +109,48 @@ def check_face_settings(data_settings: dict, model_settings: dict, data: str, mo
         return
     differ = FaceSettings.from_dict(data_settings).crop_differences(FaceSettings.from_dict(model_settings))
     if differ:
-        raise EngageError(f"{data}: its faces were cut otherwise than {model} was trained "
-                          f"({', '.join(differ).replace('(other:', '(model:')}); pre-process the images with the model's "
-                          "settings, or give the images themselves")
+        raise EngageError(
+            f"{data}: its faces were cut otherwise than {model} was trained "
+            f"({', '.join(differ).replace('(other:', '(model:')}); pre-process the images with the model's "
+            "settings, or give the images themselves"
+        )
 
 
 def align_labels(dataset: FaceDataset, class_names: list[str]) -> np.ndarray:
     """The dataset's labels as indices of the model's classes; labels the model does not know are an error."""
-    unknown = sorted(set(dataset.class_names[i] for i in np.unique(dataset.labels[dataset.labels >= 0])) - set(class_names))
+    unknown = sorted(
+        {dataset.class_names[i] for i in np.unique(dataset.labels[dataset.labels >= 0])} - set(class_names)
+    )
     if unknown:
-        raise EngageError(f"the data has label(s) {', '.join(unknown)} that the model does not know "
-                          f"(it knows {', '.join(class_names)}); map them with --label-map")
+        raise EngageError(
+            f"the data has label(s) {', '.join(unknown)} that the model does not know "
+            f"(it knows {', '.join(class_names)}); map them with --label-map"
+        )
     index = np.array([class_names.index(n) if n in class_names else -1 for n in dataset.class_names])
     return np.where(dataset.labels >= 0, index[np.maximum(dataset.labels, 0)], -1)
 
 
-def load_data(data: str | list[str], classifier: FaceClassifier, label_column: str = "label",
-              label_map: str | None = None, subject_pattern: str | None = None, usages: list[str] | None = None,
-              split: str | None = None, log: Callable[[str], None] = print, cues: bool = False
-              ) -> tuple[FaceDataset, str]:
+def load_data(
+    data: str | list[str],
+    classifier: FaceClassifier,
+    label_column: str = "label",
+    label_map: str | None = None,
+    subject_pattern: str | None = None,
+    usages: list[str] | None = None,
+    split: str | None = None,
+    log: Callable[[str], None] = print,
+    cues: bool = False,
+) -> tuple[FaceDataset, str]:
     """One or several data sources (any form the readers take) as one dataset for this model, and their name;
     split: only the faces of that split of a .npz; cues: measure the faces' attention cues (FaceDataset.cues) when
     the model has a cue head."""
     from engage.data.dataset import concatenate
 
     sources = [data] if isinstance(data, str) else list(data)
-    loaded = [load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
-              for source in sources]
+    loaded = [
+        load_labelled_faces(source, classifier, label_column, label_map, subject_pattern, usages, log)
+        for source in sources
+    ]
     if cues and classifier.cue_head is not None:  # measured per source: each has its own image folder
         for source in loaded:
             source.cues = measure_cues(source, log)
@@ -154,17 +180,32 @@ def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
             quality.append("no-face")
             continue
         landmarks = dataset.landmarks[i]
-        box = FaceBox(*(int(v) for v in dataset.boxes[i]), float(dataset.det_conf[i]),
-                      tuple(map(tuple, landmarks)) if np.isfinite(landmarks).all() else None)
+        box = FaceBox(
+            *(int(v) for v in dataset.boxes[i]),
+            float(dataset.det_conf[i]),
+            tuple(map(tuple, landmarks)) if np.isfinite(landmarks).all() else None,
+        )
         measures = measure_face(box, dataset.faces[i])
         quality.append(quality_label(thresholds.reasons(measures, detector if source == "detected" else None)))
     return np.asarray(quality, dtype=object).astype(str)
 
 
-def evaluate_model(model: str, data: str | list[str], label_column: str = "label", label_map: str | None = None,
-                   subject_pattern: str | None = None, usages: list[str] | None = None, split: str | None = None,
-                   out_dir: str | None = None, n_boot: int = 1000, log: Callable[[str], None] = print,
-                   base_rate: float | None = None, calibration=None, abstain: bool = True, cues: bool = True) -> dict:
+def evaluate_model(
+    model: str,
+    data: str | list[str],
+    label_column: str = "label",
+    label_map: str | None = None,
+    subject_pattern: str | None = None,
+    usages: list[str] | None = None,
+    split: str | None = None,
+    out_dir: str | None = None,
+    n_boot: int = 1000,
+    log: Callable[[str], None] = print,
+    base_rate: float | None = None,
+    calibration=None,
+    abstain: bool = True,
+    cues: bool = True,
+) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir.
 
     base_rate and calibration (a site calibration file or object) adjust p(positive) as predict does. With abstain
@@ -174,7 +215,6 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     from the original images (as predict does) unless cues is False; `cues` in the report says on how many."""
     from dataclasses import replace
 
-    from engage.evaluation.calibration import make_adjustment
     from engage.evaluation.metrics import (
         basic_metrics,
         ece_of,
@@ -183,6 +223,7 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
         save_plots,
         write_predictions,
     )
+    from engage.models.calibration import make_adjustment
 
     classifier = load_model(model)
     adjustment = make_adjustment(base_rate, calibration)
@@ -206,46 +247,90 @@ def evaluate_model(model: str, data: str | list[str], label_column: str = "label
     quality = dataset_quality(dataset)
     judged = quality == "ok" if abstain else np.ones(len(dataset), bool)
     if not judged.any():
-        raise EngageError(f"{data}: none of its {len(dataset)} faces can be judged (quality: "
-                          f"{', '.join(sorted(set(quality.tolist())))}); --no-abstain scores them anyway")
+        raise EngageError(
+            f"{data}: none of its {len(dataset)} faces can be judged (quality: "
+            f"{', '.join(sorted(set(quality.tolist())))}); --no-abstain scores them anyway"
+        )
     kept = dataset.subset(judged)
-    report = evaluation_report(labels[judged], proba[judged], classifier.class_names,
-                               kept.subjects if kept.has_subjects else None, n_boot=n_boot, decision=decision,
-                               ece_rate=rate if decision.binary else None)
+    report = evaluation_report(
+        labels[judged],
+        proba[judged],
+        classifier.class_names,
+        kept.subjects if kept.has_subjects else None,
+        n_boot=n_boot,
+        decision=decision,
+        ece_rate=rate if decision.binary else None,
+    )
     reasons: dict[str, int] = {}
     for value in quality[quality != "ok"]:
         for reason in value.split("+"):
             reasons[reason] = reasons.get(reason, 0) + 1
-    report = {"model": model, "data": data, **report, "coverage": float(judged.mean()),
-              "abstention": {"on": bool(abstain), "faces": int(len(dataset)), "judged": int(judged.sum()),
-                             "not_judged_by_reason": reasons},
-              "cues": {"cue_head": classifier.cue_head is not None, "applied": head is not None,
-                       "faces_with_cues": int(np.isfinite(dataset_cues(dataset)).all(axis=1).sum())},
-              "plots": []}
+    report = {
+        "model": model,
+        "data": data,
+        **report,
+        "coverage": float(judged.mean()),
+        "abstention": {
+            "on": bool(abstain),
+            "faces": len(dataset),
+            "judged": int(judged.sum()),
+            "not_judged_by_reason": reasons,
+        },
+        "cues": {
+            "cue_head": classifier.cue_head is not None,
+            "applied": head is not None,
+            "faces_with_cues": int(np.isfinite(dataset_cues(dataset)).all(axis=1).sum()),
+        },
+        "plots": [],
+    }
     if not adjustment.empty:
-        report["adjustment"] = {"base_rate": adjustment.base_rate,
-                                "site_calibration": adjustment.site.to_dict() if adjustment.site else None}
+        report["adjustment"] = {
+            "base_rate": adjustment.base_rate,
+            "site_calibration": adjustment.site.to_dict() if adjustment.site else None,
+        }
     if judged.sum() < len(dataset):
-        report["all_faces"] = {"n": int(len(dataset)), "coverage": 1.0,
-                               **basic_metrics(labels, proba, decision),
-                               "ece": ece_of(labels, proba, decision, rate if decision.binary else None)}
+        report["all_faces"] = {
+            "n": len(dataset),
+            "coverage": 1.0,
+            **basic_metrics(labels, proba, decision),
+            "ece": ece_of(labels, proba, decision, rate if decision.binary else None),
+        }
     curve = risk_coverage(labels, proba, decision, judged) if len(np.unique(labels)) > 1 else None
     if curve is not None:
         report["risk_coverage"] = curve
-    if len(dataset.corpora) > 1:  # several data sets: each one's figures too (a pooled AUC can reward telling sets apart)
+    if (
+        len(dataset.corpora) > 1
+    ):  # several data sets: each one's figures too (a pooled AUC can reward telling sets apart)
         report["per_corpus"] = {}
         for name in dataset.corpora:
             mine = (dataset.corpus == name) & judged
             if len(np.unique(labels[mine])) == 2 or (mine.any() and not decision.binary):
-                report["per_corpus"][name] = {"n": int(mine.sum()),
-                                              "coverage": float(judged[dataset.corpus == name].mean()),
-                                              **basic_metrics(labels[mine], proba[mine], decision)}
+                report["per_corpus"][name] = {
+                    "n": int(mine.sum()),
+                    "coverage": float(judged[dataset.corpus == name].mean()),
+                    **basic_metrics(labels[mine], proba[mine], decision),
+                }
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        write_predictions(os.path.join(out_dir, "predictions.csv"), dataset.paths, dataset.subjects, labels, proba,
-                          classifier.class_names, decision, quality=quality if abstain else None)
-        report["plots"] = save_plots(out_dir, labels[judged], proba[judged], classifier.class_names,
-                                     title=os.path.basename(model), decision=decision,
-                                     ece_rate=rate if decision.binary else None, curve=curve)
+        write_predictions(
+            os.path.join(out_dir, "predictions.csv"),
+            dataset.paths,
+            dataset.subjects,
+            labels,
+            proba,
+            classifier.class_names,
+            decision,
+            quality=quality if abstain else None,
+        )
+        report["plots"] = save_plots(
+            out_dir,
+            labels[judged],
+            proba[judged],
+            classifier.class_names,
+            title=os.path.basename(model),
+            decision=decision,
+            ece_rate=rate if decision.binary else None,
+            curve=curve,
+        )
         write_text(os.path.join(out_dir, "metrics.json"), json.dumps(report, indent=1))
     return report

@@ -16,8 +16,8 @@ from sklearn.metrics import (
 )
 
 from engage.evaluation.calibration import binary_ece, ece_at_rates, expected_calibration_error, rate_weights
-from engage.evaluation.decision import Decision
 from engage.io.files import atomic_write
+from engage.models.decision import Decision
 
 
 def _decision(decision: Decision | None, num_classes: int) -> Decision:
@@ -25,8 +25,9 @@ def _decision(decision: Decision | None, num_classes: int) -> Decision:
     return decision if decision is not None else Decision.for_classes([str(k) for k in range(num_classes)])
 
 
-def basic_metrics(labels: np.ndarray, proba: np.ndarray, decision: Decision | None = None,
-                  predicted: np.ndarray | None = None) -> dict:
+def basic_metrics(
+    labels: np.ndarray, proba: np.ndarray, decision: Decision | None = None, predicted: np.ndarray | None = None
+) -> dict:
     """Accuracy, balanced accuracy and macro F1 of the decided labels; for a binary model also the positive
     class's F1 (the paper's) and ROC AUC of p(positive). Labels are indices of the decision's classes;
     `predicted` gives the decided labels when they were not decided by one threshold (cross-fitting)."""
@@ -39,18 +40,22 @@ def basic_metrics(labels: np.ndarray, proba: np.ndarray, decision: Decision | No
     metrics = {
         "accuracy": float(accuracy_score(labels, predicted)),
         "balanced_accuracy": float(np.mean([np.mean(predicted[labels == k] == k) for k in present])),
-        "macro_f1": float(f1_score(labels, predicted, average="macro", labels=list(range(num_classes)), zero_division=0)),
+        "macro_f1": float(
+            f1_score(labels, predicted, average="macro", labels=list(range(num_classes)), zero_division=0)
+        ),
     }
     if decision.binary:
         positive = decision.positive_index
         metrics["f1"] = float(f1_score(labels, predicted, pos_label=positive, zero_division=0))
-        metrics["auc"] = (float(roc_auc_score(labels == positive, decision.p_positive(proba))) if len(present) == 2
-                          else float("nan"))
+        metrics["auc"] = (
+            float(roc_auc_score(labels == positive, decision.p_positive(proba))) if len(present) == 2 else float("nan")
+        )
     return metrics
 
 
-def fast_metrics(labels: np.ndarray, proba: np.ndarray, decision: Decision | None = None,
-                 predicted: np.ndarray | None = None) -> dict:
+def fast_metrics(
+    labels: np.ndarray, proba: np.ndarray, decision: Decision | None = None, predicted: np.ndarray | None = None
+) -> dict:
     """The same numbers as basic_metrics, from counts and ranks: ~50x faster for thousands of bootstrap resamples.
 
     A departure from 'use scikit-learn's metrics', kept only for resampling; tests hold it equal to basic_metrics.
@@ -68,8 +73,11 @@ def fast_metrics(labels: np.ndarray, proba: np.ndarray, decision: Decision | Non
         f1s.append(2 * tp / denominator if denominator else 0.0)
         if np.any(labels == k):
             recalls.append(tp / np.sum(labels == k))
-    metrics = {"accuracy": float(np.mean(predicted == labels)), "balanced_accuracy": float(np.mean(recalls)),
-               "macro_f1": float(np.mean(f1s))}
+    metrics = {
+        "accuracy": float(np.mean(predicted == labels)),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "macro_f1": float(np.mean(f1s)),
+    }
     if decision.binary:
         metrics["f1"] = float(f1s[decision.positive_index])
         positives = labels == decision.positive_index
@@ -99,9 +107,17 @@ def resamples(labels: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: 
             yield index
 
 
-def bootstrap_ci(labels: np.ndarray, proba: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95, decision: Decision | None = None,
-                 predicted: np.ndarray | None = None, ece_rate: float | None = None) -> dict[str, list[float]]:
+def bootstrap_ci(
+    labels: np.ndarray,
+    proba: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    decision: Decision | None = None,
+    predicted: np.ndarray | None = None,
+    ece_rate: float | None = None,
+) -> dict[str, list[float]]:
     """Percentile confidence intervals of every basic metric.
 
     With groups (subject ids) whole subjects are resampled: images of one student are not independent.
@@ -126,11 +142,14 @@ def ece_of(labels: np.ndarray, proba: np.ndarray, decision: Decision | None = No
     if not decision.binary:
         return expected_calibration_error(labels, proba)
     positive = np.asarray(labels) == decision.positive_index
-    return binary_ece(positive, decision.p_positive(proba), weights=None if rate is None else rate_weights(positive, rate))
+    return binary_ece(
+        positive, decision.p_positive(proba), weights=None if rate is None else rate_weights(positive, rate)
+    )
 
 
-def per_subject_accuracy(labels: np.ndarray, proba: np.ndarray, subjects: np.ndarray,
-                         decision: Decision | None = None) -> dict[str, dict]:
+def per_subject_accuracy(
+    labels: np.ndarray, proba: np.ndarray, subjects: np.ndarray, decision: Decision | None = None
+) -> dict[str, dict]:
     predicted = _decision(decision, np.asarray(proba).shape[1]).predict(proba)
     result = {}
     for subject in sorted(set(subjects.tolist()) - {""}):
@@ -139,9 +158,16 @@ def per_subject_accuracy(labels: np.ndarray, proba: np.ndarray, subjects: np.nda
     return result
 
 
-def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[str],
-                      subjects: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                      decision: Decision | None = None, ece_rate: float | None = None) -> dict:
+def evaluation_report(
+    labels: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str],
+    subjects: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    decision: Decision | None = None,
+    ece_rate: float | None = None,
+) -> dict:
     """Everything `engage evaluate` reports: metrics, 95% CIs, per-class recall, confusion, ECE, per-subject.
     Labels are decided as the model decides (its positive class and threshold; the argmax for multi-class).
     ece_rate: the base rate a binary model's probabilities are calibrated for; `ece` is then measured with the faces
@@ -151,11 +177,12 @@ def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[s
     predicted = decision.predict(proba)
     classes = list(range(len(class_names)))
     has_subjects = subjects is not None and len(subjects) and bool(np.all(np.asarray(subjects) != ""))
-    report = {"n": int(len(labels)), "classes": list(class_names), **basic_metrics(labels, proba, decision)}
+    report = {"n": len(labels), "classes": list(class_names), **basic_metrics(labels, proba, decision)}
     if decision.binary:
         report["decision"] = decision.to_dict()
     report["per_class_recall"] = {
-        name: float(r) for name, r in zip(class_names, recall_score(labels, predicted, labels=classes, average=None, zero_division=0))
+        name: float(r)
+        for name, r in zip(class_names, recall_score(labels, predicted, labels=classes, average=None, zero_division=0))
     }
     report["confusion_matrix"] = confusion_matrix(labels, predicted, labels=classes).tolist()
     report["ece"] = ece_of(labels, proba, decision, ece_rate)
@@ -164,19 +191,36 @@ def evaluation_report(labels: np.ndarray, proba: np.ndarray, class_names: list[s
         own = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, ece_rate)
         if "own_rate" in own:
             report["ece_own_rate"], report["own_share"] = own["own_rate"], own["own_share"]
-    report["ci95"] = bootstrap_ci(labels, proba, np.asarray(subjects) if has_subjects else None, n_boot, seed,
-                                  decision=decision, ece_rate=ece_rate)
+    report["ci95"] = bootstrap_ci(
+        labels,
+        proba,
+        np.asarray(subjects) if has_subjects else None,
+        n_boot,
+        seed,
+        decision=decision,
+        ece_rate=ece_rate,
+    )
     report["ci_method"] = f"{n_boot} bootstrap resamples of {'subjects' if has_subjects else 'images'}, percentile"
     if decision.binary:
-        report["f1_definition"] = (f"f1: F1 of the positive class '{decision.positive}' at threshold "
-                                   f"{decision.threshold:.3g} (as the paper); macro_f1: mean over both")
+        report["f1_definition"] = (
+            f"f1: F1 of the positive class '{decision.positive}' at threshold "
+            f"{decision.threshold:.3g} (as the paper); macro_f1: mean over both"
+        )
     if has_subjects:
         report["per_subject"] = per_subject_accuracy(labels, proba, np.asarray(subjects), decision)
     return report
 
 
-def write_predictions(path: str, paths: np.ndarray, subjects: np.ndarray, labels: np.ndarray, proba: np.ndarray,
-                      class_names: list[str], decision: Decision | None = None, quality: np.ndarray | None = None) -> None:
+def write_predictions(
+    path: str,
+    paths: np.ndarray,
+    subjects: np.ndarray,
+    labels: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str],
+    decision: Decision | None = None,
+    quality: np.ndarray | None = None,
+) -> None:
     """One row per face: path, subject, true label, predicted label (as the model decides; 'uncertain' where the
     face's quality is not 'ok'), a probability per class, and the quality when given."""
     predicted = [class_names[int(k)] for k in (decision or Decision.for_classes(class_names)).predict(proba)]
@@ -186,23 +230,29 @@ def write_predictions(path: str, paths: np.ndarray, subjects: np.ndarray, labels
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "subject", "label", "predicted"] + [f"p_{name}" for name in class_names]
-                            + (["quality"] if quality is not None else []))
+            writer.writerow(
+                ["path", "subject", "label", "predicted"]
+                + [f"p_{name}" for name in class_names]
+                + (["quality"] if quality is not None else [])
+            )
             for i, (p, s, y, row, k) in enumerate(zip(paths, subjects, labels, proba, predicted)):
                 true = class_names[y] if y >= 0 else ""
-                writer.writerow([p, s, true, k] + [f"{v:.6f}" for v in row] + ([quality[i]] if quality is not None else []))
+                writer.writerow(
+                    [p, s, true, k] + [f"{v:.6f}" for v in row] + ([quality[i]] if quality is not None else [])
+                )
 
     atomic_write(path, write)
 
 
-def risk_coverage(labels: np.ndarray, proba: np.ndarray, decision: Decision, judged: np.ndarray | None = None,
-                  points: int = 21) -> dict:
+def risk_coverage(
+    labels: np.ndarray, proba: np.ndarray, decision: Decision, judged: np.ndarray | None = None, points: int = 21
+) -> dict:
     """The risk-coverage curve of selective classification (Geifman and El-Yaniv 2017): faces are kept in order of
     the model's confidence (for a binary model, the distance of the log-odds from its threshold; else the top
     probability), and the risk of the kept faces (balanced error, 1 - balanced accuracy, for a binary model; else
     the error rate) is given at each coverage, with its area (AURC). `judged`: the faces the quality rule keeps,
     whose coverage and risk are given as one point beside the curve."""
-    from engage.evaluation.calibration import logit
+    from engage.models.calibration import logit
 
     labels, proba = np.asarray(labels), np.asarray(proba)
     predicted = decision.predict(proba)
@@ -227,19 +277,32 @@ def risk_coverage(labels: np.ndarray, proba: np.ndarray, decision: Decision, jud
         kept[order[: max(1, int(round(coverage * len(labels))))]] = True
         curve.append([round(float(coverage), 4), risk(kept)])
     risks = np.array([r for _, r in curve], np.float64)
-    result = {"confidence": "distance of the log-odds from the threshold" if decision.binary else "top probability",
-              "risk": "balanced error (1 - balanced accuracy)" if decision.binary else "error rate",
-              "curve": curve, "aurc": float(np.nanmean(risks))}
+    result = {
+        "confidence": "distance of the log-odds from the threshold" if decision.binary else "top probability",
+        "risk": "balanced error (1 - balanced accuracy)" if decision.binary else "error rate",
+        "curve": curve,
+        "aurc": float(np.nanmean(risks)),
+    }
     if judged is not None:
         judged = np.asarray(judged, bool)
-        result["quality_rule"] = {"coverage": float(judged.mean()), "risk": risk(judged), "risk_all_faces": risk(
-            np.ones(len(labels), bool))}
+        result["quality_rule"] = {
+            "coverage": float(judged.mean()),
+            "risk": risk(judged),
+            "risk_all_faces": risk(np.ones(len(labels), bool)),
+        }
     return result
 
 
-def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: list[str], title: str = "",
-               decision: Decision | None = None, ece_rate: float | None = None,
-               curve: dict | None = None) -> list[str]:
+def save_plots(
+    folder: str,
+    labels: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str],
+    title: str = "",
+    decision: Decision | None = None,
+    ece_rate: float | None = None,
+    curve: dict | None = None,
+) -> list[str]:
     """confusion.png, reliability.png, (binary) roc.png and, given a risk-coverage curve, risk_coverage.png in
     folder; returns the files written. ece_rate: the reliability diagram weighs the faces to that base rate."""
     import matplotlib
@@ -257,8 +320,15 @@ def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: 
     axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            axis.text(j, i, f"{matrix[i, j]}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                      color="white" if shares[i, j] > 0.5 else "black")
+            axis.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{shares[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     axis.set_yticks(range(len(class_names)), class_names)
     axis.set_xlabel("predicted")
@@ -292,8 +362,13 @@ def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: 
         fpr, tpr, _ = roc_curve(positive, p)
         axis.plot(fpr, tpr, label=f"AUC {roc_auc_score(positive, p):.3f}")
         at = p >= decision.threshold
-        axis.plot([at[~positive].mean()], [at[positive].mean()], "o", color="black",
-                  label=f"threshold {decision.threshold:.3g}")
+        axis.plot(
+            [at[~positive].mean()],
+            [at[positive].mean()],
+            "o",
+            color="black",
+            label=f"threshold {decision.threshold:.3g}",
+        )
         axis.plot([0, 1], [0, 1], "--", color="gray")
         axis.set_xlabel(f"false positive rate ({decision.negative} called {decision.positive})")
         axis.set_ylabel("true positive rate")
@@ -306,8 +381,13 @@ def save_plots(folder: str, labels: np.ndarray, proba: np.ndarray, class_names: 
         axis.plot(coverage, risks, "-o", markersize=3, label=f"kept by confidence (AURC {curve['aurc']:.3f})")
         rule = curve.get("quality_rule")
         if rule:
-            axis.plot([rule["coverage"]], [rule["risk"]], "s", color="black",
-                      label=f"quality rule: {100 * rule['coverage']:.1f}% judged")
+            axis.plot(
+                [rule["coverage"]],
+                [rule["risk"]],
+                "s",
+                color="black",
+                label=f"quality rule: {100 * rule['coverage']:.1f}% judged",
+            )
         axis.set_xlabel("coverage (share of faces judged)")
         axis.set_ylabel(curve["risk"])
         axis.set_xlim(0, 1.02)

@@ -12,32 +12,30 @@ group is scored with a correction fitted on the other groups only; 95% CIs resam
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 
-from engage import __version__
 from engage.errors import EngageError, UsageError
-from engage.evaluation.calibration import (
-    BALANCED,
-    DegenerateCalibration,
-    SiteCalibration,
-    balanced_weights,
-    ece_at_rates,
-    fit_calibration,
-    model_rate,
-    shift_base_rate,
-)
-from engage.evaluation.decision import Decision, best_threshold
+from engage.evaluation.calibration import DegenerateCalibration, balanced_weights, ece_at_rates, fit_calibration
+from engage.models.calibration import BALANCED, SiteCalibration, model_rate, shift_base_rate
+from engage.models.decision import Decision, best_threshold
+from engage.version import __version__
 
 MIN_PER_CLASS = 10  # judged faces of each class a site calibration needs at least
 FOLDS = 5  # groups (subjects or sessions) are held out in at most this many folds to measure "after"
 
 
-def fit_site(labels: np.ndarray, p_model: np.ndarray, groups: np.ndarray | None, fit_threshold: bool,
-             model_name: str, model_sha256: str) -> SiteCalibration:
+def fit_site(
+    labels: np.ndarray,
+    p_model: np.ndarray,
+    groups: np.ndarray | None,
+    fit_threshold: bool,
+    model_name: str,
+    model_sha256: str,
+) -> SiteCalibration:
     """The site correction of p_model (the model's p(positive), labels 1 = positive) on these faces."""
     proba = np.stack([1 - p_model, p_model], axis=1)
     calibration = fit_calibration(labels, proba, balanced_weights(labels, groups), base_rate=BALANCED)
@@ -58,8 +56,15 @@ def group_folds(groups: np.ndarray, folds: int = FOLDS) -> np.ndarray | None:
     return np.asarray(grouped_kfold(groups, min(folds, len(names)), 0))
 
 
-def measure(labels: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndarray | None, n_boot: int,
-            rate: float = BALANCED, seed: int = 0) -> dict:
+def measure(
+    labels: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    groups: np.ndarray | None,
+    n_boot: int,
+    rate: float = BALANCED,
+    seed: int = 0,
+) -> dict:
     """Balanced accuracy at the threshold, ROC AUC and ECE (at the balanced rate and at the data's own share of
     positives) of p(positive) calibrated for `rate`, with 95% CIs over whole groups (else faces)."""
     from sklearn.metrics import roc_auc_score
@@ -69,8 +74,12 @@ def measure(labels: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndar
         decided = q >= threshold
         recalls = [float((decided[y == 1]).mean()), float((~decided[y == 0]).mean())]
         ece = ece_at_rates(y, q, 1, rate)
-        return {"balanced_accuracy": float(np.mean(recalls)), "auc": float(roc_auc_score(y, q)),
-                "ece": ece["balanced"], "ece_own_rate": ece.get("own_rate", float("nan"))}
+        return {
+            "balanced_accuracy": float(np.mean(recalls)),
+            "auc": float(roc_auc_score(y, q)),
+            "ece": ece["balanced"],
+            "ece_own_rate": ece.get("own_rate", float("nan")),
+        }
 
     from engage.evaluation.metrics import resamples
 
@@ -79,15 +88,27 @@ def measure(labels: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndar
     for index in resamples(labels, groups, n_boot, seed):
         for key, value in figures(index).items():
             samples.setdefault(key, []).append(value)
-    result["ci95"] = {key: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))]
-                      for key, v in samples.items()}
+    result["ci95"] = {
+        key: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for key, v in samples.items()
+    }
     return result
 
 
-def calibrate_site(model: str, data: str | list[str], out_path: str, label_column: str = "label",
-                   label_map: str | None = None, subject_pattern: str | None = None, usages: list[str] | None = None,
-                   split: str | None = None, fit_threshold: bool = False, abstain: bool = True, n_boot: int = 1000,
-                   log: Callable[[str], None] = print, cues: bool = True) -> SiteCalibration:
+def calibrate_site(
+    model: str,
+    data: str | list[str],
+    out_path: str,
+    label_column: str = "label",
+    label_map: str | None = None,
+    subject_pattern: str | None = None,
+    usages: list[str] | None = None,
+    split: str | None = None,
+    fit_threshold: bool = False,
+    abstain: bool = True,
+    n_boot: int = 1000,
+    log: Callable[[str], None] = print,
+    cues: bool = True,
+) -> SiteCalibration:
     """Fit a site calibration for `model` on labelled frames (`engage evaluate`'s data forms) and write it to
     out_path (JSON). Refuses, writing nothing: one class only, fewer than MIN_PER_CLASS judged faces of a class, no
     face found, a label the label map does not name. The model's cue head, when it has one, moves the scores first
@@ -103,8 +124,10 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
         raise UsageError(f"{model} is not a binary model: a site calibration corrects p_engaged only")
     sha256 = classifier.config.get("tensors_sha256")
     if not sha256:
-        raise EngageError(f"{model} does not record the sha256 of its weights, so a site calibration could not be "
-                          "tied to it; save it with engage (train, or scripts/ship_model.py)")
+        raise EngageError(
+            f"{model} does not record the sha256 of its weights, so a site calibration could not be "
+            "tied to it; save it with engage (train, or scripts/ship_model.py)"
+        )
     dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log, cues)
     dataset = dataset.subset(dataset.labels >= 0)
     if not len(dataset):
@@ -113,19 +136,25 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
     judged = quality == "ok" if abstain else np.ones(len(dataset), bool)
     if not judged.any():
         reasons = ", ".join(sorted(set(quality.tolist())))
-        raise EngageError(f"{data}: no face found that can be judged in its {len(dataset)} labelled image(s) "
-                          f"(quality: {reasons}); a site calibration needs frames with visible faces")
+        raise EngageError(
+            f"{data}: no face found that can be judged in its {len(dataset)} labelled image(s) "
+            f"(quality: {reasons}); a site calibration needs frames with visible faces"
+        )
     dataset = dataset.subset(judged)
     labels = (align_labels(dataset, classifier.class_names) == decision.positive_index).astype(int)
     counts = {decision.positive: int(labels.sum()), decision.negative: int((1 - labels).sum())}
     if min(counts.values()) == 0:
         present = next(name for name, count in counts.items() if count)
-        raise EngageError(f"{data}: every judged face is {present}; a site calibration needs faces of both classes "
-                          f"(at least {MIN_PER_CLASS} of each)")
+        raise EngageError(
+            f"{data}: every judged face is {present}; a site calibration needs faces of both classes "
+            f"(at least {MIN_PER_CLASS} of each)"
+        )
     if min(counts.values()) < MIN_PER_CLASS:
-        raise EngageError(f"{data}: {counts[decision.positive]} {decision.positive} and {counts[decision.negative]} "
-                          f"{decision.negative} face(s) can be judged; a site calibration needs at least "
-                          f"{MIN_PER_CLASS} of each")
+        raise EngageError(
+            f"{data}: {counts[decision.positive]} {decision.positive} and {counts[decision.negative]} "
+            f"{decision.negative} face(s) can be judged; a site calibration needs at least "
+            f"{MIN_PER_CLASS} of each"
+        )
     if dataset.has_subjects:
         groups, grouped_by = dataset.subjects, "subject"
     else:
@@ -140,8 +169,10 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
     try:
         site = fit_site(labels, p_model, groups, fit_threshold, model, sha256)
     except DegenerateCalibration as error:
-        raise EngageError(f"{data}: {error}; no site calibration was written (the model cannot tell these frames' "
-                          "classes apart, so a correction cannot help)") from None
+        raise EngageError(
+            f"{data}: {error}; no site calibration was written (the model cannot tell these frames' "
+            "classes apart, so a correction cannot help)"
+        ) from None
 
     # after, out of sample: each group scored with a correction fitted on the other groups
     fold_of = group_folds(groups) if groups is not None else None
@@ -170,22 +201,40 @@ def calibrate_site(model: str, data: str | list[str], out_path: str, label_colum
         after = measure(labels, p_after, BALANCED, groups, n_boot)
     else:  # thresholds may differ per fold: each face is decided at the one fitted without its group
         after = _measure_varying(labels, p_after, threshold_after, groups, n_boot)
-    n_groups = int(len(np.unique(groups))) if groups is not None else 0
-    site = replace(site, fitted_on={
-        "data": data, "faces": int(len(labels)), "not_judged": int((~judged).sum()), grouped_by + "s": n_groups,
-        "label_column": label_column, "label_map": label_map, "positive_share": float(labels.mean()),
-        "counts": counts, "weights": "both classes, and every " + grouped_by + " within each, weighing the same",
-        "model": model, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "engage": __version__,
-    }, report={
-        "before": before, "after": after,
-        "after_measured": (f"out of sample: each {grouped_by} scored with a correction fitted on the others "
-                           f"({len(np.unique(fold_of))} folds)") if out_of_sample else
-                          "in sample (on the frames it was fitted on: too few groups to hold any out)",
-        "ece": "at the balanced rate (both classes weighing the same), and at the frames' own share of on-task faces",
-        "ci95": f"{n_boot} bootstrap resamples of whole {grouped_by}s" if groups is not None else
-                f"{n_boot} bootstrap resamples of faces",
-        "threshold_before": float(decision.threshold), "model_base_rate": stated,
-    })
+    n_groups = len(np.unique(groups)) if groups is not None else 0
+    site = replace(
+        site,
+        fitted_on={
+            "data": data,
+            "faces": len(labels),
+            "not_judged": int((~judged).sum()),
+            grouped_by + "s": n_groups,
+            "label_column": label_column,
+            "label_map": label_map,
+            "positive_share": float(labels.mean()),
+            "counts": counts,
+            "weights": "both classes, and every " + grouped_by + " within each, weighing the same",
+            "model": model,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "engage": __version__,
+        },
+        report={
+            "before": before,
+            "after": after,
+            "after_measured": (
+                f"out of sample: each {grouped_by} scored with a correction fitted on the others "
+                f"({len(np.unique(fold_of))} folds)"
+            )
+            if out_of_sample
+            else "in sample (on the frames it was fitted on: too few groups to hold any out)",
+            "ece": "at the balanced rate (both classes weighing the same), and at the frames' own share of on-task faces",
+            "ci95": f"{n_boot} bootstrap resamples of whole {grouped_by}s"
+            if groups is not None
+            else f"{n_boot} bootstrap resamples of faces",
+            "threshold_before": float(decision.threshold),
+            "model_base_rate": stated,
+        },
+    )
     site.save(out_path)
     return site
 
@@ -202,14 +251,17 @@ def _measure_varying(labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray, 
 def format_site(site: SiteCalibration, out_path: str) -> str:
     """engage calibrate's summary: the correction, then before and after with their CIs."""
     fitted, report = site.fitted_on, site.report
-    lines = [f"{out_path}: temperature {site.temperature:.3f}, bias {site.bias:+.3f}"
-             + (f", threshold {site.threshold:.3f}" if site.threshold is not None else "")
-             + f" for model {site.model_name}",
-             f"  fitted on {fitted['faces']:,} judged faces of {fitted['data']} ("
-             + ", ".join(f"{count:,} {name}" for name, count in fitted["counts"].items())
-             + (f"; {fitted['not_judged']:,} not judged" if fitted["not_judged"] else "") + ")",
-             f"  after: {report['after_measured']}; CIs: {report['ci95']}",
-             f"  {'':22s} {'before':>24s} {'after':>24s}"]
+    lines = [
+        f"{out_path}: temperature {site.temperature:.3f}, bias {site.bias:+.3f}"
+        + (f", threshold {site.threshold:.3f}" if site.threshold is not None else "")
+        + f" for model {site.model_name}",
+        f"  fitted on {fitted['faces']:,} judged faces of {fitted['data']} ("
+        + ", ".join(f"{count:,} {name}" for name, count in fitted["counts"].items())
+        + (f"; {fitted['not_judged']:,} not judged" if fitted["not_judged"] else "")
+        + ")",
+        f"  after: {report['after_measured']}; CIs: {report['ci95']}",
+        f"  {'':22s} {'before':>24s} {'after':>24s}",
+    ]
 
     def cell(row: dict, key: str, percent: bool) -> str:
         low, high = row["ci95"].get(key, [float("nan")] * 2)
@@ -217,11 +269,19 @@ def format_site(site: SiteCalibration, out_path: str) -> str:
         digits = 1 if percent else 3
         return f"{scale * row[key]:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
-    for key, name, percent in (("ece", "ECE (balanced rate)", False), ("ece_own_rate", "ECE (own rate)", False),
-                               ("balanced_accuracy", "balanced accuracy %", True), ("auc", "ROC AUC %", True)):
-        lines.append(f"  {name:22s} {cell(report['before'], key, percent):>24s} {cell(report['after'], key, percent):>24s}")
+    for key, name, percent in (
+        ("ece", "ECE (balanced rate)", False),
+        ("ece_own_rate", "ECE (own rate)", False),
+        ("balanced_accuracy", "balanced accuracy %", True),
+        ("auc", "ROC AUC %", True),
+    ):
+        lines.append(
+            f"  {name:22s} {cell(report['before'], key, percent):>24s} {cell(report['after'], key, percent):>24s}"
+        )
     share = fitted["positive_share"]
-    lines.append(f"  p_engaged is calibrated for a balanced rate; this site's frames are {100 * share:.0f}% on task: "
-                 f"add --base-rate {share:.2f} to read p at that rate (the label follows)")
+    lines.append(
+        f"  p_engaged is calibrated for a balanced rate; this site's frames are {100 * share:.0f}% on task: "
+        f"add --base-rate {share:.2f} to read p at that rate (the label follows)"
+    )
     lines.append(f"  use it: engage predict ... --calibration {out_path} (also serve, batch, evaluate)")
     return "\n".join(lines)

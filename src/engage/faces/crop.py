@@ -65,14 +65,19 @@ class FaceSettings:
         if self.color and self.normalize == "paper":
             raise UsageError("the paper's normalisation is for gray faces; use --normalize standard with --color")
         if self.align and self.detector not in LANDMARK_DETECTORS:
-            raise UsageError(f"--align turns faces upright on the detector's eye landmarks; detector {self.detector} "
-                             f"gives none (use {' or '.join(LANDMARK_DETECTORS)})")
+            raise UsageError(
+                f"--align turns faces upright on the detector's eye landmarks; detector {self.detector} "
+                f"gives none (use {' or '.join(LANDMARK_DETECTORS)})"
+            )
 
-    def crop_differences(self, other: "FaceSettings") -> list[str]:
+    def crop_differences(self, other: FaceSettings) -> list[str]:
         """The settings that cut a face differently from `other` (which faces are kept aside: no_face and
         min_confidence change which images give a face, not how a face is cut)."""
-        return [f"{name} {getattr(self, name)!r} (other: {getattr(other, name)!r})" for name in CROP_FIELDS
-                if getattr(self, name) != getattr(other, name)]
+        return [
+            f"{name} {getattr(self, name)!r} (other: {getattr(other, name)!r})"
+            for name in CROP_FIELDS
+            if getattr(self, name) != getattr(other, name)
+        ]
 
     @property
     def channels(self) -> int:
@@ -87,13 +92,14 @@ class FaceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FaceSettings":
+    def from_dict(cls, values: dict) -> FaceSettings:
         """Settings as recorded in a dataset or model; an unknown key (a typo, a file from elsewhere) is an error,
         never silently dropped."""
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
-            raise EngageError(f"unknown face setting(s) {', '.join(map(repr, unknown))}; "
-                             f"known: {', '.join(cls.__dataclass_fields__)}")
+            raise EngageError(
+                f"unknown face setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(cls.__dataclass_fields__)}"
+            )
         return cls(**values)
 
 
@@ -128,7 +134,7 @@ def padded_region(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.n
     return inner
 
 
-def cut_face(image: np.ndarray, box: FaceBox, settings: "FaceSettings") -> np.ndarray:
+def cut_face(image: np.ndarray, box: FaceBox, settings: FaceSettings) -> np.ndarray:
     """One face as the settings say: the box grown by the margin and squared, kept inside the image ('clip')
     or padded with the edge pixels ('pad'), turned upright on its eyes ('align', when the box has landmarks),
     resized to size x size. `image` is gray or RGB, as the settings' `color` asks."""
@@ -172,7 +178,7 @@ def cut_face(image: np.ndarray, box: FaceBox, settings: "FaceSettings") -> np.nd
     return cv2.warpAffine(region, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def crop_box(box: FaceBox, width: int, height: int, settings: "FaceSettings") -> FaceBox:
+def crop_box(box: FaceBox, width: int, height: int, settings: FaceSettings) -> FaceBox:
     """The region cut_face takes, before any rotation: with 'clip' inside the image, with 'pad' as grown."""
     if settings.border == "clip":
         return expand_box(box, width, height, settings.margin, settings.square)
@@ -183,9 +189,13 @@ def crop_box(box: FaceBox, width: int, height: int, settings: "FaceSettings") ->
     return FaceBox(int(round(cx - w / 2)), int(round(cy - h / 2)), int(round(w)), int(round(h)), box.confidence)
 
 
-def face_image(rgb: np.ndarray, settings: "FaceSettings") -> np.ndarray:
+def face_image(rgb: np.ndarray, settings: FaceSettings) -> np.ndarray:
     """The image faces are cut from: RGB for colour settings, else one gray channel."""
-    return np.repeat(rgb[:, :, None], 3, axis=2) if settings.color and rgb.ndim == 2 else (rgb if settings.color else to_gray(rgb))
+    return (
+        np.repeat(rgb[:, :, None], 3, axis=2)
+        if settings.color and rgb.ndim == 2
+        else (rgb if settings.color else to_gray(rgb))
+    )
 
 
 def whole_image_box(width: int, height: int, square: bool = True) -> FaceBox:
@@ -238,8 +248,9 @@ def extract_face(rgb: np.ndarray, detector: FaceDetector | None, settings: FaceS
     biggest = biggest_face(found)
     if biggest is not None:
         cut = landmark_cut(rgb, biggest, settings)
-        return FaceCrop(cut_face(image, cut, settings), crop_box(cut, width, height, settings), "detected",
-                        len(found), biggest)
+        return FaceCrop(
+            cut_face(image, cut, settings), crop_box(cut, width, height, settings), "detected", len(found), biggest
+        )
     if settings.no_face == "whole-image":
         box = whole_image_box(width, height, settings.square)
         return FaceCrop(crop_face(image, box, settings.size), box, "whole-image")
@@ -260,8 +271,9 @@ def box_on_landmarks(box: FaceBox, landmarks) -> FaceBox:
     from engage.faces.landmarks import landmark_box
 
     x, y, w, h = landmark_box(landmarks.mesh)
-    return FaceBox(int(round(x)), int(round(y)), max(2, int(round(w))), max(2, int(round(h))), box.confidence,
-                   box.landmarks)
+    return FaceBox(
+        int(round(x)), int(round(y)), max(2, int(round(w))), max(2, int(round(h))), box.confidence, box.landmarks
+    )
 
 
 def landmark_cut(rgb: np.ndarray, box: FaceBox, settings: FaceSettings) -> FaceBox:

@@ -29,8 +29,18 @@ import numpy as np
 
 from engage.faces.landmarks import EYE_CONTOUR, FaceLandmarks
 
-CUE_COLUMNS = ("yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", "eyes_open", "eye_open_right", "eye_open_left",
-               "mouth_open", "jaw_drop")
+CUE_COLUMNS = (
+    "yaw",
+    "pitch",
+    "roll",
+    "gaze_yaw",
+    "gaze_pitch",
+    "eyes_open",
+    "eye_open_right",
+    "eye_open_left",
+    "mouth_open",
+    "jaw_drop",
+)
 # pairs of points mirrored across the face (subject's right, subject's left): eye corners, mouth corners, cheeks
 SYMMETRIC_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300))
 FOREHEAD, CHIN = 10, 152
@@ -131,6 +141,15 @@ def face_cues(landmarks: FaceLandmarks) -> FaceCues:
     yaw, pitch, roll = head_pose(mesh)
     turns = [eye_turn(points, roll) for points in landmarks.eyes.values()]
     right, left = (eye_opening(landmarks.eyes[eye]["contour"]) for eye in ("right", "left"))
-    return FaceCues(yaw, pitch, roll, yaw + float(np.mean([t[0] for t in turns])),
-                    pitch + float(np.mean([t[1] for t in turns])), (right + left) / 2.0, right, left,
-                    mouth_opening(mesh), jaw_drop(mesh))
+    return FaceCues(
+        yaw,
+        pitch,
+        roll,
+        yaw + float(np.mean([t[0] for t in turns])),
+        pitch + float(np.mean([t[1] for t in turns])),
+        (right + left) / 2.0,
+        right,
+        left,
+        mouth_opening(mesh),
+        jaw_drop(mesh),
+    )

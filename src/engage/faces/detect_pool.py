@@ -13,10 +13,10 @@ import os
 import signal
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -88,8 +88,14 @@ class DetectorPool:
     Up to `depth` frames per worker are in flight; results come back in the order the frames went in. Use it from
     one thread (the one that made it)."""
 
-    def __init__(self, name: str, min_confidence: float | None = None, detect_size: int | None = None,
-                 processes: int = 2, depth: int = 3):
+    def __init__(
+        self,
+        name: str,
+        min_confidence: float | None = None,
+        detect_size: int | None = None,
+        processes: int = 2,
+        depth: int = 3,
+    ):
         self.processes = max(1, processes)
         self.depth = max(1, depth)
         self._free: list[shared_memory.SharedMemory] = []
@@ -99,8 +105,12 @@ class DetectorPool:
         self._pool = None
         try:
             with ctrl_c_left_to_parent():
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start, initargs=(name, min_confidence, detect_size))
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start,
+                    initargs=(name, min_confidence, detect_size),
+                )
                 for _ in range(self.processes):  # the executor starts a process per task until it has them all: now
                     self._pool.submit(_started)
         except BaseException:
@@ -120,7 +130,7 @@ class DetectorPool:
         self._all.append(memory)
         try:  # the segment's pages, now: otherwise a full /dev/shm is a SIGBUS on the first write into it (Linux)
             if hasattr(os, "posix_fallocate") and getattr(memory, "_fd", -1) >= 0:
-                os.posix_fallocate(memory._fd, 0, memory.size)  # noqa: SLF001 (no public handle on the descriptor)
+                os.posix_fallocate(memory._fd, 0, memory.size)
         except OSError:
             self._all.remove(memory)
             memory.close()
@@ -129,13 +139,17 @@ class DetectorPool:
             return None
         return memory
 
-    def detect_all(self, items: Iterable, image=lambda item: item, max_side=None) -> Iterator[tuple[object, list[FaceBox]]]:
+    def detect_all(
+        self, items: Iterable, image=lambda item: item, max_side=None
+    ) -> Iterator[tuple[object, list[FaceBox]]]:
         """(item, its faces biggest first) for every item, in order; image(item) is its RGB uint8 frame and
         max_side(rgb), when given, the longest side the detector looks at for that frame (None: its own)."""
         try:
             yield from self._detect_all(iter(items), image, max_side)
         except BrokenProcessPool:
-            raise EngageError("face detection stopped: a detector process ended unexpectedly (out of memory?)") from None
+            raise EngageError(
+                "face detection stopped: a detector process ended unexpectedly (out of memory?)"
+            ) from None
 
     def _detect_all(self, items: Iterator, image, max_side) -> Iterator[tuple[object, list[FaceBox]]]:
         pending: deque = deque()
@@ -149,8 +163,10 @@ class DetectorPool:
                 memory = self._slot(rgb.nbytes)
                 if memory is None:  # /dev/shm is full: wait for a slot in use, or give up if none is
                     if not pending:
-                        raise EngageError(f"no room in shared memory (/dev/shm) for a {rgb.nbytes / 1e6:.1f} MB "
-                                          "frame for the detector processes; free some, or use --workers 1")
+                        raise EngageError(
+                            f"no room in shared memory (/dev/shm) for a {rgb.nbytes / 1e6:.1f} MB "
+                            "frame for the detector processes; free some, or use --workers 1"
+                        )
                     waiting = item
                     break
                 waiting = end
@@ -177,7 +193,7 @@ class DetectorPool:
                 pass
         self._all, self._free = [], []
 
-    def __enter__(self) -> "DetectorPool":
+    def __enter__(self) -> DetectorPool:
         return self
 
     def __exit__(self, *exc) -> None:

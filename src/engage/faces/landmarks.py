@@ -123,7 +123,7 @@ def tracked_region(mesh: np.ndarray) -> tuple[np.ndarray, float, float]:
 _SHARED: list = []
 
 
-def shared_mesh() -> "FaceMesh":
+def shared_mesh() -> FaceMesh:
     """One FaceMesh per process, made when first asked for (pre-processing's workers each make their own)."""
     if not _SHARED:
         _SHARED.append(FaceMesh())
@@ -146,8 +146,9 @@ class FaceMesh:
 
     def _run_mesh(self, rgb: np.ndarray, center, side: float, angle: float) -> tuple[np.ndarray, float]:
         affine = region(center, side, angle, MESH_SIZE)
-        patch = cv2.warpAffine(rgb, affine, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT)
+        patch = cv2.warpAffine(
+            rgb, affine, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         points, presence = self._mesh.run(None, {self._mesh_input: (patch[None].astype(np.float32) / 255.0)})
         presence = float(1.0 / (1.0 + np.exp(-float(np.ravel(presence)[0]))))
         return to_image(points.reshape(-1, 3), affine), presence
@@ -161,8 +162,9 @@ class FaceMesh:
             outer, inner = mesh[outer_index, :2], mesh[inner_index, :2]
             side = max(EYE_SCALE * float(np.hypot(*(inner - outer))), 4.0)
             affine = region((outer + inner) / 2.0, side, angle, IRIS_SIZE)
-            patch = cv2.warpAffine(rgb, affine, (IRIS_SIZE, IRIS_SIZE), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
+            patch = cv2.warpAffine(
+                rgb, affine, (IRIS_SIZE, IRIS_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
             patches.append(patch[:, ::-1] if eye == "left" else patch)
             affines.append(affine)
         contours, irises = self._iris.run(None, {self._iris_input: np.stack(patches).astype(np.float32) / 255.0})

@@ -64,8 +64,9 @@ class QualityThresholds:
 
 
 # chosen by scripts/abstention.py on WACV and DAiSEE (see the module's docstring); printed and checked by it
-THRESHOLDS = QualityThresholds(min_size_px=20, min_sharpness=0.182, max_turn=1.5,
-                               min_det_conf={"mtcnn": 0.9, "yunet": 0.79})
+THRESHOLDS = QualityThresholds(
+    min_size_px=20, min_sharpness=0.182, max_turn=1.5, min_det_conf={"mtcnn": 0.9, "yunet": 0.79}
+)
 
 
 def sharpness(face: np.ndarray) -> float:

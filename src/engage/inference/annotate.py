@@ -45,19 +45,33 @@ def draw_faces(rgb: np.ndarray, faces: list[FaceResult], positive_label: str | N
         cv2.rectangle(canvas, (box.x, box.y), (box.x + box.w - 1, box.y + box.h - 1), colour, thickness)
         caption = face_caption(face)
         (text_w, text_h), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = box.y - text_h - baseline - 2 if box.y - text_h - baseline - 2 >= 0 else min(box.y + box.h, height - text_h - baseline)
+        top = (
+            box.y - text_h - baseline - 2
+            if box.y - text_h - baseline - 2 >= 0
+            else min(box.y + box.h, height - text_h - baseline)
+        )
         left = max(0, min(box.x, width - text_w - 3))  # keep the caption inside the picture
         cv2.rectangle(canvas, (left, top), (left + text_w + 2, top + text_h + baseline + 2), colour, -1)
-        cv2.putText(canvas, caption, (left + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                    thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            caption,
+            (left + 1, top + text_h + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            thickness,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
 def encode_image(rgb: np.ndarray, extension: str = ".png", name: str = "image") -> np.ndarray:
     """An RGB image encoded as a file's bytes (uint8 array) in the format of `extension` (PNG when OpenCV cannot write it)."""
     extension = extension.lower()
-    ok, encoded = cv2.imencode(extension if extension in (".png", ".jpg", ".jpeg", ".bmp", ".webp") else ".png",
-                               cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ok, encoded = cv2.imencode(
+        extension if extension in (".png", ".jpg", ".jpeg", ".bmp", ".webp") else ".png",
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+    )
     if not ok:
         raise EngageError(f"{name}: could not encode the annotated image")
     return encoded
@@ -80,8 +94,15 @@ def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
     timelines = {face_id: np.array(points, dtype=np.float64) for face_id, points in summary.timeline.items()}
     with_cues = any(points.shape[1] > 3 and np.isfinite(points[:, 3:]).any() for points in timelines.values())
     rows = 3 if with_cues else 1
-    figure, axes = plt.subplots(rows, 1, figsize=(10, 4 + 2.6 * (rows - 1)), dpi=100, sharex=True, squeeze=False,
-                                gridspec_kw={"height_ratios": [1.6, 1, 1][:rows]})
+    figure, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(10, 4 + 2.6 * (rows - 1)),
+        dpi=100,
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1.6, 1, 1][:rows]},
+    )
     score, pose, openness = axes[0, 0], axes[min(1, rows - 1), 0], axes[min(2, rows - 1), 0]
     colours = plt.get_cmap("tab10")
     angle_styles = {"yaw": "-", "pitch": "--", "roll": ":", "gaze_yaw": "-.", "gaze_pitch": (0, (1, 3))}
@@ -97,12 +118,30 @@ def plot_timeline(summary: VideoSummary, path: str, title: str) -> None:
         if with_cues:
             cues = dict(zip(TIMELINE_CUES, points[:, 3:].T))
             for name, style in angle_styles.items():
-                pose.plot(points[:, 0], cues[name], linestyle=style, color=colour, linewidth=1,
-                          label=name if order == 0 else None)
-            openness.plot(points[:, 0], cues["eyes_open"], "-", color=colour, linewidth=1,
-                          label="eyes_open" if order == 0 else None)
-            openness.plot(points[:, 0], cues["mouth_open"], "--", color=colour, linewidth=1,
-                          label="mouth_open" if order == 0 else None)
+                pose.plot(
+                    points[:, 0],
+                    cues[name],
+                    linestyle=style,
+                    color=colour,
+                    linewidth=1,
+                    label=name if order == 0 else None,
+                )
+            openness.plot(
+                points[:, 0],
+                cues["eyes_open"],
+                "-",
+                color=colour,
+                linewidth=1,
+                label="eyes_open" if order == 0 else None,
+            )
+            openness.plot(
+                points[:, 0],
+                cues["mouth_open"],
+                "--",
+                color=colour,
+                linewidth=1,
+                label="mouth_open" if order == 0 else None,
+            )
     score.axhline(summary.threshold, color="gray", linestyle="--", linewidth=0.8)
     score.set_ylim(-0.02, 1.02)
     score.set_xlim(left=0)

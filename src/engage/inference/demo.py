@@ -3,7 +3,7 @@ benchmarks and trying `engage predict` on video without recording anyone."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -15,7 +15,9 @@ def _tile(image: np.ndarray, x0: int, y0: int, x1: int, y1: int, scale: float) -
     return cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
-def moving_faces_frames(frames: int = 30, size: tuple[int, int] = FRAME_SIZE, still_face: bool = True) -> Iterator[np.ndarray]:
+def moving_faces_frames(
+    frames: int = 30, size: tuple[int, int] = FRAME_SIZE, still_face: bool = True
+) -> Iterator[np.ndarray]:
     """RGB frames: the astronaut's head and shoulders sliding from left to right (about 10 px per frame at
     30 frames) and, if still_face, the cameraman standing still on the right, over the coffee photo."""
     from skimage import data
@@ -38,8 +40,9 @@ def moving_faces_frames(frames: int = 30, size: tuple[int, int] = FRAME_SIZE, st
         yield frame
 
 
-def write_demo_video(path: str, frames: int = 30, fps: float = 30.0, size: tuple[int, int] = FRAME_SIZE,
-                     still_face: bool = True) -> int:
+def write_demo_video(
+    path: str, frames: int = 30, fps: float = 30.0, size: tuple[int, int] = FRAME_SIZE, still_face: bool = True
+) -> int:
     """Write the demo video as an mp4 (mp4v); returns the number of frames."""
     from engage.io.video import write_video
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -108,10 +108,16 @@ def _video(item: InputItem) -> VideoSource:
     return video
 
 
-def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], options: PredictOptions,
-                on_result: Callable[[dict], None] | None = None, warn: Callable[[str], None] = print,
-                progress: Callable[[str, int, int | None], None] | None = None,
-                log: Callable[[str], None] | None = None, workers: int = 1) -> PredictRun:
+def run_predict(
+    inputs: Inputs,
+    predictor: Predictor | Callable[[], Predictor],
+    options: PredictOptions,
+    on_result: Callable[[dict], None] | None = None,
+    warn: Callable[[str], None] = print,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    workers: int = 1,
+) -> PredictRun:
     """Score every input in order; on_result gets each input's summary as soon as it is done.
 
     Unreadable inputs are reported through `warn` and skipped; when the only input cannot be read, or none
@@ -132,8 +138,6 @@ def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], 
                 if isinstance(source, VideoSource):
                     source.close()
             raise
-    from engage.inference.parallel import setup_line
-
     run = PredictRun(setup=setup_line(predictor))
     started = time.perf_counter()
     columns = csv_columns(predictor.expression_names)
@@ -169,8 +173,15 @@ def run_predict(inputs: Inputs, predictor: Predictor | Callable[[], Predictor], 
     return run
 
 
-def _run_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], options: PredictOptions, on_result,
-                    warn, progress, workers: int) -> PredictRun:
+def _run_in_workers(
+    inputs: Inputs,
+    make_predictor: Callable[[], Predictor],
+    options: PredictOptions,
+    on_result,
+    warn,
+    progress,
+    workers: int,
+) -> PredictRun:
     from engage.inference.parallel import score_in_workers
 
     run = PredictRun(workers=workers)
@@ -185,7 +196,9 @@ def _run_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], opt
         warn(f"skipped {why}")
         run.skipped.append((item.name, why))
 
-    run.setup, csv_writer = score_in_workers(inputs, make_predictor, options, workers, emit, skip, progress)
+    run.setup, csv_writer = score_in_workers(
+        inputs, make_predictor, score_input, options, workers, emit, skip, progress
+    )
     _finish(run, csv_writer, len(inputs.items))
     run.seconds = time.perf_counter() - started
     return run
@@ -202,6 +215,40 @@ def _finish(run: PredictRun, csv_writer: CsvWriter | None, inputs: int) -> None:
         run.csv_rows = csv_writer.rows
 
 
+def setup_line(predictor: Predictor) -> str:
+    """Which model, detector and backend scored the faces (the end of `engage predict`'s summary)."""
+    return (
+        f"model {predictor.model_name} ({', '.join(predictor.class_names)}), detector {predictor.detector_name}, "
+        f"backend {predictor.backend}"
+    )
+
+
+def score_input(
+    predictor: Predictor, item: InputItem, options: PredictOptions, part_path: str | None
+) -> tuple[list[dict], int, str | None, str]:
+    """One input scored in a worker process (engage.inference.parallel) exactly as the single-process run scores
+    it: (its results, its CSV rows written to the part file, why it was skipped or None, the setup line)."""
+    try:
+        source = _open(item)
+    except _Skip as skip:
+        return [], 0, str(skip), setup_line(predictor)
+    run = PredictRun()
+    writer = CsvWriter(part_path, csv_columns(predictor.expression_names)) if part_path else None
+    try:
+        job = _Job(predictor, options, writer, run, None, None, None)
+        if isinstance(source, VideoSource):
+            job.video(item, source)
+        else:
+            job.images([(item, source)])
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    if writer is not None:
+        writer.commit()
+    return run.results, (writer.rows if writer else 0), None, setup_line(predictor)
+
+
 def _open_or_fail(item: InputItem):
     try:
         return _open(item)
@@ -212,8 +259,16 @@ def _open_or_fail(item: InputItem):
 class _Job:
     """The per-input work of one run, sharing the predictor and the CSV."""
 
-    def __init__(self, predictor: Predictor, options: PredictOptions, csv_writer: CsvWriter | None, run: PredictRun,
-                 on_result, progress, log):
+    def __init__(
+        self,
+        predictor: Predictor,
+        options: PredictOptions,
+        csv_writer: CsvWriter | None,
+        run: PredictRun,
+        on_result,
+        progress,
+        log,
+    ):
         self.log = log
         self.predictor = predictor
         self.options = options
@@ -271,16 +326,26 @@ class _Job:
         if video.is_camera and self.log is not None:
             self.log(f"scoring {item.name} live; press Ctrl+C to stop")
         started = time.perf_counter()
-        self.run.detect_processes = max(self.run.detect_processes,
-                                        predictor.detect_processes_for(video, options.detect_processes))
+        self.run.detect_processes = max(
+            self.run.detect_processes, predictor.detect_processes_for(video, options.detect_processes)
+        )
         try:
             if options.annotate_dir:
-                writer = Mp4Writer(os.path.join(options.annotate_dir, item.stem + ".mp4"), video.fps / options.every,
-                                   video.width, video.height)
+                writer = Mp4Writer(
+                    os.path.join(options.annotate_dir, item.stem + ".mp4"),
+                    video.fps / options.every,
+                    video.width,
+                    video.height,
+                )
             try:
-                for frame in predictor.predict_video(video, every=options.every, max_frames=options.max_frames,
-                                                     keep_images=writer is not None, pipeline=options.pipeline,
-                                                     detect_processes=options.detect_processes):
+                for frame in predictor.predict_video(
+                    video,
+                    every=options.every,
+                    max_frames=options.max_frames,
+                    keep_images=writer is not None,
+                    pipeline=options.pipeline,
+                    detect_processes=options.detect_processes,
+                ):
                     if self.csv is not None:
                         self.csv.write(frame.rows(predictor.expression_names))
                     summary.add(frame)
@@ -310,11 +375,18 @@ class _Job:
             plot_timeline(summary, path, f"{item.name}: p_engaged per face ({predictor.model_name})")
             outputs.append(path)
         result = {
-            "source": item.name, "kind": "camera" if video.is_camera else "video", "width": video.width,
-            "height": video.height, "fps": round(video.fps, 3), "every": options.every,
-            "frames_scored": summary.frames, "frames_with_faces": summary.frames_with_faces,
-            "duration_s": round(summary.last_time_s, 3), "faces": summary.face_list(),
-            "seconds": round(seconds, 3), "frames_per_s": round(summary.frames / seconds, 2) if seconds > 0 else None,
+            "source": item.name,
+            "kind": "camera" if video.is_camera else "video",
+            "width": video.width,
+            "height": video.height,
+            "fps": round(video.fps, 3),
+            "every": options.every,
+            "frames_scored": summary.frames,
+            "frames_with_faces": summary.frames_with_faces,
+            "duration_s": round(summary.last_time_s, 3),
+            "faces": summary.face_list(),
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(summary.frames / seconds, 2) if seconds > 0 else None,
         }
         if stopped_by_user:
             result["stopped_by_user"] = True
@@ -325,7 +397,13 @@ class _Job:
 
 def image_result(source: str, width: int, height: int, faces: list) -> dict:
     """One image's JSON-ready result, as `engage predict --json` prints it and `engage serve` answers."""
-    return {"source": source, "kind": "image", "width": width, "height": height, "faces": [face.to_dict() for face in faces]}
+    return {
+        "source": source,
+        "kind": "image",
+        "width": width,
+        "height": height,
+        "faces": [face.to_dict() for face in faces],
+    }
 
 
 def format_result(result: dict) -> str:
@@ -342,10 +420,12 @@ def format_result(result: dict) -> str:
             parts.append(f"#{face['face_id']} {face['label']}{why}{score}{expression}")
         noun = "face" if len(faces) == 1 else "faces"
         return f"{result['source']}: {len(faces)} {noun}: " + ", ".join(parts)
-    lines = [f"{result['source']}: {result['frames_scored']} frames scored ({result['duration_s']:.1f} s of video"
-             f"{', every ' + str(result['every']) + ' frames' if result['every'] > 1 else ''}), "
-             f"{len(result['faces'])} face(s) tracked, {result['frames_per_s'] or 0:.1f} frames/s"
-             + (", stopped by Ctrl+C" if result.get("stopped_by_user") else "")]
+    lines = [
+        f"{result['source']}: {result['frames_scored']} frames scored ({result['duration_s']:.1f} s of video"
+        f"{', every ' + str(result['every']) + ' frames' if result['every'] > 1 else ''}), "
+        f"{len(result['faces'])} face(s) tracked, {result['frames_per_s'] or 0:.1f} frames/s"
+        + (", stopped by Ctrl+C" if result.get("stopped_by_user") else "")
+    ]
     if not result["faces"]:
         lines[0] = lines[0].replace("0 face(s) tracked", "no face found")
     for face in result["faces"]:
@@ -358,4 +438,3 @@ def format_result(result: dict) -> str:
             line += f" judged; not judged {100 * face['share_uncertain']:.0f}% (uncertain)"
         lines.append(line)
     return "\n".join(lines)
-

@@ -12,12 +12,19 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 from engage.inference.predictor import Predictor
 from engage.io.inputs import InputItem, Inputs
 from engage.processes import ctrl_c_left_to_parent
 
+# How a worker scores one input: (predictor, input, options, CSV part file or None) -> (its results, its CSV rows
+# written to the part file, why it was skipped or None, the setup line). engage.inference.job gives its own; the
+# function travels to the spawned workers by reference, so this module knows nothing of the job.
+ScoreInput = Callable[[Predictor, InputItem, Any, "str | None"], tuple[list[dict], int, "str | None", str]]
+
 _predictor: Predictor | None = None  # one per worker process
+_score_input: ScoreInput | None = None
 
 
 def planned_workers(inputs: Inputs, requested: int) -> int:
@@ -40,50 +47,28 @@ def planned_detect_processes(inputs: Inputs, requested: int, workers: int) -> in
     return max(1, requested or os.cpu_count() or 1)
 
 
-def _start_worker(make_predictor: Callable[[], Predictor]) -> None:
+def _start_worker(make_predictor: Callable[[], Predictor], score: ScoreInput) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it stops the workers
-    global _predictor
-    _predictor = make_predictor()
-
-
-def setup_line(predictor: Predictor) -> str:
-    """Which model, detector and backend scored the faces (the end of `engage predict`'s summary)."""
-    return (f"model {predictor.model_name} ({', '.join(predictor.class_names)}), detector {predictor.detector_name}, "
-            f"backend {predictor.backend}")
+    global _predictor, _score_input
+    _predictor, _score_input = make_predictor(), score
 
 
 def _score(task: tuple[InputItem, object, str | None]) -> tuple[list[dict], int, str | None, str]:
-    """One input in a worker: (its results, its CSV rows written to the part file, why it was skipped or None,
-    the setup line)."""
     item, options, part_path = task
-    from engage.inference.job import PredictRun, _Job, _open, _Skip
-    from engage.inference.records import CsvWriter, csv_columns
-    from engage.io.video import VideoSource
-
-    try:
-        source = _open(item)
-    except _Skip as skip:
-        return [], 0, str(skip), setup_line(_predictor)
-    run = PredictRun()
-    writer = CsvWriter(part_path, csv_columns(_predictor.expression_names)) if part_path else None
-    try:
-        job = _Job(_predictor, options, writer, run, None, None, None)
-        if isinstance(source, VideoSource):
-            job.video(item, source)
-        else:
-            job.images([(item, source)])
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
-    if writer is not None:
-        writer.commit()
-    return run.results, (writer.rows if writer else 0), None, setup_line(_predictor)
+    assert _predictor is not None and _score_input is not None, "a worker scores only after _start_worker"
+    return _score_input(_predictor, item, options, part_path)
 
 
-def score_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], options, workers: int,
-                     emit: Callable[[dict], None], skip: Callable[[InputItem, str], None],
-                     progress: Callable[[str, int, int | None], None] | None):
+def score_in_workers(
+    inputs: Inputs,
+    make_predictor: Callable[[], Predictor],
+    score: ScoreInput,
+    options,
+    workers: int,
+    emit: Callable[[dict], None],
+    skip: Callable[[InputItem, str], None],
+    progress: Callable[[str, int, int | None], None] | None,
+):
     """Score every input on `workers` processes (spawned: a fresh interpreter each, safe with OpenMP); results
     are emitted, and their CSV rows staged, in input order as soon as every earlier input is done. Returns
     (the setup line, the staged CsvWriter or None) for the caller to commit. An error, or Ctrl+C, stops every
@@ -92,15 +77,20 @@ def score_in_workers(inputs: Inputs, make_predictor: Callable[[], Predictor], op
 
     parts = tempfile.mkdtemp(prefix="engage-parts-")
     serial = dataclasses.replace(options, pipeline=False, detect_processes=1)  # the processes use the cores
-    tasks = [(item, serial, os.path.join(parts, f"{index}.csv") if options.csv_path else None)
-             for index, item in enumerate(inputs.items)]
+    tasks = [
+        (item, serial, os.path.join(parts, f"{index}.csv") if options.csv_path else None)
+        for index, item in enumerate(inputs.items)
+    ]
     setup, writer = "", None
     try:
         with ctrl_c_left_to_parent():
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(make_predictor,))
+            pool = multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_start_worker, initargs=(make_predictor, score)
+            )
         with pool:  # exit: terminate
-            for done, ((item, _, part), (results, _rows, skipped, setup)) in enumerate(
-                    zip(tasks, pool.imap(_score, tasks, chunksize=1)), start=1):
+            for done, ((item, _, part), (results, _rows, skipped, setup)) in enumerate(  # noqa: B007 (returned)
+                zip(tasks, pool.imap(_score, tasks, chunksize=1)), start=1
+            ):
                 if skipped is not None:
                     skip(item, skipped)
                 elif part is not None:

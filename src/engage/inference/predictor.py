@@ -5,8 +5,8 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 import numpy as np
 
@@ -48,7 +48,9 @@ def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int |
         if backend != "onnx":
             raise UsageError(f"{name_or_path} is an ONNX model: use --backend onnx")
         if views != "model":
-            raise UsageError(f"{name_or_path} is an ONNX model: its test-time views are built in; use a .safetensors file")
+            raise UsageError(
+                f"{name_or_path} is an ONNX model: its test-time views are built in; use a .safetensors file"
+            )
         return OnnxClassifier.load(str(name_or_path), threads=threads)
     classifier = load_model(str(name_or_path)).set_views(views)
     return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
@@ -78,15 +80,22 @@ def half_size(rgb: np.ndarray, smallest: int = HALF_SIZE_RANGE[0], largest: int 
     return int(min(largest, max(smallest, max(rgb.shape[:2]) // 2)))
 
 
-def crop_faces(rgb: np.ndarray, boxes: list[FaceBox], settings: FaceSettings, whole_image: bool | list[bool] = False,
-               gray: np.ndarray | None = None) -> np.ndarray:
+def crop_faces(
+    rgb: np.ndarray,
+    boxes: list[FaceBox],
+    settings: FaceSettings,
+    whole_image: bool | list[bool] = False,
+    gray: np.ndarray | None = None,
+) -> np.ndarray:
     """(N, size, size[, 3]) uint8 crops of the found boxes, cut as the model was trained (the same functions
     `engage preprocess` uses); whole_image: the boxes are whole images (no detector), taken as they are (one flag for
     all boxes, or one per box). gray: the frame's gray image when already made (it is made once per frame)."""
     image = face_image(rgb, settings) if settings.color or gray is None else gray
     whole = whole_image if isinstance(whole_image, list) else [whole_image] * len(boxes)
-    crops = [crop_face(image, box, settings.size) if taken else cut_face(image, box, settings)
-             for box, taken in zip(boxes, whole)]
+    crops = [
+        crop_face(image, box, settings.size) if taken else cut_face(image, box, settings)
+        for box, taken in zip(boxes, whole)
+    ]
     return np.stack(crops) if crops else np.zeros((0, *settings.shape), np.uint8)
 
 
@@ -120,11 +129,23 @@ class Predictor:
     tracks and scores (onnxruntime and PyTorch release the GIL), with the same results in the same order.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, detector: str | None = None, backend: str = "torch",
-                 expressions: bool = False, expression_model: str = DEFAULT_EXPRESSION_MODEL,
-                 expression_views: str = "model", min_confidence: float | None = None, detect_size: int | None = None,
-                 smoothing_s: float = 1.0, threads: int | None = 1, base_rate: float | None = None,
-                 calibration=None, abstain: bool = True, cues: bool = True):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        detector: str | None = None,
+        backend: str = "torch",
+        expressions: bool = False,
+        expression_model: str = DEFAULT_EXPRESSION_MODEL,
+        expression_views: str = "model",
+        min_confidence: float | None = None,
+        detect_size: int | None = None,
+        smoothing_s: float = 1.0,
+        threads: int | None = 1,
+        base_rate: float | None = None,
+        calibration=None,
+        abstain: bool = True,
+        cues: bool = True,
+    ):
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
         self.model_name = str(model)
@@ -135,7 +156,7 @@ class Predictor:
         self.model = load_scoring_model(model, backend, threads)
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
-        from engage.evaluation.calibration import make_adjustment
+        from engage.models.calibration import make_adjustment
 
         self.adjustment = make_adjustment(base_rate, calibration)  # a site's correction and base rate, checked here
         self.adjustment.check(self.model.config, self.model_name)
@@ -153,20 +174,26 @@ class Predictor:
         self.cue_head = self.model.cue_head if cues and self.decision.binary else None
         if self.cue_head is not None:
             self.cue_head.check_columns(CUE_COLUMNS, self.model_name)
-        self.expression_model = (load_scoring_model(expression_model, backend, threads, expression_views)
-                                 if expressions else None)
+        self.expression_model = (
+            load_scoring_model(expression_model, backend, threads, expression_views) if expressions else None
+        )
         self.expression_names = self.expression_model.class_names if self.expression_model else None
-        self.expression_settings = (FaceSettings.from_dict(self.expression_model.face_settings)
-                                    if self.expression_model else None)
+        self.expression_settings = (
+            FaceSettings.from_dict(self.expression_model.face_settings) if self.expression_model else None
+        )
         # the model's own detector (and threshold) unless another is asked for; FER-style models trained on
         # ready-made crops record none, so they get the default detector
         self.detector_name = detector or self.settings.detector or "mtcnn"
         if self.detector_name not in (*DETECTORS, NO_DETECTOR):
-            raise UsageError(f"unknown detector {self.detector_name!r}; choose one of: {', '.join(DETECTORS)}, {NO_DETECTOR}")
+            raise UsageError(
+                f"unknown detector {self.detector_name!r}; choose one of: {', '.join(DETECTORS)}, {NO_DETECTOR}"
+            )
         if self.settings.align and self.detector_name not in LANDMARK_DETECTORS:
-            raise UsageError(f"{model} turns faces upright on the eye landmarks of {', '.join(LANDMARK_DETECTORS)}; "
-                             f"detector {self.detector_name} cannot cut its faces (use --detector "
-                             f"{LANDMARK_DETECTORS[0]})")
+            raise UsageError(
+                f"{model} turns faces upright on the eye landmarks of {', '.join(LANDMARK_DETECTORS)}; "
+                f"detector {self.detector_name} cannot cut its faces (use --detector "
+                f"{LANDMARK_DETECTORS[0]})"
+            )
         if self.detector_name == NO_DETECTOR:
             self.detector = None
         else:
@@ -177,15 +204,16 @@ class Predictor:
         # YuNet finds faces down to ~10 px, MTCNN (the default) down to 20 px: on frames at half size YuNet
         # still finds every face MTCNN would, 3x faster, with fewer tiny false faces. Not when YuNet is the
         # model's own detector (then it detects exactly as at training) or a size is given.
-        self.half_size_detection = (self.detector_name == "yunet" and detect_size is None
-                                    and self.settings.detector != "yunet")
+        self.half_size_detection = (
+            self.detector_name == "yunet" and detect_size is None and self.settings.detector != "yunet"
+        )
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> "Predictor":
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> Predictor:
         """A predictor for a shipped model by name ('engagement', 'fer') or any model file."""
         return cls(model, **options)
 
-    def fork(self, expressions: bool = True) -> "Predictor":
+    def fork(self, expressions: bool = True) -> Predictor:
         """A predictor sharing this one's loaded model(s) with a face detector of its own, so that threads can
         score at the same time (a server loads each model once); expressions=False leaves the expression model out."""
         twin = copy.copy(self)
@@ -211,11 +239,14 @@ class Predictor:
         model has a cue head, then corrected for the site and re-weighted to the base rate when asked."""
         proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
         if self.cue_head is not None and len(proba):  # no cues given: as faces without landmarks (scale and bias)
-            proba = self.cue_head.apply(proba, no_cues(len(proba)) if cues is None else cues, self.decision.positive_index)
+            proba = self.cue_head.apply(
+                proba, no_cues(len(proba)) if cues is None else cues, self.decision.positive_index
+            )
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
 
-    def cut_and_cues(self, rgb: np.ndarray, boxes: list[FaceBox], gray: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, list[FaceCues | None]]:
+    def cut_and_cues(
+        self, rgb: np.ndarray, boxes: list[FaceBox], gray: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[FaceCues | None]]:
         """The faces' crops for the model and their attention cues (None: no landmarks, or cues off), from the face
         mesh of each face: a model trained on landmark boxes (settings.box) is cut from them."""
         if self.face_mesh is None:
@@ -245,15 +276,28 @@ class Predictor:
                 expression_crops.append(crop_faces(rgb, boxes, self.expression_settings, whole, gray))
             counts.append(len(boxes))
         faces = np.concatenate(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
-        proba = (self.predict_proba(faces, cue_array(cues)) if len(faces)
-                 else np.zeros((0, len(self.class_names)), np.float32))
+        proba = (
+            self.predict_proba(faces, cue_array(cues))
+            if len(faces)
+            else np.zeros((0, len(self.class_names)), np.float32)
+        )
         expression_proba = None
         if self.expression_model is not None and len(faces):
             expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
         scored, start = [], 0
-        for (rgb, boxes), count in zip(frames, counts):
-            scored.append([(boxes[i], proba[start + i], None if expression_proba is None else expression_proba[start + i],
-                            faces[start + i], cues[start + i]) for i in range(count)])
+        for (_rgb, boxes), count in zip(frames, counts):
+            scored.append(
+                [
+                    (
+                        boxes[i],
+                        proba[start + i],
+                        None if expression_proba is None else expression_proba[start + i],
+                        faces[start + i],
+                        cues[start + i],
+                    )
+                    for i in range(count)
+                ]
+            )
             start += count
         return scored
 
@@ -269,9 +313,17 @@ class Predictor:
         measures = measure_face(box, crop)
         return measures, self.quality_reasons(measures)
 
-    def face_result(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
-                    crop: np.ndarray | None, cues: FaceCues | None = None, p_smoothed: float | None = None,
-                    quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
+    def face_result(
+        self,
+        face_id: int,
+        box: FaceBox,
+        proba: np.ndarray,
+        expression: np.ndarray | None,
+        crop: np.ndarray | None,
+        cues: FaceCues | None = None,
+        p_smoothed: float | None = None,
+        quality: tuple[FaceQuality | None, list[str]] | None = None,
+    ) -> FaceResult:
         """One face's result: p_engaged (smoothed when given), its label as the model decides, or 'uncertain' when
         the face cannot be judged (quality: measures and reasons, else measured from box and crop)."""
         probabilities = {name: float(p) for name, p in zip(self.class_names, proba)}
@@ -287,12 +339,32 @@ class Predictor:
         expressions = None
         if expression is not None:
             expressions = {name: float(p) for name, p in zip(self.expression_names, expression)}
-        return FaceResult(face_id, box, probabilities, label, p_engaged, p_raw, expressions, crop,
-                          quality_label(reasons), measures, cues)
+        return FaceResult(
+            face_id,
+            box,
+            probabilities,
+            label,
+            p_engaged,
+            p_raw,
+            expressions,
+            crop,
+            quality_label(reasons),
+            measures,
+            cues,
+        )
 
-    def judged(self, face_id: int, box: FaceBox, proba: np.ndarray, expression: np.ndarray | None,
-               crop: np.ndarray | None, cues: FaceCues | None, time_s: float, smoother: EmaSmoother | None,
-               quality: tuple[FaceQuality | None, list[str]] | None = None) -> FaceResult:
+    def judged(
+        self,
+        face_id: int,
+        box: FaceBox,
+        proba: np.ndarray,
+        expression: np.ndarray | None,
+        crop: np.ndarray | None,
+        cues: FaceCues | None,
+        time_s: float,
+        smoother: EmaSmoother | None,
+        quality: tuple[FaceQuality | None, list[str]] | None = None,
+    ) -> FaceResult:
         """A face of a video or stream: p_engaged smoothed per face over time. A face that cannot be judged keeps
         its own score and stays out of the smoothing, so a blurred frame does not move its neighbours."""
         quality = quality if quality is not None else self.quality_of(box, crop)
@@ -317,9 +389,16 @@ class Predictor:
         return [[self.face_result(i + 1, *face) for i, face in enumerate(faces)] for faces in self._score(frames)]
 
     # ---- video -------------------------------------------------------------------------------------
-    def predict_video(self, source: str | int | VideoSource, every: int = 1, max_frames: int | None = None,
-                      batch_frames: int = 8, keep_images: bool = False, pipeline: bool = True,
-                      detect_processes: int = 1) -> Iterator[FrameResult]:
+    def predict_video(
+        self,
+        source: str | int | VideoSource,
+        every: int = 1,
+        max_frames: int | None = None,
+        batch_frames: int = 8,
+        keep_images: bool = False,
+        pipeline: bool = True,
+        detect_processes: int = 1,
+    ) -> Iterator[FrameResult]:
         """Per-frame results of a video file or camera (an int), streamed with constant memory.
 
         Every `every`-th frame is scored; faces keep a stable face_id across frames (see engage.inference.tracking
@@ -370,10 +449,11 @@ class Predictor:
         from engage.faces.detect_pool import DetectorPool
 
         with DetectorPool(self.detector_name, *self._detector_args, processes=processes) as pool:
-            yield from pool.detect_all(frames, image=lambda frame: frame.rgb,
-                                       max_side=half_size if self.half_size_detection else None)
+            yield from pool.detect_all(
+                frames, image=lambda frame: frame.rgb, max_side=half_size if self.half_size_detection else None
+            )
 
-    def predict_stream_frame(self, rgb: np.ndarray, time_s: float, stream: "FaceStream") -> FrameResult:
+    def predict_stream_frame(self, rgb: np.ndarray, time_s: float, stream: FaceStream) -> FrameResult:
         """One frame of a live stream whose frames arrive one at a time (a browser's camera): faces keep their ids
         and p_engaged is smoothed from frame to frame, as in predict_video, through the state `stream` carries."""
         rgb = as_rgb_image(rgb)
@@ -384,16 +464,21 @@ class Predictor:
         stream.frames += 1
         return frame
 
-    def _frame_results(self, name: str, pending: list, smoother: EmaSmoother, keep_images: bool) -> Iterator[FrameResult]:
+    def _frame_results(
+        self, name: str, pending: list, smoother: EmaSmoother, keep_images: bool
+    ) -> Iterator[FrameResult]:
         if not pending:
             return
         scored = self._score([(frame.rgb, boxes) for frame, boxes, _ in pending])
         for (frame, _, ids), faces in zip(pending, scored):
-            results = [self.judged(face_id, box, proba, expression, crop, cues, frame.time_s, smoother)
-                       for face_id, (box, proba, expression, crop, cues) in zip(ids, faces)]
+            results = [
+                self.judged(face_id, box, proba, expression, crop, cues, frame.time_s, smoother)
+                for face_id, (box, proba, expression, crop, cues) in zip(ids, faces)
+            ]
             height, width = frame.rgb.shape[:2]
-            yield FrameResult(name, frame.index, frame.time_s, results, width, height,
-                              frame.rgb if keep_images else None)
+            yield FrameResult(
+                name, frame.index, frame.time_s, results, width, height, frame.rgb if keep_images else None
+            )
 
 
 def no_cues(count: int) -> np.ndarray:

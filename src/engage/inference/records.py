@@ -44,7 +44,9 @@ class FaceResult:
     p_engaged: float | None = None
     p_engaged_raw: float | None = None
     expressions: dict[str, float] | None = None
-    face: np.ndarray | None = field(default=None, repr=False, compare=False)  # the crop that was scored, as the model saw it
+    face: np.ndarray | None = field(
+        default=None, repr=False, compare=False
+    )  # the crop that was scored, as the model saw it
     quality: str = OK
     measures: FaceQuality | None = field(default=None, compare=False)
     cues: FaceCues | None = None
@@ -60,9 +62,14 @@ class FaceResult:
 
     def to_dict(self) -> dict:
         values = {
-            "face_id": self.face_id, "box": self.box.as_list(), "det_conf": round(self.det_conf, 4),
-            "p_engaged": _round(self.p_engaged), "p_engaged_raw": _round(self.p_engaged_raw), "label": self.label,
-            "quality": self.quality, "probabilities": {name: _round(p) for name, p in self.probabilities.items()},
+            "face_id": self.face_id,
+            "box": self.box.as_list(),
+            "det_conf": round(self.det_conf, 4),
+            "p_engaged": _round(self.p_engaged),
+            "p_engaged_raw": _round(self.p_engaged_raw),
+            "label": self.label,
+            "quality": self.quality,
+            "probabilities": {name: _round(p) for name, p in self.probabilities.items()},
         }
         if self.measures is not None:
             values["measures"] = self.measures.to_dict()
@@ -101,10 +108,20 @@ class FrameResult:
         records = []
         for face in self.faces:
             record = {
-                "source": self.source, "frame": self.frame, "time_s": float(self.time_s), "face_id": face.face_id,
-                "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h, "det_conf": float(face.det_conf),
-                "p_engaged": face.p_engaged, "label": face.label, RAW_COLUMN: face.p_engaged_raw,
-                QUALITY_COLUMN: face.quality, **cue_values(face.cues),
+                "source": self.source,
+                "frame": self.frame,
+                "time_s": float(self.time_s),
+                "face_id": face.face_id,
+                "x": face.box.x,
+                "y": face.box.y,
+                "w": face.box.w,
+                "h": face.box.h,
+                "det_conf": float(face.det_conf),
+                "p_engaged": face.p_engaged,
+                "label": face.label,
+                RAW_COLUMN: face.p_engaged_raw,
+                QUALITY_COLUMN: face.quality,
+                **cue_values(face.cues),
             }
             if face.expressions is not None:
                 record["expression"] = face.expression
@@ -116,16 +133,24 @@ class FrameResult:
         """The CSV rows of this frame (one per face; none when no face was found)."""
         rows = []
         for record in self.records():
-            row = {**record, "time_s": f"{record['time_s']:.3f}", "det_conf": f"{record['det_conf']:.4f}",
-                   "p_engaged": _fmt(record["p_engaged"]), RAW_COLUMN: _fmt(record[RAW_COLUMN]),
-                   **{name: _fmt(record[name]) for name in CUE_COLUMNS}}
+            row = {
+                **record,
+                "time_s": f"{record['time_s']:.3f}",
+                "det_conf": f"{record['det_conf']:.4f}",
+                "p_engaged": _fmt(record["p_engaged"]),
+                RAW_COLUMN: _fmt(record[RAW_COLUMN]),
+                **{name: _fmt(record[name]) for name in CUE_COLUMNS},
+            }
             for name in expression_names or ():
                 row[f"p_{name}"] = _fmt(record.get(f"p_{name}"))
             if expression_names:
                 row["expression"] = record.get("expression") or ""
             else:
-                row = {key: value for key, value in row.items()
-                       if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS)}
+                row = {
+                    key: value
+                    for key, value in row.items()
+                    if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS)
+                }
             rows.append(row)
         return rows
 
@@ -161,7 +186,7 @@ class CsvWriter(StagedFile):
     def _close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "CsvWriter":
+    def __enter__(self) -> CsvWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -201,8 +226,13 @@ class FaceSummary:
         return self.labels[label] / self.judged if self.judged else 0.0
 
     def to_dict(self, positive_label: str | None) -> dict:
-        values = {"face_id": self.face_id, "frames": self.frames, "first_s": round(self.first_s, 3),
-                  "last_s": round(self.last_s, 3), "mean_p_engaged": _round(self.mean_p_engaged)}
+        values = {
+            "face_id": self.face_id,
+            "frames": self.frames,
+            "first_s": round(self.first_s, 3),
+            "last_s": round(self.last_s, 3),
+            "mean_p_engaged": _round(self.mean_p_engaged),
+        }
         if positive_label is not None:
             values["share_engaged"] = round(self.share(positive_label), 4)
         values["share_uncertain"] = round(self.share(UNCERTAIN), 4)
@@ -247,7 +277,9 @@ class VideoSummary:
                 summary.p_sum += face.p_engaged
                 summary.p_count += 1
                 cues = [np.nan if face.cues is None else getattr(face.cues, name) for name in TIMELINE_CUES]
-                self._add_point(face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw, *cues))
+                self._add_point(
+                    face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw, *cues)
+                )
 
     def _add_point(self, face_id: int, index: int, point: tuple[float, ...]) -> None:
         stride = self._stride.setdefault(face_id, 1)
@@ -263,7 +295,7 @@ class VideoSummary:
         return [self.faces[i].to_dict(self.positive_label) for i in sorted(self.faces)]
 
 
-def to_dataframe(results) -> "pandas.DataFrame":
+def to_dataframe(results) -> pandas.DataFrame:
     """The per-face table (one row per face per frame, the columns of `engage predict --csv`, numbers as numbers)
     as a pandas DataFrame, from what Predictor gives: one image's FaceResults, a FrameResult, or an iterable of
     FrameResults (a video), or of FaceResult lists (several images: frame = the image's index)."""
@@ -287,4 +319,4 @@ def to_dataframe(results) -> "pandas.DataFrame":
     records = [record for frame in frames for record in frame.records()]
     columns = list(dict.fromkeys([*csv_columns(), *(key for record in records for key in record)]))
     frame = pandas.DataFrame.from_records(records, columns=columns)
-    return frame.astype({name: "float64" for name in CUE_COLUMNS})  # NaN where a face has no cues, as in Parquet
+    return frame.astype(dict.fromkeys(CUE_COLUMNS, "float64"))  # NaN where a face has no cues, as in Parquet

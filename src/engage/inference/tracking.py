@@ -55,8 +55,13 @@ class Track:
         dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
         side = (self.box.w + self.box.h) / 2.0
         scale = min(1.0, side / max(math.hypot(dx, dy), 1e-9))
-        return FaceBox(int(round(self.box.x + dx * scale)), int(round(self.box.y + dy * scale)),
-                       self.box.w, self.box.h, self.box.confidence)
+        return FaceBox(
+            int(round(self.box.x + dx * scale)),
+            int(round(self.box.y + dy * scale)),
+            self.box.w,
+            self.box.h,
+            self.box.confidence,
+        )
 
     def move_to(self, box: FaceBox, time_s: float) -> None:
         dt = time_s - self.last_seen_s
@@ -84,7 +89,9 @@ class IouTracker:
         overlap = iou(expected, box)
         if overlap >= self.min_iou:
             return 1.0 - overlap  # 0..0.8: overlapping boxes always win over distant ones
-        shift = min(centre_shift(expected, box), centre_shift(track.box, box))  # a face that stopped is near its last box
+        shift = min(
+            centre_shift(expected, box), centre_shift(track.box, box)
+        )  # a face that stopped is near its last box
         return 1.0 + shift if shift <= self.max_shift else math.inf
 
     def update(self, boxes: list[FaceBox], time_s: float) -> list[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 
 def _umask() -> int:
@@ -48,8 +48,9 @@ def stage_beside(path: str, suffix: str) -> str:
                     os.unlink(os.path.join(folder, name))
                 except OSError:
                     pass
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.path.basename(path)}.{os.getpid()}.",
-                                        suffix=suffix)
+    handle, tmp_path = tempfile.mkstemp(
+        dir=folder, prefix=f".tmp-{os.path.basename(path)}.{os.getpid()}.", suffix=suffix
+    )
     os.close(handle)
     return tmp_path
 
@@ -76,6 +77,7 @@ def write_text(path: str, text: str) -> None:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write a file atomically; a full disk is an OSError (ENOSPC / EFBIG) and leaves nothing."""
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)

@@ -69,7 +69,7 @@ def _pillow_to_array(image: Image.Image) -> np.ndarray:
         return to_uint8(array)
     if image.mode in ("RGB", "L", "RGBA", "LA"):
         return np.asarray(image)
-    if "A" in image.getbands() or image.mode == "P" and "transparency" in image.info:
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
         return np.asarray(image.convert("RGBA"))
     return np.asarray(image.convert("RGB"))
 

@@ -60,7 +60,7 @@ def expand_inputs(inputs: list[str], webcam: int | None = None, sample: bool = F
             items.append(InputItem(kind, path, path=path, stem=safe_stem(stem_source)))
 
     if sample:
-        from engage.data.sample_photos import sample_images
+        from engage.io.sample_photos import sample_images
 
         for name, rgb in sample_images().items():
             items.append(InputItem("image", name, pixels=rgb, stem=safe_stem(name)))
@@ -76,8 +76,10 @@ def expand_inputs(inputs: list[str], webcam: int | None = None, sample: bool = F
                 add(kind, path, os.path.join(os.path.basename(os.path.abspath(given)), relative))
                 found += 1
             if not found:
-                raise EngageError(f"{given}: holds no images or videos (looked for .jpg, .png, ..., .mp4, .avi, .mkv, "
-                                  ".webm, ...); point to a folder of images or videos")
+                raise EngageError(
+                    f"{given}: holds no images or videos (looked for .jpg, .png, ..., .mp4, .avi, .mkv, "
+                    ".webm, ...); point to a folder of images or videos"
+                )
         elif os.path.isfile(given):
             add(_media_kind(given) or "unknown", given, os.path.basename(given))
         elif glob.has_magic(given):

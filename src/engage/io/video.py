@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -15,7 +15,9 @@ from engage.errors import EngageError
 from engage.io.files import StagedFile, unreadable_reason
 
 # Whatever OpenCV's FFmpeg backend reads; other extensions are still tried when named explicitly.
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"})
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+)
 DEFAULT_FPS = 30.0  # when a file does not say its frame rate
 
 
@@ -30,8 +32,9 @@ def _quiet_opencv() -> None:
     if not os.environ.get("ENGAGE_DEBUG"):
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR if os.environ.get("ENGAGE_DEBUG") else
-                                      cv2.utils.logging.LOG_LEVEL_SILENT)
+        cv2.utils.logging.setLogLevel(
+            cv2.utils.logging.LOG_LEVEL_ERROR if os.environ.get("ENGAGE_DEBUG") else cv2.utils.logging.LOG_LEVEL_SILENT
+        )
     except AttributeError:  # very old OpenCV builds
         pass
 
@@ -59,16 +62,21 @@ class VideoSource:
         if not self._capture.isOpened():
             self._capture.release()
             if self.is_camera:
-                raise EngageError(f"camera {source} cannot be opened: no such camera, or it is in use; "
-                                  "try another --webcam number (0 is the first camera)")
-            raise EngageError(f"{source}: cannot be opened as a video (unknown format or damaged file); "
-                              "convert it to mp4 or check that it plays")
+                raise EngageError(
+                    f"camera {source} cannot be opened: no such camera, or it is in use; "
+                    "try another --webcam number (0 is the first camera)"
+                )
+            raise EngageError(
+                f"{source}: cannot be opened as a video (unknown format or damaged file); "
+                "convert it to mp4 or check that it plays"
+            )
         ok, first = self._capture.read()
         if not ok or first is None:
             self._capture.release()
             what = f"camera {source}" if self.is_camera else source
-            raise EngageError(f"{what}: no frame could be read (empty, damaged or unsupported video); "
-                              "check that it plays")
+            raise EngageError(
+                f"{what}: no frame could be read (empty, damaged or unsupported video); check that it plays"
+            )
         self._first: np.ndarray | None = first
         self._start_ms = self._stamp_ms()
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -128,7 +136,7 @@ class VideoSource:
     def close(self) -> None:
         self._capture.release()
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(self, *exc) -> None:

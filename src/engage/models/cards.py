@@ -41,15 +41,21 @@ def verify_weights(weights_path: str, card: dict) -> None:
         raise EngageError(f"{card_path(weights_path)}: model card without the weights' sha256")
     actual = sha256_of(weights_path)
     if actual != expected:
-        raise EngageError(f"{weights_path}: sha256 {actual[:12]}... does not match its model card ({expected[:12]}...): "
-                          "the weights were altered or corrupted; reinstall engage or restore the file")
+        raise EngageError(
+            f"{weights_path}: sha256 {actual[:12]}... does not match its model card ({expected[:12]}...): "
+            "the weights were altered or corrupted; reinstall engage or restore the file"
+        )
 
 
 def write_card(weights_path: str, card: dict) -> dict:
     """Write the card beside the weights, adding their sha256 and size; returns the card written."""
     from engage.models.checkpoint import sha256_of
 
-    card = dict(card, file=os.path.basename(weights_path), sha256=sha256_of(weights_path),
-                size_bytes=os.path.getsize(weights_path))
+    card = dict(
+        card,
+        file=os.path.basename(weights_path),
+        sha256=sha256_of(weights_path),
+        size_bytes=os.path.getsize(weights_path),
+    )
     write_text(card_path(weights_path), json.dumps(card, indent=1) + "\n")
     return card

@@ -47,7 +47,9 @@ def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
 def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and engage metadata of a safetensors file; a missing, truncated or foreign file is an EngageError."""
     if not os.path.isfile(path):
-        raise EngageError(f"{path}: no such model file; give a shipped model name or a .safetensors file from 'engage train'")
+        raise EngageError(
+            f"{path}: no such model file; give a shipped model name or a .safetensors file from 'engage train'"
+        )
     try:
         tensors = load_file(path)
         from safetensors import safe_open
@@ -63,7 +65,9 @@ def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     except json.JSONDecodeError:
         raise EngageError(f"{path}: its engage metadata is damaged") from None
     if meta.get("tensors_sha256") and meta["tensors_sha256"] != tensors_digest(tensors):
-        raise EngageError(f"{path}: the weights do not match their recorded checksum: the file was altered or corrupted")
+        raise EngageError(
+            f"{path}: the weights do not match their recorded checksum: the file was altered or corrupted"
+        )
     return tensors, meta
 
 
@@ -73,11 +77,23 @@ def rewrite_config(path: str, out: str, **changes) -> None:
     _write(out, tensors, {**meta, **changes})
 
 
-def model_config(model_name: str, num_classes: int, class_names: list[str], model_args: dict | None = None,
-                 face_settings: dict | None = None, **extra) -> dict:
+def model_config(
+    model_name: str,
+    num_classes: int,
+    class_names: list[str],
+    model_args: dict | None = None,
+    face_settings: dict | None = None,
+    **extra,
+) -> dict:
     """Everything needed to rebuild a network and feed it the way it was trained."""
-    return dict(model=model_name, num_classes=num_classes, class_names=list(class_names),
-                model_args=dict(model_args or {}), face_settings=dict(face_settings or {}), **extra)
+    return dict(
+        model=model_name,
+        num_classes=num_classes,
+        class_names=list(class_names),
+        model_args=dict(model_args or {}),
+        face_settings=dict(face_settings or {}),
+        **extra,
+    )
 
 
 STORAGE = ("float32", "float16", "int8")
@@ -137,18 +153,27 @@ def load_network(path: str) -> tuple[FaceNet, dict]:
     except (KeyError, TypeError) as error:
         raise EngageError(f"{path}: its config does not describe an engage network ({error})") from None
     try:
-        state = _restored({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        state = _restored({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as error:
-        raise EngageError(f"{path}: int8 weights without a fitting scale ({error}); the file was altered or damaged") from None
+        raise EngageError(
+            f"{path}: int8 weights without a fitting scale ({error}); the file was altered or damaged"
+        ) from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        problem = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                   else f"shape mismatch at {wrong[:3]}")
-        raise EngageError(f"{path}: weights do not fit a {config['model']!r} network ({problem}); "
-                          "the file is of another architecture or was altered")
+        problem = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape mismatch at {wrong[:3]}"
+        )
+        raise EngageError(
+            f"{path}: weights do not fit a {config['model']!r} network ({problem}); "
+            "the file is of another architecture or was altered"
+        )
     model.load_state_dict(state)
     model.test_time_flip = bool(config.get("test_time_flip", False))
     model.test_time_views = checked_views(config.get("test_time_views"), f"{path}: test_time_views")
@@ -168,8 +193,12 @@ def save_checkpoint(path: str, model: FaceNet, optimizer: torch.optim.Optimizer,
                 tensors[f"optim.{index}.{key}"] = value
             else:
                 extra[f"{index}.{key}"] = value
-    meta = dict(kind="checkpoint", config=config, state=state,
-                optimizer={"param_groups": optimizer_state["param_groups"], "scalars": extra})
+    meta = dict(
+        kind="checkpoint",
+        config=config,
+        state=state,
+        optimizer={"param_groups": optimizer_state["param_groups"], "scalars": extra},
+    )
     _write(path, tensors, meta)
 
 
@@ -178,7 +207,7 @@ def load_checkpoint(path: str, model: FaceNet, optimizer: torch.optim.Optimizer)
     tensors, meta = read_file(path)
     if meta.get("kind") != "checkpoint":
         raise EngageError(f"{path}: a model file, not a training checkpoint")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -74,21 +74,31 @@ class CueHead:
     bias: float = 0.0
 
     @classmethod
-    def from_dict(cls, values: dict) -> "CueHead":
-        return cls(tuple(values["columns"]), tuple(CueTerm(**term) for term in values["terms"]),
-                   float(values.get("scale", 1.0)), float(values.get("bias", 0.0)))
+    def from_dict(cls, values: dict) -> CueHead:
+        return cls(
+            tuple(values["columns"]),
+            tuple(CueTerm(**term) for term in values["terms"]),
+            float(values.get("scale", 1.0)),
+            float(values.get("bias", 0.0)),
+        )
 
     def to_dict(self) -> dict:
-        return {"columns": list(self.columns), "terms": [asdict(term) for term in self.terms],
-                "scale": self.scale, "bias": self.bias}
+        return {
+            "columns": list(self.columns),
+            "terms": [asdict(term) for term in self.terms],
+            "scale": self.scale,
+            "bias": self.bias,
+        }
 
     def check_columns(self, columns, model: str = "the model") -> None:
         """Refuse to run where the cues come in another order than the head was fitted on (another engage)."""
         if tuple(columns) != tuple(self.columns):
             from engage.errors import EngageError
 
-            raise EngageError(f"{model}: its cue head reads the cues {', '.join(self.columns)}, but this engage measures "
-                              f"{', '.join(columns)}; use the engage it was made with, or --no-cues")
+            raise EngageError(
+                f"{model}: its cue head reads the cues {', '.join(self.columns)}, but this engage measures "
+                f"{', '.join(columns)}; use the engage it was made with, or --no-cues"
+            )
 
     def shifts(self, cues: np.ndarray) -> np.ndarray:
         """(N,) the cues' summed shift of the logit; 0 for a face without cues (a row of NaN)."""

@@ -77,15 +77,25 @@ class HogSvm:
         out_of_fold = cross_val_predict(svc, features, positive, cv=folds, method="decision_function")
         platt = LogisticRegression(C=1e4).fit(out_of_fold[:, None], positive)
         svc.fit(features, positive)
-        return BinarySvm(svc.support_vectors_.astype(np.float32), svc.dual_coef_.astype(np.float32),
-                         float(svc.intercept_[0]), (float(platt.coef_[0, 0]), float(platt.intercept_[0])))
+        return BinarySvm(
+            svc.support_vectors_.astype(np.float32),
+            svc.dual_coef_.astype(np.float32),
+            float(svc.intercept_[0]),
+            (float(platt.coef_[0, 0]), float(platt.intercept_[0])),
+        )
 
     def _fit_all(self, features: np.ndarray, labels: np.ndarray, C: float, gamma: float) -> list[BinarySvm]:
         classes = [1] if len(self.class_names) == 2 else range(len(self.class_names))
         return [self._fit_binary(features, (labels == k).astype(int), C, gamma) for k in classes]
 
-    def fit(self, faces: np.ndarray, labels: np.ndarray, class_names: list[str],
-            val_faces: np.ndarray | None = None, val_labels: np.ndarray | None = None) -> "HogSvm":
+    def fit(
+        self,
+        faces: np.ndarray,
+        labels: np.ndarray,
+        class_names: list[str],
+        val_faces: np.ndarray | None = None,
+        val_labels: np.ndarray | None = None,
+    ) -> HogSvm:
         """Learn from (N, 48, 48) faces; C and gamma, when not given, are chosen on the validation faces by ROC AUC
         (binary tasks) or balanced accuracy, as the networks' best epoch is."""
         labels = np.asarray(labels)
@@ -101,7 +111,9 @@ class HogSvm:
         g_grid = [self.gamma] if self.gamma else [g * base_gamma for g in GAMMA_GRID]
         if len(c_grid) * len(g_grid) > 1:
             if val_faces is None or len(val_faces) == 0:
-                raise EngageError("HOG+SVM chooses C and gamma on validation faces: give validation data or fix C and gamma")
+                raise EngageError(
+                    "HOG+SVM chooses C and gamma on validation faces: give validation data or fix C and gamma"
+                )
             val_features = self._standardise(hog_features(val_faces))
             val_labels = np.asarray(val_labels)
             metric = self.select if len(self.class_names) == 2 else "balanced_accuracy"
@@ -116,8 +128,11 @@ class HogSvm:
                     else:
                         scores[(C, gamma)] = float(balanced_accuracy_score(val_labels, svc.predict(val_features)))
             (self.C, self.gamma), best = max(scores.items(), key=lambda item: item[1])
-            self.selection_ = {"metric": metric, f"val_{metric}": best,
-                               "grid": {f"C={c:g},gamma={g:.3g}": s for (c, g), s in scores.items()}}
+            self.selection_ = {
+                "metric": metric,
+                f"val_{metric}": best,
+                "grid": {f"C={c:g},gamma={g:.3g}": s for (c, g), s in scores.items()},
+            }
         else:
             self.C, self.gamma = c_grid[0], g_grid[0]
         self.svms_ = self._fit_all(features, labels, self.C, self.gamma)
@@ -147,20 +162,33 @@ class HogSvm:
         return tensors
 
     def config(self) -> dict:
-        return {"model": "hog-svm", "num_classes": len(self.class_names), "class_names": self.class_names,
-                "C": self.C, "gamma": self.gamma, "class_weight": self.class_weight, "hog": {k: list(v) if isinstance(v, tuple) else v for k, v in HOG_PARAMS.items()},
-                "selection": self.selection_}
+        return {
+            "model": "hog-svm",
+            "num_classes": len(self.class_names),
+            "class_names": self.class_names,
+            "C": self.C,
+            "gamma": self.gamma,
+            "class_weight": self.class_weight,
+            "hog": {k: list(v) if isinstance(v, tuple) else v for k, v in HOG_PARAMS.items()},
+            "selection": self.selection_,
+        }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: dict) -> "HogSvm":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: dict) -> HogSvm:
         model = cls(C=config["C"], gamma=config["gamma"], class_names=list(config["class_names"]))
         model.mean_, model.scale_ = tensors["hog.mean"].numpy(), tensors["hog.scale"].numpy()
         count = 1 if len(model.class_names) == 2 else len(model.class_names)
         try:
             for i in range(count):
                 intercept, a, b = tensors[f"svm.{i}.params"].tolist()
-                model.svms_.append(BinarySvm(tensors[f"svm.{i}.support_vectors"].numpy(),
-                                             tensors[f"svm.{i}.dual_coef"].numpy(), intercept, (a, b)))
+                model.svms_.append(
+                    BinarySvm(
+                        tensors[f"svm.{i}.support_vectors"].numpy(),
+                        tensors[f"svm.{i}.dual_coef"].numpy(),
+                        intercept,
+                        (a, b),
+                    )
+                )
         except KeyError as missing:
             raise EngageError(f"HOG+SVM file lacks {missing}; it is damaged or of another model") from None
         return model

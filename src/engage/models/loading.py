@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from engage.errors import EngageError, UsageError
-from engage.evaluation.calibration import calibrate
-from engage.evaluation.decision import Decision
+from engage.models.calibration import calibrate
+from engage.models.decision import Decision
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "weights")
 VIEWS = ("model", "flip", "one")  # test-time views: as the model file records, the face and its mirror, the face alone
@@ -35,7 +35,7 @@ class ModelInfo:
 
     @property
     def decision(self) -> Decision:
-        """The model's positive class and threshold (engage.evaluation.decision): one definition for every command."""
+        """The model's positive class and threshold (engage.models.decision): one definition for every command."""
         return Decision.of(self.config)
 
     def calibrated(self, proba: np.ndarray) -> np.ndarray:
@@ -69,7 +69,7 @@ class FaceClassifier(ModelInfo):
         inputs = faces_to_tensor(faces, self.normalize)
         return self.calibrated(predict_proba(self.network, inputs, batch_size=batch_size).numpy())
 
-    def set_views(self, views: str) -> "FaceClassifier":
+    def set_views(self, views: str) -> FaceClassifier:
         """Test-time views: 'model' (as the model file records; the shipped fer: 16), 'flip' (the face and its
         mirror image) or 'one' (the face alone: fastest). Returns self."""
         if views not in VIEWS:
@@ -84,8 +84,11 @@ def shipped_models() -> dict[str, str]:
     """Shipped model names and their files."""
     if not os.path.isdir(WEIGHTS_DIR):
         return {}
-    return {f[: -len(".safetensors")]: os.path.join(WEIGHTS_DIR, f)
-            for f in sorted(os.listdir(WEIGHTS_DIR)) if f.endswith(".safetensors")}
+    return {
+        f[: -len(".safetensors")]: os.path.join(WEIGHTS_DIR, f)
+        for f in sorted(os.listdir(WEIGHTS_DIR))
+        if f.endswith(".safetensors")
+    }
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -106,7 +109,9 @@ def check_card(path: str) -> dict | None:
     card = read_card(path)
     shipped = os.path.dirname(os.path.abspath(path)) == os.path.abspath(WEIGHTS_DIR)
     if card is None and shipped:
-        raise EngageError(f"{path}: shipped model without its model card {os.path.basename(card_path(path))}; reinstall engage")
+        raise EngageError(
+            f"{path}: shipped model without its model card {os.path.basename(card_path(path))}; reinstall engage"
+        )
     if card is not None:
         verify_weights(path, card)
     return card

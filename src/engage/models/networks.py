@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -57,12 +57,22 @@ class PaperCNN(FaceNet):
         super().__init__(num_classes)
         side = ((input_size - 3) // 2 + 1 - 3) // 2 + 1  # after the two 3/2 poolings: 11 for 48
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 5, padding=2), nn.ReLU(inplace=True), nn.LocalResponseNorm(5),
-            nn.MaxPool2d(3, 2), nn.Dropout(0.25),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2), nn.Dropout(0.25),
+            nn.Conv2d(in_channels, 64, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.LocalResponseNorm(5),
+            nn.MaxPool2d(3, 2),
+            nn.Dropout(0.25),
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Dropout(0.25),
             nn.Flatten(),
-            nn.Linear(128 * side * side, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(1024, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(128 * side * side, 1024),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(1024, 1024),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
         )
         self.head = nn.Linear(1024, num_classes)
 
@@ -85,16 +95,28 @@ class PaperVGG(FaceNet):
     """The paper's VGG: conv blocks 64-64, 128-128, 256-256, 512-512 (3x3, ReLU, 2x2 pool, dropout),
     dense 4096-4096-1024. 44.5M parameters: kept for faithful reproduction."""
 
-    def __init__(self, num_classes: int = 7, dropout: float = 0.5, conv_dropout: float = 0.25, in_channels: int = 1,
-                 input_size: int = FACE_SIZE):
+    def __init__(
+        self,
+        num_classes: int = 7,
+        dropout: float = 0.5,
+        conv_dropout: float = 0.25,
+        in_channels: int = 1,
+        input_size: int = FACE_SIZE,
+    ):
         super().__init__(num_classes)
         side = input_size // 16
         self.features = nn.Sequential(
             *_vgg_blocks((64, 128, 256, 512), batch_norm=False, dropout=conv_dropout, in_channels=in_channels),
             nn.Flatten(),
-            nn.Linear(512 * side * side, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(512 * side * side, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 1024),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
         )
         self.head = nn.Linear(1024, num_classes)
 
@@ -103,13 +125,21 @@ class CompactVGG(FaceNet):
     """engage's default: the paper's conv stack (two 3x3 convs per block, 2x2 pool, dropout) with batch
     norm, global average pooling and a single linear head; `width` scales the channels (paper: 64)."""
 
-    def __init__(self, num_classes: int = 7, width: int = 32, dropout: float = 0.3, conv_dropout: float = 0.1,
-                 in_channels: int = 1):
+    def __init__(
+        self,
+        num_classes: int = 7,
+        width: int = 32,
+        dropout: float = 0.3,
+        conv_dropout: float = 0.1,
+        in_channels: int = 1,
+    ):
         super().__init__(num_classes)
         widths = (width, width * 2, width * 4, width * 8)
         self.features = nn.Sequential(
             *_vgg_blocks(widths, batch_norm=True, dropout=conv_dropout, in_channels=in_channels),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
         )
         self.head = nn.Linear(widths[-1], num_classes)
 

@@ -32,7 +32,9 @@ def _require_onnx():
         import onnx
         import onnxruntime
     except ImportError:
-        raise EngageError("the ONNX backend needs onnx and onnxruntime (extra 'fast'): pip install 'engage[fast]'") from None
+        raise EngageError(
+            "the ONNX backend needs onnx and onnxruntime (extra 'fast'): pip install 'engage[fast]'"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -73,9 +75,16 @@ def onnx_bytes(network, config: dict) -> tuple[bytes, dict]:
 
         settings = FaceSettings.from_dict(config.get("face_settings") or {})
         example = torch.zeros(2, settings.channels, settings.size, settings.size)
-        torch.onnx.export(wrapper, (example,), buffer, input_names=["faces"],
-                          output_names=["probabilities"], opset_version=OPSET,
-                          dynamic_axes={"faces": {0: "n"}, "probabilities": {0: "n"}}, **options)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            buffer,
+            input_names=["faces"],
+            output_names=["probabilities"],
+            opset_version=OPSET,
+            dynamic_axes={"faces": {0: "n"}, "probabilities": {0: "n"}},
+            **options,
+        )
     model = onnx.load_from_string(buffer.getvalue())
     entry = model.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(config)
@@ -107,7 +116,7 @@ class OnnxClassifier(ModelInfo):
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod
-    def load(cls, path: str, threads: int | None = None) -> "OnnxClassifier":
+    def load(cls, path: str, threads: int | None = None) -> OnnxClassifier:
         """An .onnx file written by `engage export`."""
         if not os.path.isfile(path):
             raise EngageError(f"{path}: no such model file")
@@ -115,11 +124,13 @@ class OnnxClassifier(ModelInfo):
             return cls(handle.read(), path, threads=threads)
 
     @classmethod
-    def from_classifier(cls, classifier, threads: int | None = None) -> "OnnxClassifier":
+    def from_classifier(cls, classifier, threads: int | None = None) -> OnnxClassifier:
         """Export a loaded network in memory (nothing is written) and open it with onnxruntime."""
         if classifier.network is None:
-            raise UsageError(f"{classifier.name}: only networks run on the ONNX backend (this is a HOG+SVM model); "
-                             "use --backend torch")
+            raise UsageError(
+                f"{classifier.name}: only networks run on the ONNX backend (this is a HOG+SVM model); "
+                "use --backend torch"
+            )
         data, config = onnx_bytes(classifier.network, classifier.config)
         return cls(data, classifier.name, config, threads)
 
@@ -141,9 +152,9 @@ class OnnxClassifier(ModelInfo):
 
 def sample_faces(face_settings: dict) -> np.ndarray:
     """The real faces of the bundled sample photos, cropped the way the model expects (for parity checks)."""
-    from engage.data.sample_photos import sample_images
     from engage.faces.crop import FaceSettings, extract_faces
     from engage.faces.detect import create_detector
+    from engage.io.sample_photos import sample_images
 
     settings = FaceSettings.from_dict(face_settings) if face_settings else FaceSettings()
     detector = create_detector(settings.detector or "mtcnn")
@@ -192,9 +203,18 @@ def export_onnx(model: str, out: str, check_faces: np.ndarray | None = None) -> 
     faces = np.concatenate([check_faces.astype(np.uint8), random_faces])
     difference = float(np.abs(classifier.predict_proba(faces) - onnx_model.predict_proba(faces)).max())
     if difference > PARITY_TOLERANCE:
-        raise EngageError(f"{model}: onnxruntime differs from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
-                          "not exported")
+        raise EngageError(
+            f"{model}: onnxruntime differs from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); not exported"
+        )
     write_bytes(out, data)
-    return {"model": model, "out": out, "format": "onnx", "opset": OPSET, "class_names": classifier.class_names,
-            "bytes": len(data), "checked_faces": int(len(faces)), "real_faces": int(len(check_faces)),
-            "max_abs_difference": difference}
+    return {
+        "model": model,
+        "out": out,
+        "format": "onnx",
+        "opset": OPSET,
+        "class_names": classifier.class_names,
+        "bytes": len(data),
+        "checked_faces": len(faces),
+        "real_faces": len(check_faces),
+        "max_abs_difference": difference,
+    }

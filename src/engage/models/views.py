@@ -14,8 +14,16 @@ from engage.errors import EngageError
 View = tuple[int, int, float]
 
 # the views `fer` ships with (chosen on FER2013 val): centre, 2 px each way, zoom 1.05 / 1.1 / 0.9
-SHIFT_ZOOM: tuple[View, ...] = ((0, 0, 1.0), (2, 0, 1.0), (-2, 0, 1.0), (0, 2, 1.0), (0, -2, 1.0),
-                                (0, 0, 1.05), (0, 0, 1.1), (0, 0, 0.9))
+SHIFT_ZOOM: tuple[View, ...] = (
+    (0, 0, 1.0),
+    (2, 0, 1.0),
+    (-2, 0, 1.0),
+    (0, 2, 1.0),
+    (0, -2, 1.0),
+    (0, 0, 1.05),
+    (0, 0, 1.1),
+    (0, 0, 0.9),
+)
 PRESETS: dict[str, tuple[View, ...]] = {"centre": ((0, 0, 1.0),), "shift-zoom": SHIFT_ZOOM}
 MAX_SHIFT = 8
 ZOOM_RANGE = (0.5, 2.0)
@@ -27,13 +35,20 @@ def checked_views(views, where: str = "test_time_views") -> tuple[View, ...]:
     for view in views or ():
         try:
             dx, dy, zoom = view
-            ok = (float(dx).is_integer() and float(dy).is_integer() and abs(dx) <= MAX_SHIFT and abs(dy) <= MAX_SHIFT
-                  and ZOOM_RANGE[0] <= float(zoom) <= ZOOM_RANGE[1])
+            ok = (
+                float(dx).is_integer()
+                and float(dy).is_integer()
+                and abs(dx) <= MAX_SHIFT
+                and abs(dy) <= MAX_SHIFT
+                and ZOOM_RANGE[0] <= float(zoom) <= ZOOM_RANGE[1]
+            )
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise EngageError(f"{where}: each view must be [dx, dy, zoom] with whole shifts of at most {MAX_SHIFT} px "
-                              f"and zoom in [{ZOOM_RANGE[0]}, {ZOOM_RANGE[1]}], got {view!r}")
+            raise EngageError(
+                f"{where}: each view must be [dx, dy, zoom] with whole shifts of at most {MAX_SHIFT} px "
+                f"and zoom in [{ZOOM_RANGE[0]}, {ZOOM_RANGE[1]}], got {view!r}"
+            )
         checked.append((int(dx), int(dy), float(zoom)))
     return tuple(checked)
 

@@ -17,7 +17,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engage import __version__
 from engage.errors import EngageError
 from engage.inference.annotate import draw_faces, encode_image
 from engage.inference.job import image_result
@@ -35,10 +34,13 @@ from engage.serve.uploads import (
     safe_name,
     save_upload,
 )
+from engage.version import __version__
 
 STATIC = resources.files("engage.serve") / "static"
-PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
-               "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @dataclass
@@ -64,10 +66,18 @@ class ServeSettings:
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """The server's one Predictor (with the expression model, used only when a request asks)."""
-    return Predictor(settings.model, detector=settings.detector, backend=settings.backend, expressions=True,
-                     expression_views=settings.expression_views, smoothing_s=settings.smoothing_s,
-                     base_rate=settings.base_rate, calibration=settings.calibration, abstain=settings.abstain,
-                     cues=settings.cues)
+    return Predictor(
+        settings.model,
+        detector=settings.detector,
+        backend=settings.backend,
+        expressions=True,
+        expression_views=settings.expression_views,
+        smoothing_s=settings.smoothing_s,
+        base_rate=settings.base_rate,
+        calibration=settings.calibration,
+        abstain=settings.abstain,
+        cues=settings.cues,
+    )
 
 
 def create_app(settings: ServeSettings | None = None, predictor: Predictor | None = None) -> FastAPI:
@@ -76,8 +86,11 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     limits = settings.limits
     predictor = predictor or load_predictor(settings)
     images = PredictorPool(predictor, settings.workers, settings.image_queue, "engage-image")
-    jobs = JobPool(PredictorPool(predictor, settings.workers, settings.video_queue, "engage-video"),
-                   settings.retention_s, limits.video_s)
+    jobs = JobPool(
+        PredictorPool(predictor, settings.workers, settings.video_queue, "engage-video"),
+        settings.retention_s,
+        limits.video_s,
+    )
     live = LiveSessions(settings.smoothing_s)
 
     from contextlib import asynccontextmanager
@@ -89,9 +102,15 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         images.shutdown()
 
     # OpenAPI 3.0 rather than FastAPI's 3.1: the Swagger UI bundled for offline use (4.x) renders 3.0 only
-    app = FastAPI(title="engage", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Student engagement from facial expression, for research (see the README's "
-                              "responsible-use notice). Nothing is stored beyond a video job's retention time.")
+    app = FastAPI(
+        title="engage",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Student engagement from facial expression, for research (see the README's "
+        "responsible-use notice). Nothing is stored beyond a video job's retention time.",
+    )
     app.openapi_version = "3.0.3"
     app.state.predictor, app.state.jobs, app.state.images, app.state.live = predictor, jobs, images, live
     app.add_middleware(BodyLimit, limits=limits)
@@ -112,8 +131,9 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             return
         given = request.headers.get("authorization", "")
         if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), settings.token.encode())):
-            raise RefusedError(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
-                               {"WWW-Authenticate": "Bearer"})
+            raise RefusedError(
+                401, "missing or wrong token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
+            )
 
     api = [Depends(authorised)]
 
@@ -122,12 +142,15 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         try:
             future = images.submit(task)
         except PoolFull:
-            raise RefusedError(429, "busy: every worker is scoring and the queue is full; retry shortly",
-                               {"Retry-After": "1"}) from None
+            raise RefusedError(
+                429, "busy: every worker is scoring and the queue is full; retry shortly", {"Retry-After": "1"}
+            ) from None
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_s)
         except TimeoutError:
-            raise RefusedError(408, f"the request took longer than the server's limit of {limits.request_s:g} s") from None
+            raise RefusedError(
+                408, f"the request took longer than the server's limit of {limits.request_s:g} s"
+            ) from None
 
     # ---- page ----------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -140,8 +163,14 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     @app.get("/healthz", tags=["server"])
     async def healthz() -> dict:
         """The server answers; what it scores with; whether the API needs a token."""
-        return {"status": "ok", "version": __version__, "model": predictor.model_name, "jobs": len(jobs.jobs),
-                "live_sessions": live.count(), "auth": settings.token is not None}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": predictor.model_name,
+            "jobs": len(jobs.jobs),
+            "live_sessions": live.count(),
+            "auth": settings.token is not None,
+        }
 
     @app.get("/v1/models", tags=["models"], dependencies=api)
     async def models() -> dict:
@@ -149,22 +178,32 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         from engage.models.cards import read_card
         from engage.models.loading import shipped_models
 
-        return {"serving": {"model": predictor.model_name, "classes": predictor.class_names,
-                            "positive_class": predictor.positive_class, "threshold": predictor.decision.threshold,
-                            "detector": predictor.detector_name, "backend": predictor.backend,
-                            "expression_classes": predictor.expression_names,
-                            "base_rate": predictor.adjustment.base_rate,
-                            "site_calibration": (predictor.adjustment.site.to_dict()
-                                                 if predictor.adjustment.site else None),
-                            "abstain": predictor.abstain, "quality_thresholds": predictor.quality_thresholds.to_dict(),
-                            "cues": predictor.face_mesh is not None, "cue_head": predictor.cue_head is not None},
-                "cards": {name: read_card(path) for name, path in shipped_models().items()}}
+        return {
+            "serving": {
+                "model": predictor.model_name,
+                "classes": predictor.class_names,
+                "positive_class": predictor.positive_class,
+                "threshold": predictor.decision.threshold,
+                "detector": predictor.detector_name,
+                "backend": predictor.backend,
+                "expression_classes": predictor.expression_names,
+                "base_rate": predictor.adjustment.base_rate,
+                "site_calibration": (predictor.adjustment.site.to_dict() if predictor.adjustment.site else None),
+                "abstain": predictor.abstain,
+                "quality_thresholds": predictor.quality_thresholds.to_dict(),
+                "cues": predictor.face_mesh is not None,
+                "cue_head": predictor.cue_head is not None,
+            },
+            "cards": {name: read_card(path) for name, path in shipped_models().items()},
+        }
 
     # ---- images --------------------------------------------------------------------------------------
     @app.post("/v1/images", tags=["images"], dependencies=api)
-    async def score_image(file: Annotated[UploadFile, File(description="One image (JPEG, PNG, BMP, GIF, TIFF, WebP)")],
-                          expressions: Annotated[bool, Form(description="Add the fer model's 7 expression probabilities")] = False,
-                          annotate: Annotated[bool, Form(description="Add the image with boxes and scores drawn, as base64 PNG")] = False) -> dict:
+    async def score_image(
+        file: Annotated[UploadFile, File(description="One image (JPEG, PNG, BMP, GIF, TIFF, WebP)")],
+        expressions: Annotated[bool, Form(description="Add the fer model's 7 expression probabilities")] = False,
+        annotate: Annotated[bool, Form(description="Add the image with boxes and scores drawn, as base64 PNG")] = False,
+    ) -> dict:
         """Every face of one image, biggest first: the same object as `engage predict --json` for that file."""
         name = safe_name(file.filename, "image")
         data = await _read_upload(file, limits.image_bytes)
@@ -183,9 +222,11 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
 
     # ---- videos --------------------------------------------------------------------------------------
     @app.post("/v1/videos", tags=["videos"], status_code=202, dependencies=api)
-    async def submit_video(file: Annotated[UploadFile, File(description="One video (mp4, mkv, webm, avi, mov, ...)")],
-                           every: Annotated[int, Form(ge=1, le=1000, description="Score every Nth frame")] = 1,
-                           expressions: Annotated[bool, Form(description="Add expression probabilities to the CSV")] = False):
+    async def submit_video(
+        file: Annotated[UploadFile, File(description="One video (mp4, mkv, webm, avi, mov, ...)")],
+        every: Annotated[int, Form(ge=1, le=1000, description="Score every Nth frame")] = 1,
+        expressions: Annotated[bool, Form(description="Add expression probabilities to the CSV")] = False,
+    ):
         """Queue a video; answers 202 with the job at once. Poll GET /v1/jobs/{id}."""
         if jobs.pool.pending >= jobs.pool.capacity:
             raise RefusedError(429, "busy: the video queue is full; retry later", {"Retry-After": "30"})
@@ -200,8 +241,9 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             video_path = os.path.join(folder, "upload" + kind[1])
             os.replace(path, video_path)
             try:
-                await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, _check_video, video_path, name),
-                                       limits.request_s)
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(None, _check_video, video_path, name), limits.request_s
+                )
             except TimeoutError:
                 raise RefusedError(408, f"{name}: opening the video took longer than {limits.request_s:g} s") from None
             try:
@@ -234,8 +276,9 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     async def job_csv(job_id: str) -> FileResponse:
         """One row per face per frame: the same CSV as `engage predict --csv`."""
         job = finished(job_id)
-        return FileResponse(job.csv_path, media_type="text/csv",
-                            filename=os.path.splitext(job.source)[0] + ".faces.csv")
+        return FileResponse(
+            job.csv_path, media_type="text/csv", filename=os.path.splitext(job.source)[0] + ".faces.csv"
+        )
 
     @app.get("/v1/jobs/{job_id}/timeline.png", tags=["videos"], dependencies=api)
     async def job_timeline(job_id: str) -> FileResponse:
@@ -259,8 +302,9 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         return {"id": session.id, "frames_url": f"/v1/live/{session.id}/frames", "idle_s": live.idle_s}
 
     @app.post("/v1/live/{session_id}/frames", tags=["live"], dependencies=api)
-    async def live_frame(session_id: str,
-                         file: Annotated[UploadFile, File(description="One camera frame (JPEG or PNG)")]) -> dict:
+    async def live_frame(
+        session_id: str, file: Annotated[UploadFile, File(description="One camera frame (JPEG or PNG)")]
+    ) -> dict:
         """Faces of one frame with ids kept across frames and p_engaged smoothed over time. The frame is not stored."""
         session = live.get(session_id)
         if session is None:
@@ -271,8 +315,13 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             rgb = decode_image(data, "frame", limits)
             with session.lock:
                 frame = fork(False).predict_stream_frame(rgb, session.clock(), session.stream)
-            return {"frame": frame.frame, "time_s": round(frame.time_s, 3), "width": frame.width,
-                    "height": frame.height, "faces": [face.to_dict() for face in frame.faces]}
+            return {
+                "frame": frame.frame,
+                "time_s": round(frame.time_s, 3),
+                "width": frame.width,
+                "height": frame.height,
+                "faces": [face.to_dict() for face in frame.faces],
+            }
 
         return await scored(task)
 
@@ -317,9 +366,13 @@ def _add_offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="engage API", swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="engage API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def _add_error_handlers(app: FastAPI) -> None:

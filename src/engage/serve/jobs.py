@@ -56,8 +56,15 @@ class VideoJob:
             progress = 1.0
         elif self.frames_total:
             progress = round(min(1.0, self.frames_done / self.frames_total), 4)
-        values = {"id": self.id, "state": self.state, "source": self.source, "frames_done": self.frames_done,
-                  "frames_total": self.frames_total, "progress": progress, "created": round(self.created, 3)}
+        values = {
+            "id": self.id,
+            "state": self.state,
+            "source": self.source,
+            "frames_done": self.frames_done,
+            "frames_total": self.frames_total,
+            "progress": progress,
+            "created": round(self.created, 3),
+        }
         if self.result is not None:
             values["result"] = self.result
             values["links"] = {name: f"/v1/jobs/{self.id}/{name}" for name in (CSV_NAME, "timeline.png")}
@@ -112,7 +119,9 @@ class JobPool:
         """Forget jobs that ended more than retention_s ago, with their files."""
         now = time.time()
         with self._lock:
-            expired = [job for job in self.jobs.values() if job.finished is not None and now - job.finished > self.retention_s]
+            expired = [
+                job for job in self.jobs.values() if job.finished is not None and now - job.finished > self.retention_s
+            ]
             for job in expired:
                 del self.jobs[job.id]
         for job in expired:
@@ -149,8 +158,9 @@ class JobPool:
         item = InputItem("video", job.source, path=job.video_path, stem="video")
         options = PredictOptions(every=job.every, csv_path=job.csv_path, timeline_dir=job.folder)
         try:
-            run = run_predict(Inputs([item], []), fork(job.expressions), options, progress=on_progress,
-                              warn=lambda _line: None)
+            run = run_predict(
+                Inputs([item], []), fork(job.expressions), options, progress=on_progress, warn=lambda _line: None
+            )
             result = dict(run.results[0])
             result.pop("outputs", None)  # server paths: the API links to the files instead
             job.result, job.state = result, "done"
@@ -158,7 +168,7 @@ class JobPool:
             job.state = "cancelled"
         except EngageError as error:
             job.state, job.error = "failed", str(error)
-        except Exception as error:  # noqa: BLE001 - a bug: one line for the client, the job ends cleanly
+        except Exception as error:
             job.state, job.error = "failed", f"internal error: {type(error).__name__}: {error}"
         finally:
             job.finished = time.time()

@@ -121,13 +121,19 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except Image.DecompressionBombError:
-        raise RefusedError(413, f"{name}: declares too many pixels to decode safely (a decompression bomb?); "
-                                f"the limit is {max_pixels:,} pixels") from None
-    except Exception:  # noqa: BLE001 - not readable here: the decoder gives the reason
+        raise RefusedError(
+            413,
+            f"{name}: declares too many pixels to decode safely (a decompression bomb?); "
+            f"the limit is {max_pixels:,} pixels",
+        ) from None
+    except Exception:
         return
     if width * height > max_pixels:
-        raise RefusedError(413, f"{name}: {width} x {height} pixels is over the limit of {max_pixels:,} "
-                                "(a decompression bomb, or too big); resize it first")
+        raise RefusedError(
+            413,
+            f"{name}: {width} x {height} pixels is over the limit of {max_pixels:,} "
+            "(a decompression bomb, or too big); resize it first",
+        )
 
 
 async def save_upload(upload, folder: str, limit: int) -> tuple[str, tuple[str, str] | None]:
@@ -135,7 +141,7 @@ async def save_upload(upload, folder: str, limit: int) -> tuple[str, tuple[str, 
     and what its first bytes say it is. The client's file name is never used for the path."""
     path = os.path.join(folder, "upload.bin")
     written, head = 0, b""
-    with open(path, "wb") as out:  # noqa: ASYNC230 - local disk writes of 1 MB chunks; the upload is the slow part
+    with open(path, "wb") as out:
         while chunk := await upload.read(MB):
             written += len(chunk)
             if written > limit:
@@ -192,7 +198,16 @@ async def _send_json(send, status: int, detail: str) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), (b"x-content-type-options", b"nosniff")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

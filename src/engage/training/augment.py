@@ -10,8 +10,15 @@ import torch
 import torch.nn.functional as F
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: int, rotate: float,
-            scale: float = 0.0, erase: float = 0.0) -> torch.Tensor:
+def augment(
+    batch: torch.Tensor,
+    generator: torch.Generator,
+    flip: bool,
+    pad: int,
+    rotate: float,
+    scale: float = 0.0,
+    erase: float = 0.0,
+) -> torch.Tensor:
     """Random flip, translation (up to pad px), rotation (up to rotate degrees), zoom (by up to +-scale) and
     random erasing (a rectangle of 2-20% of the face blanked with probability erase) of a whole batch at once."""
     n, _, height, width = batch.shape
@@ -21,14 +28,18 @@ def augment(batch: torch.Tensor, generator: torch.Generator, flip: bool, pad: in
         batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
     if pad > 0 or rotate > 0 or scale > 0:
         angle = (torch.rand(n, **on) * 2 - 1) * math.radians(rotate)
-        shift = (torch.randint(-pad, pad + 1, (n, 2), **on).float() if pad > 0
-                 else torch.zeros(n, 2, device=batch.device))
+        shift = (
+            torch.randint(-pad, pad + 1, (n, 2), **on).float() if pad > 0 else torch.zeros(n, 2, device=batch.device)
+        )
         zoom = 1 + (torch.rand(n, **on) * 2 - 1) * scale if scale > 0 else torch.ones(n, device=batch.device)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([
-            torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
-            torch.stack([sin, cos, shift[:, 1] * 2 / height], dim=1),
-        ], dim=1)
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin, shift[:, 0] * 2 / width], dim=1),
+                torch.stack([sin, cos, shift[:, 1] * 2 / height], dim=1),
+            ],
+            dim=1,
+        )
         grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
         batch = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if erase > 0:
@@ -50,6 +61,11 @@ def random_erase(batch: torch.Tensor, generator: torch.Generator, probability: f
     left = (torch.rand(n, **on) * (width - box_w + 1)).floor()
     rows = torch.arange(height, dtype=torch.float32, device=batch.device)[None, :, None]
     cols = torch.arange(width, dtype=torch.float32, device=batch.device)[None, None, :]
-    inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
-              & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None]) & chosen[:, None, None])
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + box_h)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + box_w)[:, None, None])
+        & chosen[:, None, None]
+    )
     return batch.masked_fill(inside[:, None], 0.0)

@@ -18,24 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import Callable
 
 import numpy as np
 
 from engage.data.dataset import FaceDataset, concatenate
 from engage.errors import EngageError
-from engage.evaluation.calibration import (
-    BALANCED,
-    DegenerateCalibration,
-    balanced_weights,
-    calibrate,
-    ece_at_rates,
-    fit_calibration,
-)
-from engage.evaluation.decision import Decision, best_threshold
+from engage.evaluation.calibration import DegenerateCalibration, balanced_weights, ece_at_rates, fit_calibration
 from engage.evaluation.metrics import basic_metrics, bootstrap_ci
 from engage.io.files import atomic_write, write_text
+from engage.models.calibration import BALANCED, calibrate
+from engage.models.decision import Decision, best_threshold
 
 # config fields that do not change what a fold computes (so a run may continue with other values)
 NOT_IN_KEY = ("threads", "device", "save_every_s", "data", "val", "split", "val_fraction")
@@ -71,7 +65,9 @@ def run_key(config, data_hash: str, index: np.ndarray | None, what: str) -> str:
     if recipe.get("init"):
         recipe["init"] = sha256_of(recipe["init"])
     faces = hashlib.sha256(np.ascontiguousarray(index).tobytes()).hexdigest() if index is not None else "all"
-    return hashlib.sha256(json.dumps([recipe, data_hash, faces, what], sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([recipe, data_hash, faces, what], sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 def claim_folder(folder: str, key: str, description: str) -> bool:
@@ -85,8 +81,10 @@ def claim_folder(folder: str, key: str, description: str) -> bool:
         with open(path) as existing:
             recorded = json.load(existing).get("key")
         if recorded != key:
-            raise EngageError(f"{folder} holds a run of another recipe, data or fold ({description}); "
-                              "choose another --out (nothing was changed)") from None
+            raise EngageError(
+                f"{folder} holds a run of another recipe, data or fold ({description}); "
+                "choose another --out (nothing was changed)"
+            ) from None
         return True
     with os.fdopen(handle, "w") as claimed:
         claimed.write(json.dumps({"key": key, "what": description}) + "\n")
@@ -103,8 +101,9 @@ def _save_array(path: str, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def _scores_at_every_epoch(config, train_set: FaceDataset, test: FaceDataset, run_dir: str, resume: bool,
-                           log: Callable[[str], None]) -> dict[int, np.ndarray]:
+def _scores_at_every_epoch(
+    config, train_set: FaceDataset, test: FaceDataset, run_dir: str, resume: bool, log: Callable[[str], None]
+) -> dict[int, np.ndarray]:
     """Train one fold; the left-out faces' probabilities after every epoch (kept as files, so a killed run
     continues)."""
     from engage.models.networks import faces_to_tensor, predict_proba
@@ -118,13 +117,21 @@ def _scores_at_every_epoch(config, train_set: FaceDataset, test: FaceDataset, ru
 
     last = config.stop_after or config.epochs
     if not all(os.path.exists(os.path.join(run_dir, f"test-epoch{e:03d}.npy")) for e in range(1, last + 1)):
-        train(config, train_set, None, run_dir, resume=resume and os.path.exists(os.path.join(run_dir, "last.safetensors")),
-              log=log, on_epoch=on_epoch)
+        train(
+            config,
+            train_set,
+            None,
+            run_dir,
+            resume=resume and os.path.exists(os.path.join(run_dir, "last.safetensors")),
+            log=log,
+            on_epoch=on_epoch,
+        )
     return {e: np.load(os.path.join(run_dir, f"test-epoch{e:03d}.npy")) for e in range(1, last + 1)}
 
 
-def _mean_auc(labels: np.ndarray, proba: np.ndarray, corpus: np.ndarray, mask: np.ndarray, decision: Decision,
-              fold_of: np.ndarray) -> float:
+def _mean_auc(
+    labels: np.ndarray, proba: np.ndarray, corpus: np.ndarray, mask: np.ndarray, decision: Decision, fold_of: np.ndarray
+) -> float:
     """The mean over data sets of the mean over folds of ROC AUC on the masked faces: each AUC ranks the faces
     of one model, as the shipped model will rank a researcher's students (folds or data sets with one class are
     left out)."""
@@ -143,14 +150,25 @@ def _mean_auc(labels: np.ndarray, proba: np.ndarray, corpus: np.ndarray, mask: n
 
 
 IDENTITY_CALIBRATION = {"scale": 1.0, "bias": [0.0, 0.0], "method": "none"}
-DECISION_RULE = ("0.5 on p calibrated for a balanced base rate (as many on-task as off-task faces): the Bayes decision "
-                 "for balanced accuracy")
-CALIBRATION_RULE = ("Platt scaling of the log-odds on out-of-fold predictions, both classes and, within each, every data "
-                    "set weighing the same: p is calibrated for a base rate of 0.5")
+DECISION_RULE = (
+    "0.5 on p calibrated for a balanced base rate (as many on-task as off-task faces): the Bayes decision "
+    "for balanced accuracy"
+)
+CALIBRATION_RULE = (
+    "Platt scaling of the log-odds on out-of-fold predictions, both classes and, within each, every data "
+    "set weighing the same: p is calibrated for a base rate of 0.5"
+)
 
 
-def _choose(labels, oof: dict[int, np.ndarray], corpus: np.ndarray, mask: np.ndarray, decision: Decision,
-            fold_of: np.ndarray, epoch: int | None = None) -> dict:
+def _choose(
+    labels,
+    oof: dict[int, np.ndarray],
+    corpus: np.ndarray,
+    mask: np.ndarray,
+    decision: Decision,
+    fold_of: np.ndarray,
+    epoch: int | None = None,
+) -> dict:
     """Epoch and calibration chosen on the masked out-of-fold faces. The calibration is fitted with both classes
     weighing the same (and every data set within each), so p is calibrated for a base rate of 0.5 and the decision
     is at 0.5; where the scores do not separate the classes, it falls back to the network's own probabilities
@@ -161,34 +179,63 @@ def _choose(labels, oof: dict[int, np.ndarray], corpus: np.ndarray, mask: np.nda
         epoch = max(curve, key=lambda e: (round(curve[e], 6), -e))  # the best; the earlier of equals
     positive = (labels[mask] == decision.positive_index).astype(int)
     try:
-        calibration = fit_calibration(labels[mask], oof[epoch][mask], balanced_weights(positive, corpus[mask]),
-                                      base_rate=BALANCED)
+        calibration = fit_calibration(
+            labels[mask], oof[epoch][mask], balanced_weights(positive, corpus[mask]), base_rate=BALANCED
+        )
     except DegenerateCalibration as error:
-        calibration = dict(IDENTITY_CALIBRATION, n=int(mask.sum()), base_rate=BALANCED,
-                           fallback=f"not fitted: {error}; the network's own probabilities are used")
+        calibration = dict(
+            IDENTITY_CALIBRATION,
+            n=int(mask.sum()),
+            base_rate=BALANCED,
+            fallback=f"not fitted: {error}; the network's own probabilities are used",
+        )
     p = decision.p_positive(calibrate(oof[epoch][mask], calibration))
     names = corpus[mask]
     best = best_threshold([positive[names == n] for n in np.unique(names)], [p[names == n] for n in np.unique(names)])
-    return {"epoch": int(epoch), "curve": curve, "calibration": calibration, "threshold": BALANCED,
-            "best_balanced_accuracy_threshold": float(best)}
+    return {
+        "epoch": int(epoch),
+        "curve": curve,
+        "calibration": calibration,
+        "threshold": BALANCED,
+        "best_balanced_accuracy_threshold": float(best),
+    }
 
 
-def group_report(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray, subjects: np.ndarray,
-                 decision: Decision, n_boot: int = 1000, seed: int = 0) -> dict:
+def group_report(
+    labels: np.ndarray,
+    proba: np.ndarray,
+    predicted: np.ndarray,
+    subjects: np.ndarray,
+    decision: Decision,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Metrics of one data set's out-of-fold faces with 95% CIs (whole subjects resampled); `ece` at the balanced
     rate the probabilities are calibrated for, `ece_own_rate` with them re-weighted to the data set's own share."""
     ece = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, BALANCED)
-    report = {"n": int(len(labels)), "subjects": int(len(set(subjects.tolist()))),
-              "positive_share": float(np.mean(labels == decision.positive_index)),
-              **basic_metrics(labels, proba, decision, predicted), "ece": ece["balanced"],
-              "ece_own_rate": ece.get("own_rate", float("nan"))}
-    report["ci95"] = bootstrap_ci(labels, proba, subjects, n_boot, seed, decision=decision, predicted=predicted,
-                                  ece_rate=BALANCED)
+    report = {
+        "n": len(labels),
+        "subjects": len(set(subjects.tolist())),
+        "positive_share": float(np.mean(labels == decision.positive_index)),
+        **basic_metrics(labels, proba, decision, predicted),
+        "ece": ece["balanced"],
+        "ece_own_rate": ece.get("own_rate", float("nan")),
+    }
+    report["ci95"] = bootstrap_ci(
+        labels, proba, subjects, n_boot, seed, decision=decision, predicted=predicted, ece_rate=BALANCED
+    )
     return report
 
 
-def fold_report(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray, fold_of: np.ndarray, mask: np.ndarray,
-                folds: int, decision: Decision) -> dict:
+def fold_report(
+    labels: np.ndarray,
+    proba: np.ndarray,
+    predicted: np.ndarray,
+    fold_of: np.ndarray,
+    mask: np.ndarray,
+    folds: int,
+    decision: Decision,
+) -> dict:
     """Each metric per fold (the faces of one model) and their mean with a 95% t-interval over folds; folds
     whose faces hold one class only are left out of AUC and balanced accuracy."""
     from scipy import stats
@@ -202,14 +249,25 @@ def fold_report(labels: np.ndarray, proba: np.ndarray, predicted: np.ndarray, fo
                 values.append(basic_metrics(labels[members], proba[members], decision, predicted[members])[metric])
         values = [v for v in values if np.isfinite(v)]
         mean = float(np.mean(values)) if values else float("nan")
-        half = (float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
-                if len(values) > 1 else float("nan"))
+        half = (
+            float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+            if len(values) > 1
+            else float("nan")
+        )
         result[metric] = {"mean": mean, "ci95": [mean - half, mean + half], "per_fold": values}
     return result
 
 
-def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Callable[[str], None] = print,
-                   final: bool = True, n_boot: int = 1000, epoch: int | None = None) -> dict:
+def cross_validate(
+    config,
+    paths: list[str],
+    folds: int,
+    out_dir: str,
+    log: Callable[[str], None] = print,
+    final: bool = True,
+    n_boot: int = 1000,
+    epoch: int | None = None,
+) -> dict:
     """Cross-validate the recipe `config` (a TrainConfig) on the dataset files, then (final) train the model
     that ships: see the module's docstring. Writes into out_dir: foldK/ (a run each), final/ (the last run),
     model.safetensors, oof.npz and crossval.json. A killed run continues where it stopped.
@@ -221,13 +279,17 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
     data = concatenate(datasets, paths)
     file_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(datasets)])
     if not data.has_subjects:
-        raise EngageError("cross-validation by subject needs a subject id for every face (a 'subject' column "
-                          "or --subject-pattern when pre-processing)")
+        raise EngageError(
+            "cross-validation by subject needs a subject id for every face (a 'subject' column "
+            "or --subject-pattern when pre-processing)"
+        )
     if (data.labels < 0).any():
         raise EngageError("cross-validation needs labelled faces only")
     decision = Decision.for_classes(data.class_names)
     if not decision.binary:
-        raise EngageError(f"--cv chooses a threshold for a binary task; these classes are {', '.join(data.class_names)}")
+        raise EngageError(
+            f"--cv chooses a threshold for a binary task; these classes are {', '.join(data.class_names)}"
+        )
     from engage.training.loop import native_bf16, network_args, resolve_device
 
     config = replace(config, data=list(paths), val=None, split="none")
@@ -242,12 +304,19 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
     for k in range(folds):
         test_mask = fold_of == k
         run_dir = os.path.join(out_dir, f"fold{k + 1}")
-        started = claim_folder(run_dir, run_key(config, data_hash, np.flatnonzero(test_mask), f"fold {k + 1}/{folds}"),
-                               f"fold {k + 1} of {folds}")
-        log(f"fold {k + 1}/{folds}: training on {int((~test_mask).sum()):,} faces, scoring {int(test_mask.sum()):,}"
-            + (" (continuing)" if started else ""))
+        started = claim_folder(
+            run_dir,
+            run_key(config, data_hash, np.flatnonzero(test_mask), f"fold {k + 1}/{folds}"),
+            f"fold {k + 1} of {folds}",
+        )
+        log(
+            f"fold {k + 1}/{folds}: training on {int((~test_mask).sum()):,} faces, scoring {int(test_mask.sum()):,}"
+            + (" (continuing)" if started else "")
+        )
         # data=None: a fold is continued by re-running the cross-validation, never alone on every face
-        scores = _scores_at_every_epoch(replace(config, data=None), data.subset(~test_mask), data.subset(test_mask), run_dir, started, log)
+        scores = _scores_at_every_epoch(
+            replace(config, data=None), data.subset(~test_mask), data.subset(test_mask), run_dir, started, log
+        )
         for scored_epoch, proba in scores.items():
             oof.setdefault(scored_epoch, np.full((len(data), proba.shape[1]), np.nan, np.float32))[test_mask] = proba
 
@@ -272,47 +341,82 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
         if len(set(file_of[data.corpus == name].tolist())) > 1:
             groups[f"{name}: {os.path.basename(path)}"] = file_of == i
     report = {
-        "folds": folds, "n": int(len(data)), "files": list(paths), "classes": data.class_names,
+        "folds": folds,
+        "n": len(data),
+        "files": list(paths),
+        "classes": data.class_names,
         "decision_rule": DECISION_RULE,
-        "epoch_rule": ("epoch with the best mean over data sets of the mean over folds of out-of-fold ROC AUC (the "
-                       "earlier of equals)") if epoch is None else f"fixed: epoch {epoch} (--cv-epoch)",
+        "epoch_rule": (
+            "epoch with the best mean over data sets of the mean over folds of out-of-fold ROC AUC (the "
+            "earlier of equals)"
+        )
+        if epoch is None
+        else f"fixed: epoch {epoch} (--cv-epoch)",
         "calibration_rule": CALIBRATION_RULE,
         "base_rate": BALANCED,
         "best_balanced_accuracy_threshold": chosen["best_balanced_accuracy_threshold"],
-        "chosen_epoch": chosen["epoch"], "calibration": chosen["calibration"], "threshold": chosen["threshold"],
+        "chosen_epoch": chosen["epoch"],
+        "calibration": chosen["calibration"],
+        "threshold": chosen["threshold"],
         "epoch_curve": {str(e): round(v, 5) for e, v in chosen["curve"].items()},
         "epoch_curve_per_corpus": {
             name: {str(e): round(basic_metrics(labels[m], p[m], decision)["auc"], 5) for e, p in oof.items()}
-            for name, m in groups.items() if len(np.unique(labels[m])) == 2},
+            for name, m in groups.items()
+            if len(np.unique(labels[m])) == 2
+        },
         "fold_choices": fold_choices,
-        "cross_fitted": {name: group_report(labels[m], honest[m], predicted[m], data.subjects[m], decision, n_boot)
-                         for name, m in groups.items() if len(np.unique(labels[m])) == 2},
-        "cross_fitted_per_fold": {name: fold_report(labels, honest, predicted, fold_of, m, folds, decision)
-                                  for name, m in groups.items() if len(np.unique(labels[m])) == 2},
+        "cross_fitted": {
+            name: group_report(labels[m], honest[m], predicted[m], data.subjects[m], decision, n_boot)
+            for name, m in groups.items()
+            if len(np.unique(labels[m])) == 2
+        },
+        "cross_fitted_per_fold": {
+            name: fold_report(labels, honest, predicted, fold_of, m, folds, decision)
+            for name, m in groups.items()
+            if len(np.unique(labels[m])) == 2
+        },
         "not_cross_fitted": "epoch_curve, epoch_curve_per_corpus and uncalibrated_at_0.5 use every fold's predictions "
-                            "at the epoch chosen on all folds",
-        "uncalibrated_at_0.5": {name: {**basic_metrics(labels[m], oof[chosen["epoch"]][m], decision),
-                                       "ece": ece_at_rates(labels[m], decision.p_positive(oof[chosen["epoch"]][m]),
-                                                           decision.positive_index)["balanced"]}
-                                for name, m in groups.items() if len(np.unique(labels[m])) == 2},
+        "at the epoch chosen on all folds",
+        "uncalibrated_at_0.5": {
+            name: {
+                **basic_metrics(labels[m], oof[chosen["epoch"]][m], decision),
+                "ece": ece_at_rates(labels[m], decision.p_positive(oof[chosen["epoch"]][m]), decision.positive_index)[
+                    "balanced"
+                ],
+            }
+            for name, m in groups.items()
+            if len(np.unique(labels[m])) == 2
+        },
         "method": "cross-fitted: each fold's faces are scored with the epoch, calibration and threshold chosen on the "
-                  f"other folds' out-of-fold predictions; 95% CIs from {n_boot} bootstrap resamples of whole subjects",
+        f"other folds' out-of-fold predictions; 95% CIs from {n_boot} bootstrap resamples of whole subjects",
         "recipe": {k: v for k, v in asdict(config).items() if k not in ("data", "val", "split", "val_fraction")},
     }
 
     def write_oof(tmp: str) -> None:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, labels=labels, corpus=data.corpus, subjects=data.subjects, paths=data.paths,
-                                fold=fold_of, file_index=file_of, proba=oof[chosen["epoch"]], calibrated=honest,
-                                predicted=predicted, class_names=np.array(data.class_names))
+            np.savez_compressed(
+                handle,
+                labels=labels,
+                corpus=data.corpus,
+                subjects=data.subjects,
+                paths=data.paths,
+                fold=fold_of,
+                file_index=file_of,
+                proba=oof[chosen["epoch"]],
+                calibrated=honest,
+                predicted=predicted,
+                class_names=np.array(data.class_names),
+            )
 
     atomic_write(os.path.join(out_dir, "oof.npz"), write_oof)
     if final:
         final_config = replace(config, stop_after=chosen["epoch"])
         final_dir = os.path.join(out_dir, "final")
         started = claim_folder(final_dir, run_key(final_config, data_hash, None, "final"), "the final model")
-        log(f"final model: every subject, {chosen['epoch']} of the recipe's {config.epochs} epochs"
-            + (" (continuing)" if started else ""))
+        log(
+            f"final model: every subject, {chosen['epoch']} of the recipe's {config.epochs} epochs"
+            + (" (continuing)" if started else "")
+        )
         from engage.training.loop import train
 
         last = os.path.join(final_dir, "last.safetensors")
@@ -325,9 +429,14 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
             calibration=chosen["calibration"],
             decision=replace(decision, threshold=chosen["threshold"], rule=report["decision_rule"]).to_dict(),
             epoch=chosen["epoch"],
-            crossval={"folds": folds, "chosen_epoch": chosen["epoch"],
-                      "cross_fitted": {name: {k: v for k, v in r.items() if k != "ci95"}
-                                       for name, r in report["cross_fitted"].items()}})
+            crossval={
+                "folds": folds,
+                "chosen_epoch": chosen["epoch"],
+                "cross_fitted": {
+                    name: {k: v for k, v in r.items() if k != "ci95"} for name, r in report["cross_fitted"].items()
+                },
+            },
+        )
         save_model(os.path.join(out_dir, "model.safetensors"), network, model_config)
         report["model"] = os.path.join(out_dir, "model.safetensors")
     write_text(os.path.join(out_dir, "crossval.json"), json.dumps(report, indent=1))
@@ -336,27 +445,35 @@ def cross_validate(config, paths: list[str], folds: int, out_dir: str, log: Call
 
 def format_report(report: dict) -> str:
     """The cross-validation in a few lines: per data set, the cross-fitted figures with 95% CIs."""
+
     def cell(row: dict, metric: str) -> str:
         low, high = row["ci95"].get(metric, [float("nan")] * 2)
         return f"{100 * row[metric]:5.1f} [{100 * low:4.1f}, {100 * high:4.1f}]"
 
     calibration = report["calibration"]
-    lines = [f"{report['folds']} subject folds per data set; chosen: {report['chosen_epoch']} epochs, calibration scale "
-             f"{calibration['scale']:.3f} bias {calibration['bias'][1]:+.3f}"
-             + (f" ({calibration['fallback']})" if calibration.get("fallback") else "")
-             + f"; p calibrated for a base rate of {report.get('base_rate', 0.5):g}, threshold {report['threshold']:.3f}",
-             "",
-             f"{'data set':28s} {'n':>6s} {'engaged':>8s} {'AUC % (folds)':>20s} {'AUC % (pooled)':>18s} "
-             f"{'bal. acc. %':>18s} {'accuracy %':>18s} {'F1 %':>18s} {'ECE':>6s} {'ECE own':>7s}"]
+    lines = [
+        f"{report['folds']} subject folds per data set; chosen: {report['chosen_epoch']} epochs, calibration scale "
+        f"{calibration['scale']:.3f} bias {calibration['bias'][1]:+.3f}"
+        + (f" ({calibration['fallback']})" if calibration.get("fallback") else "")
+        + f"; p calibrated for a base rate of {report.get('base_rate', 0.5):g}, threshold {report['threshold']:.3f}",
+        "",
+        f"{'data set':28s} {'n':>6s} {'engaged':>8s} {'AUC % (folds)':>20s} {'AUC % (pooled)':>18s} "
+        f"{'bal. acc. %':>18s} {'accuracy %':>18s} {'F1 %':>18s} {'ECE':>6s} {'ECE own':>7s}",
+    ]
     for name, row in report["cross_fitted"].items():
         folds = report["cross_fitted_per_fold"][name]["auc"]
         per_fold = f"{100 * folds['mean']:5.1f} [{100 * folds['ci95'][0]:4.1f}, {100 * folds['ci95'][1]:4.1f}]"
-        lines.append(f"{name[:28]:28s} {row['n']:6d} {100 * row['positive_share']:7.1f}% {per_fold:>20s} "
-                     f"{cell(row, 'auc'):>18s} {cell(row, 'balanced_accuracy'):>18s} {cell(row, 'accuracy'):>18s} "
-                     f"{cell(row, 'f1'):>18s} {row['ece']:6.3f} {row.get('ece_own_rate', float('nan')):7.3f}")
-    lines += ["", "AUC (folds): mean over the folds of each fold's AUC (the faces of one model), 95% t-interval; "
-                  "the others: all out-of-fold faces together, 95% CI over students; ECE of p_engaged at the balanced "
-                  "rate (both classes weighing the same), ECE own: with p re-weighted to the data set's own share"]
+        lines.append(
+            f"{name[:28]:28s} {row['n']:6d} {100 * row['positive_share']:7.1f}% {per_fold:>20s} "
+            f"{cell(row, 'auc'):>18s} {cell(row, 'balanced_accuracy'):>18s} {cell(row, 'accuracy'):>18s} "
+            f"{cell(row, 'f1'):>18s} {row['ece']:6.3f} {row.get('ece_own_rate', float('nan')):7.3f}"
+        )
+    lines += [
+        "",
+        "AUC (folds): mean over the folds of each fold's AUC (the faces of one model), 95% t-interval; "
+        "the others: all out-of-fold faces together, 95% CI over students; ECE of p_engaged at the balanced "
+        "rate (both classes weighing the same), ECE own: with p re-weighted to the data set's own share",
+    ]
     if report.get("model"):
         lines += ["", f"model (every subject, calibrated, threshold recorded): {report['model']}"]
     return "\n".join(lines)

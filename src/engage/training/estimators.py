@@ -4,7 +4,8 @@ that comparing models never branches on what they are: a network trained by the 
 from __future__ import annotations
 
 import os
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -15,11 +16,9 @@ class FaceEstimator(Protocol):
     """Learns from labelled faces (with validation faces to choose its epoch or hyper-parameters) and answers
     class probabilities for faces."""
 
-    def fit(self, train: FaceDataset, val: FaceDataset | None) -> "FaceEstimator":
-        ...
+    def fit(self, train: FaceDataset, val: FaceDataset | None) -> FaceEstimator: ...
 
-    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
-        ...
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray: ...
 
 
 class NetworkEstimator:
@@ -34,7 +33,7 @@ class NetworkEstimator:
         self.normalize_ = "standard"
         self.best_metrics_: dict = {}
 
-    def fit(self, train: FaceDataset, val: FaceDataset | None) -> "NetworkEstimator":
+    def fit(self, train: FaceDataset, val: FaceDataset | None) -> NetworkEstimator:
         from engage.training.loop import train as train_network
 
         resume = os.path.exists(os.path.join(self.run_dir, "last.safetensors"))  # an interrupted fit continues
@@ -56,9 +55,14 @@ class HogSvmEstimator:
 
         self.model_ = HogSvm(seed=seed)
 
-    def fit(self, train: FaceDataset, val: FaceDataset | None) -> "HogSvmEstimator":
-        self.model_.fit(train.faces, train.labels, train.class_names,
-                        None if val is None else val.faces, None if val is None else val.labels)
+    def fit(self, train: FaceDataset, val: FaceDataset | None) -> HogSvmEstimator:
+        self.model_.fit(
+            train.faces,
+            train.labels,
+            train.class_names,
+            None if val is None else val.faces,
+            None if val is None else val.labels,
+        )
         return self
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,11 +42,33 @@ BALANCE = ("none", "subject", "corpus", "corpus,subject")
 
 RECIPES: dict[str, dict] = {
     # the paper: SGD momentum, lr 0.02 x0.8 every 500 steps, batch 32, 20 epochs, L2, flip / pad-crop / rotation
-    "paper": dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="step",
-                  step_size=500, gamma=0.8, batch_size=32, epochs=20, label_smoothing=0.0, warmup_steps=0),
+    "paper": dict(
+        optimizer="sgd",
+        lr=0.02,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=5e-4,
+        schedule="step",
+        step_size=500,
+        gamma=0.8,
+        batch_size=32,
+        epochs=20,
+        label_smoothing=0.0,
+        warmup_steps=0,
+    ),
     # engage's default: one-cycle (warm-up then cosine), Nesterov, label smoothing, larger batches (faster on CPU)
-    "default": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                    batch_size=64, epochs=40, label_smoothing=0.1, warmup_steps=-1),
+    "default": dict(
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        batch_size=64,
+        epochs=40,
+        label_smoothing=0.1,
+        warmup_steps=-1,
+    ),
 }
 
 
@@ -94,7 +116,7 @@ class TrainConfig:
     val_fraction: float = 0.2
 
     @classmethod
-    def from_recipe(cls, recipe: str = "default", **overrides) -> "TrainConfig":
+    def from_recipe(cls, recipe: str = "default", **overrides) -> TrainConfig:
         if recipe not in RECIPES:
             raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
         values = dict(RECIPES[recipe], recipe=recipe)
@@ -172,9 +194,9 @@ def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
 
 def validation_metrics(labels: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro F1, and for a binary task the positive class's F1 and ROC AUC, decided
-    as every command decides (engage.evaluation.decision: the positive class by name, threshold 0.5 until one is chosen)."""
-    from engage.evaluation.decision import Decision
+    as every command decides (engage.models.decision: the positive class by name, threshold 0.5 until one is chosen)."""
     from engage.evaluation.metrics import basic_metrics
+    from engage.models.decision import Decision
 
     return basic_metrics(labels, proba, Decision.for_classes(class_names))
 
@@ -185,12 +207,16 @@ def check_selection(config: TrainConfig, val: FaceDataset | None) -> None:
         return
     present = sorted(set(val.labels.tolist()))
     if config.select == "auc" and len(val.class_names) != 2:
-        raise EngageError(f"--select auc needs a binary task; these classes are {', '.join(val.class_names)}: "
-                          "use --select accuracy, balanced_accuracy or macro_f1")
+        raise EngageError(
+            f"--select auc needs a binary task; these classes are {', '.join(val.class_names)}: "
+            "use --select accuracy, balanced_accuracy or macro_f1"
+        )
     if len(present) < 2:
         only = val.class_names[present[0]] if present else "none"
-        raise EngageError(f"the validation faces hold one class only ({only}), so {config.select} cannot pick the best "
-                          "epoch; use a bigger --val-fraction, another --seed or another --val file")
+        raise EngageError(
+            f"the validation faces hold one class only ({only}), so {config.select} cannot pick the best "
+            "epoch; use a bigger --val-fraction, another --seed or another --val file"
+        )
 
 
 def selection_score(row: dict, config: TrainConfig) -> float:
@@ -198,11 +224,15 @@ def selection_score(row: dict, config: TrainConfig) -> float:
     key = f"val_{config.select}"
     if key not in row:
         have = ", ".join(k[4:] for k in row if k.startswith("val_"))
-        raise EngageError(f"--select {config.select}: epoch {row['epoch']} has no validation {config.select} (it has {have})")
+        raise EngageError(
+            f"--select {config.select}: epoch {row['epoch']} has no validation {config.select} (it has {have})"
+        )
     score = row[key]
     if not math.isfinite(score):
-        raise EngageError(f"epoch {row['epoch']}: validation {config.select} is {score}; the validation split cannot "
-                          "rank the classes (one class only, or the network gave NaN)")
+        raise EngageError(
+            f"epoch {row['epoch']}: validation {config.select} is {score}; the validation split cannot "
+            "rank the classes (one class only, or the network gave NaN)"
+        )
     return float(score)
 
 
@@ -319,11 +349,15 @@ def train(
     check_selection(config, val_data)
     differ = val_data.settings.crop_differences(train_data.settings) if val_data is not None else []
     if differ:
-        raise EngageError(f"validation faces were cut otherwise than the training faces ({', '.join(differ)}); "
-                          "pre-process both the same way")
+        raise EngageError(
+            f"validation faces were cut otherwise than the training faces ({', '.join(differ)}); "
+            "pre-process both the same way"
+        )
     if not resume and os.path.exists(os.path.join(run_dir, "last.safetensors")):
-        raise EngageError(f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
-                          "or choose another --out (nothing was changed)")
+        raise EngageError(
+            f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
+            "or choose another --out (nothing was changed)"
+        )
     device = resolve_device(config.device)
     if config.bf16 is None:
         config.bf16 = native_bf16(device)
@@ -342,15 +376,22 @@ def train(
     if config.init and not resume:
         donor, donor_config = load_network(config.init)
         donor_args = {k: v for k, v in donor_config.get("model_args", {}).items() if k not in input_keys}
-        if donor_config["model"] != config.model or donor_args != {k: v for k, v in config.model_args.items()
-                                                                    if k not in input_keys}:
-            raise EngageError(f"--init {config.init} is a {donor_config['model']!r} network; train --model "
-                              f"{donor_config['model']} to fine-tune it")
+        if donor_config["model"] != config.model or donor_args != {
+            k: v for k, v in config.model_args.items() if k not in input_keys
+        }:
+            raise EngageError(
+                f"--init {config.init} is a {donor_config['model']!r} network; train --model "
+                f"{donor_config['model']} to fine-tune it"
+            )
         if donor_config.get("face_settings", {}).get("normalize", normalize) != normalize:
-            raise EngageError(f"--init {config.init} was trained on '{donor_config['face_settings']['normalize']}' "
-                              f"normalised faces; pre-process this data the same way")
+            raise EngageError(
+                f"--init {config.init} was trained on '{donor_config['face_settings']['normalize']}' "
+                f"normalised faces; pre-process this data the same way"
+            )
         taken, left = transfer_backbone(model, donor.state_dict())
-        log(f"initialised from {config.init}: took {len(taken)} tensors (backbone), left {len(left)} fresh ({', '.join(left)})")
+        log(
+            f"initialised from {config.init}: took {len(taken)} tensors (backbone), left {len(left)} fresh ({', '.join(left)})"
+        )
     else:
         # per-channel standardisation, measured on the training faces and stored in the model
         model.input_mean.fill_(float(inputs.mean()))
@@ -377,12 +418,18 @@ def train(
     n = len(train_data)
     steps_per_epoch = max(1, (config.epoch_size or n) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    from engage.evaluation.decision import Decision
+    from engage.models.decision import Decision
 
     decision = Decision.for_classes(train_data.class_names, rule="default: 0.5 (no threshold chosen yet)")
     meta = model_config(
-        config.model, num_classes, train_data.class_names, config.model_args, train_data.meta.get("settings"),
-        task=config.task, train_config=asdict(config), **({"decision": decision.to_dict()} if decision.binary else {}),
+        config.model,
+        num_classes,
+        train_data.class_names,
+        config.model_args,
+        train_data.meta.get("settings"),
+        task=config.task,
+        train_config=asdict(config),
+        **({"decision": decision.to_dict()} if decision.binary else {}),
     )
 
     state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": []}
@@ -394,8 +441,10 @@ def train(
         log(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
     else:
         write_text(os.path.join(run_dir, "config.json"), json.dumps(meta, indent=1))
-    log(f"{config.model} on {device}: {count_parameters(model):,} parameters; {n:,} training faces, "
-        f"{len(val_data) if val_data is not None else 0:,} validation faces; {config.epochs} epochs of {steps_per_epoch} steps")
+    log(
+        f"{config.model} on {device}: {count_parameters(model):,} parameters; {n:,} training faces, "
+        f"{len(val_data) if val_data is not None else 0:,} validation faces; {config.epochs} epochs of {steps_per_epoch} steps"
+    )
 
     best_model_path = os.path.join(run_dir, "best.safetensors")
     val_inputs = faces_to_tensor(val_data.faces, normalize).to(device) if val_data is not None else None
@@ -413,7 +462,9 @@ def train(
             index = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
             generator = torch.Generator(device).manual_seed(config.seed * 1_000_003 + step)
             torch.manual_seed(config.seed * 7_919 + step)  # dropout: a function of the step, for exact resume
-            batch = augment(inputs[index], generator, config.flip, config.pad, config.rotate, config.scale, config.erase)
+            batch = augment(
+                inputs[index], generator, config.flip, config.pad, config.rotate, config.scale, config.erase
+            )
             if config.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
@@ -434,10 +485,17 @@ def train(
                 save_checkpoint(last_path, model, optimizer, meta, state)
                 last_save = time.monotonic()
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "step": state["step"], "lr": round(lr_at(config, state["step"] - 1, total_steps), 6),
-               "train_loss": round(float(loss_sum) / max(seen, 1), 5), "images_per_s": round(seen / max(seconds, 1e-9), 1)}
+        row = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "lr": round(lr_at(config, state["step"] - 1, total_steps), 6),
+            "train_loss": round(float(loss_sum) / max(seen, 1), 5),
+            "images_per_s": round(seen / max(seconds, 1e-9), 1),
+        }
         if val_data is not None:
-            proba = predict_proba(model, val_inputs, batch_size=32 if device.type == "cpu" else 512, bf16=config.bf16).numpy()
+            proba = predict_proba(
+                model, val_inputs, batch_size=32 if device.type == "cpu" else 512, bf16=config.bf16
+            ).numpy()
             metrics = validation_metrics(val_data.labels, proba, train_data.class_names)
             row.update({f"val_{k}": round(v, 5) if math.isfinite(v) else v for k, v in metrics.items()})
             score = selection_score(row, config)
@@ -496,18 +554,24 @@ def split_datasets(config: TrainConfig) -> tuple[FaceDataset, FaceDataset | None
     if config.val:
         val = load_datasets(config.val)
         if val.class_names != data.class_names:
-            raise EngageError(f"{config.val}: classes {val.class_names} differ from {config.data}'s {data.class_names}; "
-                              "pre-process both with the same --label-map")
+            raise EngageError(
+                f"{config.val}: classes {val.class_names} differ from {config.data}'s {data.class_names}; "
+                "pre-process both with the same --label-map"
+            )
         shared = (set(data.subjects.tolist()) & set(val.subjects.tolist())) - {""}
         if shared:
-            raise EngageError(f"{config.val} shares subject(s) {', '.join(sorted(shared)[:5])} with {config.data}; "
-                              "validation must hold unseen subjects")
+            raise EngageError(
+                f"{config.val} shares subject(s) {', '.join(sorted(shared)[:5])} with {config.data}; "
+                "validation must hold unseen subjects"
+            )
         return data, val
     # a source's own split: 'train'/'val' (manifest column, --split subject) or fer2013.csv's Training/PublicTest
     source_split = np.array([SOURCE_SPLIT_NAMES.get(name, "") for name in data.split.tolist()], dtype=str)
     mode = config.split
     if mode == "auto":
-        mode = "source" if {"train", "val"} <= set(source_split.tolist()) else ("subject" if data.has_subjects else "none")
+        mode = (
+            "source" if {"train", "val"} <= set(source_split.tolist()) else ("subject" if data.has_subjects else "none")
+        )
     if mode == "source":
         if not {"train", "val"} <= set(source_split.tolist()):
             raise EngageError(f"{config.data} has no train/val split; use --split subject or give --val")
@@ -529,8 +593,9 @@ def run_training(config: TrainConfig, run_dir: str, log: Callable[[str], None] =
     return train(config, train_data, val_data, run_dir, resume=False, log=log)
 
 
-def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str], None] = print,
-                    device: str | None = None) -> TrainResult:
+def resume_training(
+    run_dir: str, threads: int | None = None, log: Callable[[str], None] = print, device: str | None = None
+) -> TrainResult:
     """Continue a killed run exactly where it stopped, from its own checkpoint and config.
 
     threads: CPU threads for the rest of the run (e.g. another machine, or a core now busy elsewhere).
@@ -544,8 +609,10 @@ def resume_training(run_dir: str, threads: int | None = None, log: Callable[[str
     _, meta = read_file(last)
     config = TrainConfig(**meta["config"]["train_config"])
     if not config.data and os.path.exists(os.path.join(run_dir, "run-key.json")):
-        raise EngageError(f"{run_dir} is one fold of a cross-validation; continue it by running the same "
-                          f"'engage train ... --cv' again with --out {os.path.dirname(os.path.abspath(run_dir))}")
+        raise EngageError(
+            f"{run_dir} is one fold of a cross-validation; continue it by running the same "
+            f"'engage train ... --cv' again with --out {os.path.dirname(os.path.abspath(run_dir))}"
+        )
     if threads:
         config.threads = threads
     if device:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from engage.data.readers import Sample, SampleList
-
 
 def _group_picture(astronaut: np.ndarray) -> np.ndarray:
     """Three copies of the astronaut at different sizes on one canvas: a 'group' with a known biggest face."""
@@ -30,9 +28,3 @@ def sample_images() -> dict[str, np.ndarray]:
         "cameraman.png": np.repeat(data.camera()[:, :, None], 3, axis=2),
         "coffee.png": data.coffee(),  # no face: reported as such, not an error
     }
-
-
-def sample_list() -> SampleList:
-    """The sample as a dataset source (unlabelled, in memory)."""
-    samples = [Sample(f"sample#{name}", pixels=image) for name, image in sample_images().items()]
-    return SampleList(samples, root="", kind="sample", ignored=[])

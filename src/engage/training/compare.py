@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
@@ -41,8 +41,9 @@ class ModelSpec:
         recipe = overrides.pop("recipe", "default")
         if recipe == "paper":
             overrides = {k: v for k, v in overrides.items() if k not in ("epochs", "lr") or k in train_overrides}
-        config = TrainConfig.from_recipe(recipe, task="engagement", model=self.model, init=self.init, seed=seed,
-                                         save_every_s=1e9, **overrides)
+        config = TrainConfig.from_recipe(
+            recipe, task="engagement", model=self.model, init=self.init, seed=seed, save_every_s=1e9, **overrides
+        )
         if self.init:
             from engage.models.checkpoint import read_file
 
@@ -50,8 +51,11 @@ class ModelSpec:
             config.model_args = meta.get("config", meta).get("model_args", {})
         elif self.model_args:
             config.model_args = dict(self.model_args)
-        return NetworkEstimator(config, run_dir, log=lambda line: log(f"    {line} (an interrupted fold continues)")
-                                if line.startswith("resumed") else None)
+        return NetworkEstimator(
+            config,
+            run_dir,
+            log=lambda line: log(f"    {line} (an interrupted fold continues)") if line.startswith("resumed") else None,
+        )
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
@@ -72,7 +76,9 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
             model = meta.get("config", meta)["model"]
             specs.append(ModelSpec(f"er ({model})", "er", model=model, init=path))
         else:
-            raise UsageError(f"unknown model {item!r} in --models; use cnn, vgg, compact[:width=N], hog-svm or er:FER_MODEL_FILE")
+            raise UsageError(
+                f"unknown model {item!r} in --models; use cnn, vgg, compact[:width=N], hog-svm or er:FER_MODEL_FILE"
+            )
     if len(specs) < 2:
         raise UsageError("--models needs at least two models to compare")
     return specs
@@ -90,20 +96,32 @@ def _parse_args(name: str, text: str) -> dict:
     return args
 
 
-def fold_key(spec: ModelSpec, overrides: dict, seed: int, val_fraction: float, data_hash: str, fold: int,
-             test_index: np.ndarray) -> str:
+def fold_key(
+    spec: ModelSpec, overrides: dict, seed: int, val_fraction: float, data_hash: str, fold: int, test_index: np.ndarray
+) -> str:
     """Everything that changes one model's predictions on one fold: the model (and the bytes of the model it
     starts from), the recipe and options, the seed, the data, and which faces are held out."""
     import hashlib
 
-    from engage import __version__
     from engage.models.checkpoint import sha256_of
+    from engage.version import __version__
 
     init = sha256_of(spec.init) if spec.init else None
     # HOG+SVM takes no training recipe; thread counts change no result
     recipe = {} if spec.kind == "hog-svm" else {k: v for k, v in overrides.items() if k != "threads"}
-    identity = [spec.kind, spec.model, spec.model_args, init, recipe, seed, val_fraction, data_hash, fold,
-                hashlib.sha256(np.ascontiguousarray(test_index).tobytes()).hexdigest(), __version__]
+    identity = [
+        spec.kind,
+        spec.model,
+        spec.model_args,
+        init,
+        recipe,
+        seed,
+        val_fraction,
+        data_hash,
+        fold,
+        hashlib.sha256(np.ascontiguousarray(test_index).tobytes()).hexdigest(),
+        __version__,
+    ]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -125,8 +143,16 @@ def fold_assignment(dataset: FaceDataset, folds: int, seed: int) -> np.ndarray:
     return grouped_kfold(dataset.subjects, folds, seed).astype(int)
 
 
-def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test: FaceDataset, run_dir: str,
-                 train_overrides: dict, seed: int, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+def _fit_predict(
+    spec: ModelSpec,
+    train_set: FaceDataset,
+    val: FaceDataset,
+    test: FaceDataset,
+    run_dir: str,
+    train_overrides: dict,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit one model on one fold; its probabilities on the held-out faces and on the validation faces."""
     model = spec.estimator(train_overrides, seed, run_dir, log).fit(train_set, val)
     if getattr(model, "best_metrics_", None):
@@ -134,15 +160,22 @@ def _fit_predict(spec: ModelSpec, train_set: FaceDataset, val: FaceDataset, test
     return model.predict_proba(test.faces), model.predict_proba(val.faces)
 
 
-def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, folds: int = 5, seed: int = 0,
-                   val_fraction: float = 0.2, train_overrides: dict | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+def run_comparison(
+    dataset: FaceDataset,
+    specs: list[ModelSpec],
+    out_dir: str,
+    folds: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    train_overrides: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train and test every model on the same subject folds. Each model's threshold on each fold is chosen on
     that fold's validation faces by the shipped rule (best balanced accuracy), so accuracy and F1 are read at an
     operating point chosen without the held-out students. Fold results are cached in out_dir under a key of
     everything that changes them; an interrupted fold continues its training."""
     from engage.data.splits import subject_split
-    from engage.evaluation.decision import Decision, best_threshold
+    from engage.models.decision import Decision, best_threshold
     from engage.training.crossval import data_fingerprint
 
     if len(dataset.class_names) != 2:
@@ -172,7 +205,9 @@ def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, f
                 with np.load(cache) as stored:
                     proba, val_proba = stored["test"], stored["val"]
             else:
-                log(f"fold {fold + 1}/{folds}: {spec.label} on {len(train_set)} train / {len(val)} val / {len(test)} test faces")
+                log(
+                    f"fold {fold + 1}/{folds}: {spec.label} on {len(train_set)} train / {len(val)} val / {len(test)} test faces"
+                )
                 proba, val_proba = _fit_predict(spec, train_set, val, test, cache[:-4], overrides, seed, log)
 
                 def write(tmp: str, test_p=proba, val_p=val_proba) -> None:
@@ -190,10 +225,15 @@ def run_comparison(dataset: FaceDataset, specs: list[ModelSpec], out_dir: str, f
 
     def write_oof(tmp: str) -> None:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, labels=dataset.labels, subjects=dataset.subjects, fold=fold_of,
-                                labels_order=np.array([spec.label for spec in specs]),
-                                **{f"proba_{i}": oof[spec.label] for i, spec in enumerate(specs)},
-                                **{f"predicted_{i}": predicted[spec.label] for i, spec in enumerate(specs)})
+            np.savez_compressed(
+                handle,
+                labels=dataset.labels,
+                subjects=dataset.subjects,
+                fold=fold_of,
+                labels_order=np.array([spec.label for spec in specs]),
+                **{f"proba_{i}": oof[spec.label] for i, spec in enumerate(specs)},
+                **{f"predicted_{i}": predicted[spec.label] for i, spec in enumerate(specs)},
+            )
 
     atomic_write(os.path.join(out_dir, "oof.npz"), write_oof)
     return result
@@ -203,8 +243,11 @@ def load_oof(out_dir: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     """(probabilities, decided labels, fold) per model label from a comparison's oof.npz."""
     with np.load(os.path.join(out_dir, "oof.npz")) as stored:
         labels = [str(label) for label in stored["labels_order"]]
-        return ({label: stored[f"proba_{i}"] for i, label in enumerate(labels)},
-                {label: stored[f"predicted_{i}"] for i, label in enumerate(labels)}, stored["fold"])
+        return (
+            {label: stored[f"proba_{i}"] for i, label in enumerate(labels)},
+            {label: stored[f"predicted_{i}"] for i, label in enumerate(labels)},
+            stored["fold"],
+        )
 
 
 def _mean_ci(values: list[float]) -> list[float]:
@@ -217,9 +260,19 @@ def _mean_ci(values: list[float]) -> list[float]:
     return [float(values.mean() - half), float(values.mean() + half)]
 
 
-def paired_test(dataset: FaceDataset, fold_of: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str,
-                folds: int, n_boot: int = 2000, seed: int = 0, predicted_a: np.ndarray | None = None,
-                predicted_b: np.ndarray | None = None, decision=None) -> dict:
+def paired_test(
+    dataset: FaceDataset,
+    fold_of: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    metric: str,
+    folds: int,
+    n_boot: int = 2000,
+    seed: int = 0,
+    predicted_a: np.ndarray | None = None,
+    predicted_b: np.ndarray | None = None,
+    decision=None,
+) -> dict:
     """A minus B on the same faces: paired t-test over folds and a paired bootstrap over subjects.
     predicted_*: each model's decided labels (at its per-fold thresholds); default: decided at 0.5."""
     from scipy import stats
@@ -246,49 +299,78 @@ def paired_test(dataset: FaceDataset, fold_of: np.ndarray, a: np.ndarray, b: np.
     p_boot = float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
     everyone = np.arange(len(labels))
     observed = on(everyone, a, predicted_a) - on(everyone, b, predicted_b)
-    return {"metric": metric, "difference": float(observed),
-            "difference_ci95": [float(np.quantile(differences, 0.025)), float(np.quantile(differences, 0.975))],
-            "p_bootstrap_subjects": p_boot, "p_paired_t_folds": float(t_result.pvalue),
-            "per_fold_a": per_fold_a, "per_fold_b": per_fold_b}
+    return {
+        "metric": metric,
+        "difference": float(observed),
+        "difference_ci95": [float(np.quantile(differences, 0.025)), float(np.quantile(differences, 0.975))],
+        "p_bootstrap_subjects": p_boot,
+        "p_paired_t_folds": float(t_result.pvalue),
+        "per_fold_a": per_fold_a,
+        "per_fold_b": per_fold_b,
+    }
 
 
-def summarise(dataset: FaceDataset, fold_of: np.ndarray, oof: dict[str, np.ndarray], folds: int, seed: int,
-              predicted: dict[str, np.ndarray] | None = None, decision=None) -> dict:
+def summarise(
+    dataset: FaceDataset,
+    fold_of: np.ndarray,
+    oof: dict[str, np.ndarray],
+    folds: int,
+    seed: int,
+    predicted: dict[str, np.ndarray] | None = None,
+    decision=None,
+) -> dict:
     rows = {}
     predicted = predicted or {}
     labels = dataset.labels
     for label, proba in oof.items():
         chosen = predicted.get(label)
-        per_fold = [basic_metrics(labels[fold_of == f], proba[fold_of == f], decision,
-                                  None if chosen is None else chosen[fold_of == f]) for f in range(folds)]
+        per_fold = [
+            basic_metrics(
+                labels[fold_of == f], proba[fold_of == f], decision, None if chosen is None else chosen[fold_of == f]
+            )
+            for f in range(folds)
+        ]
         row = {}
         for metric in ("accuracy", "balanced_accuracy", "f1", "auc", "macro_f1"):
             values = [m[metric] for m in per_fold]
             row[metric] = {"mean": float(np.mean(values)), "ci95": _mean_ci(values), "per_fold": values}
         row["pooled"] = basic_metrics(labels, proba, decision, chosen)
-        row["pooled_ci95"] = bootstrap_ci(labels, proba, dataset.subjects, 1000, seed, decision=decision, predicted=chosen)
+        row["pooled_ci95"] = bootstrap_ci(
+            labels, proba, dataset.subjects, 1000, seed, decision=decision, predicted=chosen
+        )
         rows[label] = row
     ranked = sorted(rows, key=lambda k: rows[k]["auc"]["mean"], reverse=True)
-    result = {"n": int(len(dataset)), "subjects": int(len(set(dataset.subjects.tolist()))), "folds": folds,
-              "class_names": dataset.class_names, "models": rows, "ranking_by_auc": ranked,
-              "threshold_rule": "per fold, the threshold with the best balanced accuracy on that fold's validation faces",
-              "ci_method": "mean over subject folds with a t-interval; pooled: out-of-fold predictions, subject bootstrap"}
+    result = {
+        "n": len(dataset),
+        "subjects": len(set(dataset.subjects.tolist())),
+        "folds": folds,
+        "class_names": dataset.class_names,
+        "models": rows,
+        "ranking_by_auc": ranked,
+        "threshold_rule": "per fold, the threshold with the best balanced accuracy on that fold's validation faces",
+        "ci_method": "mean over subject folds with a t-interval; pooled: out-of-fold predictions, subject bootstrap",
+    }
     if decision is not None and decision.binary:
         result["positive_class"] = decision.positive
     if len(ranked) >= 2:
         best, second = ranked[0], ranked[1]
-        result["paired"] = {"a": best, "b": second,
-                            **paired_test(dataset, fold_of, oof[best], oof[second], "auc", folds, seed=seed,
-                                          decision=decision)}
+        result["paired"] = {
+            "a": best,
+            "b": second,
+            **paired_test(dataset, fold_of, oof[best], oof[second], "auc", folds, seed=seed, decision=decision),
+        }
     return result
 
 
 def format_table(result: dict) -> str:
     """The paper's table: accuracy / F1 / AUC in %, mean over folds with 95% CI."""
-    lines = [f"{result['n']} faces, {result['subjects']} subjects, {result['folds']} subject folds "
-             f"(positive class: {result.get('positive_class', result['class_names'][1])}; accuracy and F1 at each fold's "
-             "threshold, chosen on its validation faces)", "",
-             f"{'model':22s} {'accuracy %':>22s} {'F1 %':>22s} {'AUC %':>22s}"]
+    lines = [
+        f"{result['n']} faces, {result['subjects']} subjects, {result['folds']} subject folds "
+        f"(positive class: {result.get('positive_class', result['class_names'][1])}; accuracy and F1 at each fold's "
+        "threshold, chosen on its validation faces)",
+        "",
+        f"{'model':22s} {'accuracy %':>22s} {'F1 %':>22s} {'AUC %':>22s}",
+    ]
     for label, row in result["models"].items():
         cells = []
         for metric in ("accuracy", "f1", "auc"):
@@ -297,9 +379,12 @@ def format_table(result: dict) -> str:
         lines.append(f"{label:22s} {cells[0]:>22s} {cells[1]:>22s} {cells[2]:>22s}")
     if "paired" in result:
         p = result["paired"]
-        lines += ["", f"paired, {p['a']} minus {p['b']} (AUC): {100 * p['difference']:+.2f} points, "
-                      f"95% CI [{100 * p['difference_ci95'][0]:+.2f}, {100 * p['difference_ci95'][1]:+.2f}], "
-                      f"p = {p['p_bootstrap_subjects']:.3f} (subject bootstrap), {p['p_paired_t_folds']:.3f} (paired t over folds)"]
+        lines += [
+            "",
+            f"paired, {p['a']} minus {p['b']} (AUC): {100 * p['difference']:+.2f} points, "
+            f"95% CI [{100 * p['difference_ci95'][0]:+.2f}, {100 * p['difference_ci95'][1]:+.2f}], "
+            f"p = {p['p_bootstrap_subjects']:.3f} (subject bootstrap), {p['p_paired_t_folds']:.3f} (paired t over folds)",
+        ]
     return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 A binary model reports p(positive class): the class named `engaged` when it has one, else the second of its
 two classes (class names are sorted, like scikit-learn's positive label). Its model file may record:
 
-- `calibration` (engage.evaluation.calibration): logits' = scale * logits + bias, fitted on out-of-fold
-  predictions, with the base rate its probabilities assume;
+- `calibration` (applied by engage.models.calibration, fitted by engage.evaluation.calibration):
+  logits' = scale * logits + bias, fitted on out-of-fold predictions, with the base rate its probabilities assume;
 - `decision`: the positive class and the threshold at which a face is labelled positive, with the rule that
   chose it. Without one the threshold is 0.5.
 """
@@ -39,7 +39,7 @@ class Decision:
     rule: str = "default: 0.5"
 
     @classmethod
-    def for_classes(cls, class_names, threshold: float = DEFAULT_THRESHOLD, rule: str = "default: 0.5") -> "Decision":
+    def for_classes(cls, class_names, threshold: float = DEFAULT_THRESHOLD, rule: str = "default: 0.5") -> Decision:
         names = tuple(class_names)
         positive = positive_class(list(names))
         if not 0.0 <= threshold <= 1.0:
@@ -47,14 +47,18 @@ class Decision:
         return cls(names, positive, float(threshold), rule)
 
     @classmethod
-    def of(cls, config: dict) -> "Decision":
+    def of(cls, config: dict) -> Decision:
         """The decision a model file records (its positive class must be one of its classes)."""
         names = list(config["class_names"])
         recorded = config.get("decision") or {}
-        decision = cls.for_classes(names, recorded.get("threshold", DEFAULT_THRESHOLD), recorded.get("rule", "default: 0.5"))
+        decision = cls.for_classes(
+            names, recorded.get("threshold", DEFAULT_THRESHOLD), recorded.get("rule", "default: 0.5")
+        )
         if recorded.get("positive_class") not in (None, decision.positive):
-            raise EngageError(f"the model records positive class {recorded['positive_class']!r}, but its classes "
-                              f"{names} make it {decision.positive!r}; the file was altered")
+            raise EngageError(
+                f"the model records positive class {recorded['positive_class']!r}, but its classes "
+                f"{names} make it {decision.positive!r}; the file was altered"
+            )
         return decision
 
     @property

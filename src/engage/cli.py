@@ -7,6 +7,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -14,6 +17,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -21,6 +25,11 @@ from rich.table import Table
 
 from engage.errors import EngageError, UsageError
 from engage.version import __version__
+
+if TYPE_CHECKING:
+    from engage.data.preprocess import PreprocessResult
+
+F = TypeVar("F", bound=Callable[..., Any])  # a command function, as click's decorators take and give it
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -162,35 +171,35 @@ Examples:
 @click.option("--force", is_flag=True, help="Ignore the cache held in an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def preprocess(
-    src,
-    out_path,
-    sample,
-    detector,
-    no_detect,
-    no_face,
-    min_confidence,
-    margin,
-    square,
-    border,
-    align,
-    box,
-    size,
-    color,
-    corpus,
-    normalize,
-    label_column,
-    label_map,
-    subject_pattern,
-    usage,
-    split,
-    val_fraction,
-    folds,
-    seed,
-    save_crops,
-    strict,
-    workers,
-    force,
-    as_json,
+    src: str | None,
+    out_path: str,
+    sample: bool,
+    detector: str,
+    no_detect: bool,
+    no_face: str,
+    min_confidence: float | None,
+    margin: float,
+    square: bool,
+    border: str,
+    align: bool,
+    box: str,
+    size: int,
+    color: bool,
+    corpus: str | None,
+    normalize: str,
+    label_column: str,
+    label_map: str | None,
+    subject_pattern: str | None,
+    usage: tuple[str, ...],
+    split: str,
+    val_fraction: float,
+    folds: int,
+    seed: int,
+    save_crops: str | None,
+    strict: bool,
+    workers: int,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Detect, crop and normalise the faces of SRC into one dataset file (.npz; 48x48 gray by default).
 
@@ -376,38 +385,38 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads (0: all cores; with resume: the run's own setting).")
 def train(
-    task,
-    data,
-    val,
-    cv_folds,
-    final,
-    cv_epoch,
-    balance,
-    epoch_size,
-    freeze,
-    run_dir,
-    model,
-    width,
-    init,
-    recipe,
-    split,
-    val_fraction,
-    epochs,
-    batch_size,
-    lr,
-    optimizer,
-    schedule,
-    label_smoothing,
-    class_weights,
-    select,
-    pad,
-    rotate,
-    scale,
-    erase,
-    bf16,
-    device,
-    seed,
-    threads,
+    task: str,
+    data: tuple[str, ...],
+    val: tuple[str, ...],
+    cv_folds: int | None,
+    final: bool,
+    cv_epoch: int | None,
+    balance: str | None,
+    epoch_size: int | None,
+    freeze: int | None,
+    run_dir: str,
+    model: str | None,
+    width: int | None,
+    init: str | None,
+    recipe: str,
+    split: str,
+    val_fraction: float,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    optimizer: str | None,
+    schedule: str | None,
+    label_smoothing: float | None,
+    class_weights: bool | None,
+    select: str | None,
+    pad: int | None,
+    rotate: float | None,
+    scale: float | None,
+    erase: float | None,
+    bf16: bool | None,
+    device: str | None,
+    seed: int,
+    threads: int,
 ) -> None:
     """Train a network: FER pre-training, engagement fine-tuning (--init), or from scratch.
 
@@ -497,7 +506,7 @@ def train(
     )
 
 
-def dataset_options(function):
+def dataset_options(function: F) -> F:
     """The options that read a dataset, shared by preprocess-like commands (evaluate, compare)."""
     options = [
         click.option("--label-column", default="label", show_default=True, help="Manifest column holding the label."),
@@ -517,7 +526,7 @@ def dataset_options(function):
     return function
 
 
-def judgement_options(function):
+def judgement_options(function: F) -> F:
     """What a binary model's score means at a site: --base-rate, --calibration and --no-abstain (predict, serve,
     batch and evaluate alike)."""
     options = [
@@ -548,7 +557,7 @@ def judgement_options(function):
     return function
 
 
-def cue_option(function):
+def cue_option(function: F) -> F:
     """--cues/--no-cues (predict, serve, batch, evaluate, calibrate): the attention cues of every face, and their
     effect on p_engaged."""
     return click.option(
@@ -587,28 +596,28 @@ Examples:
 @cue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(
-    model_name,
-    data,
-    label_column,
-    label_map,
-    subject_pattern,
-    usage,
-    split_name,
-    out_dir,
-    bootstrap,
-    base_rate,
-    calibration,
-    abstain,
-    cues,
-    as_json,
+    model_name: str,
+    data: tuple[str, ...],
+    label_column: str,
+    label_map: str | None,
+    subject_pattern: str | None,
+    usage: tuple[str, ...],
+    split_name: str | None,
+    out_dir: str | None,
+    bootstrap: int,
+    base_rate: float | None,
+    calibration: str | None,
+    abstain: bool,
+    cues: bool,
+    as_json: bool,
 ) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
     from engage.evaluation.evaluate import evaluate_model
 
-    data = list(data) if len(data) > 1 else data[0]
+    datasets = list(data) if len(data) > 1 else data[0]
     result = evaluate_model(
         model_name,
-        data,
+        datasets,
         label_column=label_column,
         label_map=label_map,
         subject_pattern=subject_pattern,
@@ -731,19 +740,19 @@ Examples:
 @cue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the written calibration as JSON.")
 def calibrate(
-    model_name,
-    data,
-    label_column,
-    label_map,
-    subject_pattern,
-    usage,
-    split_name,
-    out_path,
-    fit_threshold,
-    abstain,
-    bootstrap,
-    cues,
-    as_json,
+    model_name: str,
+    data: tuple[str, ...],
+    label_column: str,
+    label_map: str | None,
+    subject_pattern: str | None,
+    usage: tuple[str, ...],
+    split_name: str | None,
+    out_path: str,
+    fit_threshold: bool,
+    abstain: bool,
+    bootstrap: int,
+    cues: bool,
+    as_json: bool,
 ) -> None:
     """Correct a model's p_engaged for a new site from a few labelled frames: a temperature and a bias (and
     optionally a threshold) on top of the model, written as a small JSON file for --calibration.
@@ -804,7 +813,18 @@ Examples:
     help="bf16 autocast for every network (default: where the device computes bf16 natively).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
-def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, bf16, as_json) -> None:
+def compare(
+    data: str,
+    models: str,
+    folds: int,
+    out_dir: str,
+    recipe: str,
+    epochs: int | None,
+    seed: int,
+    threads: int,
+    bf16: bool | None,
+    as_json: bool,
+) -> None:
     """Train and test several models on the same subject folds; print the paper's table with CIs and a paired test."""
     from engage.data.dataset import FaceDataset
     from engage.training.compare import (
@@ -816,7 +836,7 @@ def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, bf16, a
 
     specs = parse_model_specs(models)
     dataset = FaceDataset.load(data)
-    overrides = {"recipe": recipe}
+    overrides: dict[str, str | int | bool] = {"recipe": recipe}
     if epochs:
         overrides["epochs"] = epochs
     if threads:
@@ -836,7 +856,7 @@ def compare(data, models, folds, out_dir, recipe, epochs, seed, threads, bf16, a
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
 
-def frame_options(function):
+def frame_options(function: F) -> F:
     """How frames are scored: --min-confidence, --detect-size, --every and --smooth, as predict words them."""
     options = [
         click.option(
@@ -954,30 +974,30 @@ Examples:
     "in N processes (0: one per core).",
 )
 def predict(
-    inputs,
-    sample,
-    webcam,
-    model_name,
-    detector,
-    backend,
-    expressions,
-    fer_model,
-    expression_views,
-    min_confidence,
-    detect_size,
-    every,
-    smooth,
-    base_rate,
-    calibration,
-    abstain,
-    cues,
-    max_frames,
-    csv_path,
-    as_json,
-    annotate_dir,
-    timeline_dir,
-    crops_dir,
-    workers,
+    inputs: tuple[str, ...],
+    sample: bool,
+    webcam: int | None,
+    model_name: str,
+    detector: str | None,
+    backend: str,
+    expressions: bool,
+    fer_model: str,
+    expression_views: str,
+    min_confidence: float | None,
+    detect_size: int | None,
+    every: int,
+    smooth: float,
+    base_rate: float | None,
+    calibration: str | None,
+    abstain: bool,
+    cues: bool,
+    max_frames: int | None,
+    csv_path: str | None,
+    as_json: bool,
+    annotate_dir: str | None,
+    timeline_dir: str | None,
+    crops_dir: str | None,
+    workers: int,
 ) -> None:
     """Score every face in images, folders (recursive), globs, videos or a webcam: p_engaged, label, box, face id.
 
@@ -1033,7 +1053,7 @@ def predict(
         redirect_stderr=False,
         disable=not err.is_terminal,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def show(line: str) -> None:  # above the progress bar when stdout is the terminal too
         if out.is_terminal:
@@ -1107,7 +1127,7 @@ Examples:
     "--out", "-o", "out_path", default=None, help="File to write (default: MODEL.onnx in the current folder)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
-def export(model_name, fmt, out_path, as_json) -> None:
+def export(model_name: str, fmt: str, out_path: str | None, as_json: bool) -> None:
     """Export a model for onnxruntime (one self-contained file: weights, classes, face settings).
 
     Before writing, checks that onnxruntime's probabilities match PyTorch's (max abs difference <= 1e-4) on
@@ -1208,22 +1228,22 @@ Examples:
 @judgement_options
 @cue_option
 def serve(
-    host,
-    port,
-    model_name,
-    detector,
-    backend,
-    expression_views,
-    workers,
-    queue,
-    retention,
-    max_upload_mb,
-    timeout_s,
-    token,
-    base_rate,
-    calibration,
-    abstain,
-    cues,
+    host: str,
+    port: int,
+    model_name: str,
+    detector: str | None,
+    backend: str,
+    expression_views: str,
+    workers: int,
+    queue: int,
+    retention: float,
+    max_upload_mb: int,
+    timeout_s: float,
+    token: str | None,
+    base_rate: float | None,
+    calibration: str | None,
+    abstain: bool,
+    cues: bool,
 ) -> None:
     """Serve the web page and the HTTP API: score photos, videos and the browser's camera (extra 'serve').
 
@@ -1296,7 +1316,7 @@ def check_port_free(host: str, port: int) -> None:
             raise EngageError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
 
 
-def print_preprocess_summary(result, out_path: str, crops_dir: str | None) -> None:
+def print_preprocess_summary(result: PreprocessResult, out_path: str, crops_dir: str | None) -> None:
     report, dataset = result.report, result.dataset
     if result.up_to_date:
         out.print(f"{out_path} is up to date ({len(dataset)} faces from {report.images} images, all from the cache)")
@@ -1400,22 +1420,22 @@ Examples:
 @judgement_options
 @cue_option
 def batch(
-    sources,
-    out_dir,
-    address,
-    num_cpus,
-    scorers,
-    model_name,
-    detector,
-    backend,
-    min_confidence,
-    detect_size,
-    every,
-    smooth,
-    base_rate,
-    calibration,
-    abstain,
-    cues,
+    sources: tuple[str, ...],
+    out_dir: str,
+    address: str | None,
+    num_cpus: int | None,
+    scorers: int,
+    model_name: str,
+    detector: str | None,
+    backend: str,
+    min_confidence: float | None,
+    detect_size: int | None,
+    every: int,
+    smooth: float,
+    base_rate: float | None,
+    calibration: str | None,
+    abstain: bool,
+    cues: bool,
 ) -> None:
     """Score many videos and images on Ray (extra 'cluster'), here or on a cluster: Parquet results, resumable.
 
@@ -1490,7 +1510,7 @@ class _CtrlC:
     seen = False
 
     @classmethod
-    def handler(cls, signum, frame):
+    def handler(cls, signum: int, frame: FrameType | None) -> NoReturn:
         cls.seen = True
         raise KeyboardInterrupt
 

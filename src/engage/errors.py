@@ -12,7 +12,7 @@ class UsageError(EngageError):
 class ImageReadError(EngageError):
     """One image could not be read; folder runs report it and go on."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")

@@ -39,7 +39,7 @@ FACE_COLUMNS = (
 class _Pending:
     """What has come back of one source so far."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.parts: list[dict[str, np.ndarray]] = []
         self.faces = 0
         self.info: dict | None = None  # from the END row: what detection found
@@ -49,7 +49,7 @@ class _Pending:
 class Collector:
     """Gathers scored blocks per source; `add` gives back the sources that are now whole (or failed)."""
 
-    def __init__(self, sources: list[BatchSource]):
+    def __init__(self, sources: list[BatchSource]) -> None:
         self.sources = {source.key: source for source in sources}
         self.pending = {source.key: _Pending() for source in sources}
 
@@ -94,9 +94,11 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
     faces = {name: np.concatenate([part[name] for part in pending.parts]) for name in FACE_COLUMNS}
     order = np.lexsort((faces["face_index"], faces["frame"]))
     faces = {name: values[order] for name, values in faces.items()}
-    video = pending.info["kind"] == "video"
+    info = pending.info
+    assert info is not None  # a source is scored once its END row is in (a FAILED one is not scored)
+    video = info["kind"] == "video"
     smoother = EmaSmoother(predictor.smoothing_s) if video else None
-    width, height = pending.info["width"], pending.info["height"]
+    width, height = info["width"], info["height"]
     records: list[dict] = []
     starts = np.flatnonzero(np.diff(faces["frame"], prepend=-1))
     for start, stop in zip(starts, [*starts[1:], len(order)]):
@@ -104,7 +106,8 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
         results = []
         for i in range(start, stop):
             face_id, proba = int(faces["face_id"][i]), faces["proba"][i]
-            box = FaceBox(*(int(faces[name][i]) for name in ("x", "y", "w", "h")), float(faces["det_conf"][i]))
+            x, y, w, h = (int(faces[name][i]) for name in ("x", "y", "w", "h"))
+            box = FaceBox(x, y, w, h, float(faces["det_conf"][i]))
             turn = float(faces["turn"][i])
             measures = FaceQuality(
                 float(min(box.w, box.h)), float(faces["sharpness"][i]), None if np.isnan(turn) else turn, box.confidence
@@ -122,6 +125,7 @@ def source_records(source: BatchSource, pending: _Pending, predictor: Predictor)
 def source_summary(source: BatchSource, pending: _Pending, records: list[dict], predictor: Predictor) -> dict:
     """One row of the summary table: what was scored of this source and how engaged its faces looked."""
     info = pending.info
+    assert info is not None  # a source is scored once its END row is in (a FAILED one is not scored)
     judged = [record for record in records if record["label"] != UNCERTAIN]  # as predict's summary counts them
     scores = [record["p_engaged"] for record in judged if record["p_engaged"] is not None]
     positive = predictor.positive_class

@@ -33,7 +33,7 @@ class BatchOptions:
     scorer_cpus: float = 0.0  # CPUs each scoring actor reserves (scoring is a small share of detection's work)
     score_batch: int = 256  # faces per network call in a scoring actor
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.every < 1:
             raise UsageError(f"--every must be 1 or more, got {self.every}")
         if self.smooth < 0:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from engage.cluster.assemble import Collector, source_records, source_summary
 from engage.cluster.options import BatchOptions
@@ -22,6 +23,9 @@ from engage.cluster.sources import BatchSource, list_sources
 from engage.cluster.store import ResultStore
 from engage.cluster.tasks import detect_sources
 from engage.errors import EngageError
+
+if TYPE_CHECKING:
+    import ray.data
 
 __all__ = ["BatchOptions", "BatchRun", "run_batch"]
 
@@ -98,7 +102,13 @@ def run_batch(
     return run
 
 
-def _run_on_cluster(inputs: list[str], out_dir: str, options: BatchOptions, on_source, on_failure) -> BatchRun:
+def _run_on_cluster(
+    inputs: list[str],
+    out_dir: str,
+    options: BatchOptions,
+    on_source: Callable[[dict], None] | None,
+    on_failure: Callable[[dict], None] | None,
+) -> BatchRun:
     """Through the Ray Client (ray://): Ray Data's driver cannot run in a client, so run_batch itself runs on the
     cluster, as a task; the sources and out_dir are paths there. Sources are reported when it ends."""
     import ray
@@ -111,29 +121,36 @@ def _run_on_cluster(inputs: list[str], out_dir: str, options: BatchOptions, on_s
             if isinstance(error.cause, EngageError):  # bad input on the cluster's side: its one line
                 raise error.cause from None
             raise
-    for summary in run.scored if on_source is not None else ():
-        on_source(summary)
-    for failure in run.failures if on_failure is not None else ():
-        on_failure(failure)
+    if on_source is not None:
+        for summary in run.scored:
+            on_source(summary)
+    if on_failure is not None:
+        for failure in run.failures:
+            on_failure(failure)
     run.ray = f"{where}, through the Ray Client: the run was driven on the cluster"
     return run
 
 
-def _fail(run: BatchRun, source: BatchSource, reason: str, on_failure) -> None:
+def _fail(run: BatchRun, source: BatchSource, reason: str, on_failure: Callable[[dict], None] | None) -> None:
     failure = {"source": source.name, "path": source.path, "kind": source.kind, "reason": reason}
     run.failures.append(failure)
     if on_failure is not None:
         on_failure(failure)
 
 
-def _dataset(sources: list[BatchSource], options: BatchOptions):
+def _dataset(sources: list[BatchSource], options: BatchOptions) -> ray.data.Dataset:
     """sources -> detection tasks (1 CPU each, one source per task) -> scoring actors -> scored rows."""
     import ray.data
 
     items = [{"key": s.key, "name": s.name, "path": s.path, "kind": s.kind} for s in sources]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    dataset: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
     dataset = dataset.map_batches(
-        detect_sources, batch_size=1, batch_format="numpy", fn_kwargs={"options": options}, num_cpus=1
+        # Ray's UserDefinedFunction type is a one-argument callable: it leaves out fn_kwargs (options, here)
+        detect_sources,  # type: ignore[arg-type]
+        batch_size=1,
+        batch_format="numpy",
+        fn_kwargs={"options": options},
+        num_cpus=1,
     )
     # each block as it comes (a detection task's block, at most FACES_PER_BLOCK faces): waiting to fill larger
     # batches would hold back the sources whose faces are already in
@@ -148,7 +165,7 @@ def _dataset(sources: list[BatchSource], options: BatchOptions):
 
 
 @contextmanager
-def ray_session(options: BatchOptions):
+def ray_session(options: BatchOptions) -> Iterator[str]:
     """The Ray this process is connected to, else the cluster at options.address, else a new local Ray (shut
     down at the end). Yields a description of where it runs."""
     import ray
@@ -157,14 +174,16 @@ def ray_session(options: BatchOptions):
     started_here = not ray.is_initialized()
     if started_here:
         local = options.address is None
-        arguments = {"address": "local", "num_cpus": options.num_cpus} if local else {"address": options.address}
+        arguments: dict[str, Any] = (
+            {"address": "local", "num_cpus": options.num_cpus} if local else {"address": options.address}
+        )
         if not options.address or not options.address.startswith("ray://"):  # the Ray client passes these on
             arguments.update(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         try:
             ray.init(**arguments)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise EngageError(
-                f"cannot {'start a local Ray' if local else 'connect to Ray at ' + options.address}: "
+                f"cannot {'start a local Ray' if options.address is None else 'connect to Ray at ' + options.address}: "
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
             ) from None
     context = ray.data.DataContext.get_current()

@@ -14,7 +14,7 @@ class FaceScorer:
     """Ray Data callable class: a block of rows in, the same rows out without their crops and with `proba`,
     the model's probabilities per face (zeros on a source's closing row)."""
 
-    def __init__(self, options: BatchOptions):
+    def __init__(self, options: BatchOptions) -> None:
         self.predictor = options.predictor()
         self.batch = options.score_batch
 

@@ -45,6 +45,7 @@ def list_sources(inputs: list[str]) -> tuple[list[BatchSource], list[str]]:
     expanded = expand_inputs(list(inputs))
     sources = []
     for item in expanded.items:
+        assert item.path is not None  # files only: no camera, no sample
         stat = os.stat(item.path)
         sources.append(
             BatchSource(

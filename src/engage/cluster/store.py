@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
+from typing import TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,7 +63,7 @@ FAILURE_COLUMNS = ("source", "path", "kind", "reason")
 FOLDER_MODE = FILE_MODE | (FILE_MODE & 0o444) >> 2  # what mkdir would give (mkdtemp's folders are private)
 
 
-def schema(columns) -> pa.Schema:
+def schema(columns: Iterable[str]) -> pa.Schema:
     """Typed columns: counts and pixels as int64, names and labels as strings, everything else float64."""
 
     def kind(name: str) -> pa.DataType:
@@ -80,11 +82,11 @@ def _write_parquet(path: str, rows: list[dict], table_schema: pa.Schema) -> None
 class ResultStore:
     """One results folder: what is complete, and writing a source, the summary and the failures."""
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
         self.faces_dir = os.path.join(out_dir, FACES_DIR)
         self.staging_dir = os.path.join(out_dir, STAGING_DIR)
-        self._lock = None
+        self._lock: TextIO | None = None
 
     def check(self, settings: dict) -> None:
         """Refuse, writing nothing, a folder that is not a results folder or holds results of other settings."""

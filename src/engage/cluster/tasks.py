@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from engage.cluster.options import BatchOptions
 from engage.errors import EngageError, ImageReadError
 from engage.faces.crop import to_gray
 from engage.faces.cues import CUE_COLUMNS
+from engage.faces.detect import FaceBox
 from engage.faces.quality import measure_face
 from engage.inference.predictor import Predictor, cue_array, video_gap_s
 from engage.inference.tracking import IouTracker
@@ -30,7 +32,7 @@ FLOAT_COLUMNS = ("det_conf", "sharpness", "turn", *CUE_COLUMNS)
 class _Rows:
     """One source's face rows, collected into column arrays and handed on a block at a time."""
 
-    def __init__(self, source: dict, crop_shape: tuple[int, ...]):
+    def __init__(self, source: dict, crop_shape: tuple[int, ...]) -> None:
         self.source = source
         self.crop_shape = crop_shape
         self.sent = 0
@@ -43,7 +45,7 @@ class _Rows:
         self.crops: list[np.ndarray] = []
 
     def add(
-        self, frame: int, time_s: float, boxes: list, face_ids: list[int], crops: np.ndarray, cues: np.ndarray
+        self, frame: int, time_s: float, boxes: list[FaceBox], face_ids: list[int], crops: np.ndarray, cues: np.ndarray
     ) -> None:
         for index, (box, face_id, crop, values) in enumerate(zip(boxes, face_ids, crops, cues)):
             quality = measure_face(box, crop)
@@ -114,7 +116,9 @@ def detect_sources(batch: dict[str, np.ndarray], options: BatchOptions) -> Itera
         yield rows.last(END, {**info, "faces": rows.sent, "detect_s": round(time.perf_counter() - started, 3)})
 
 
-def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Rows):
+def _detect(
+    source: dict, predictor: Predictor, options: BatchOptions, rows: _Rows
+) -> Generator[dict[str, np.ndarray], None, dict[str, Any]]:
     """Find and cut every face of one source into `rows`, yielding full blocks; returns what was found."""
     opened = _open(source)
     if isinstance(opened, np.ndarray):  # an image: frame 0 at time 0, faces numbered biggest first
@@ -157,13 +161,13 @@ def _detect(source: dict, predictor: Predictor, options: BatchOptions, rows: _Ro
     }
 
 
-def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list) -> tuple[np.ndarray, np.ndarray]:
+def _crops(predictor: Predictor, rgb: np.ndarray, boxes: list[FaceBox]) -> tuple[np.ndarray, np.ndarray]:
     """The faces' crops as the model expects them and their cues (rows of NaN where there are none)."""
     crops, cues = predictor.cut_and_cues(rgb, boxes, to_gray(rgb))
     return crops, cue_array(cues)
 
 
-def _open(source: dict):
+def _open(source: dict) -> np.ndarray | VideoSource:
     """RGB pixels of an image, or an opened VideoSource (named as `engage predict` names it)."""
     if source["kind"] == "image":
         return read_image(source["path"])

@@ -8,8 +8,10 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engage.errors import EngageError
 from engage.faces.crop import FaceSettings, normalize_paper
@@ -42,7 +44,7 @@ class FaceDataset:
     corpus: np.ndarray | None = None  # str: which data set each face comes from (e.g. 'wacv', 'daisee')
     cues: np.ndarray | None = None  # (N, len(CUE_COLUMNS)) attention cues, NaN without landmarks; measured, not saved
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         n = len(self.faces)
         if self.landmarks is None:
             self.landmarks = np.repeat(NO_LANDMARKS[None], n, axis=0)
@@ -75,9 +77,10 @@ class FaceDataset:
     def has_subjects(self) -> bool:
         return len(self) > 0 and bool(np.all(self.subjects != ""))
 
-    def subset(self, index) -> FaceDataset:
+    def subset(self, index: npt.ArrayLike) -> FaceDataset:
         """The faces picked by an index array or boolean mask (same classes and meta)."""
         index = np.asarray(index)
+        assert self.landmarks is not None and self.corpus is not None  # set by __post_init__
         return FaceDataset(
             self.faces[index],
             self.labels[index],
@@ -98,6 +101,7 @@ class FaceDataset:
     @property
     def corpora(self) -> list[str]:
         """The data sets the faces come from, in order of first appearance."""
+        assert self.corpus is not None  # set by __post_init__
         return list(dict.fromkeys(self.corpus.tolist()))
 
     def class_counts(self) -> dict[str, int]:
@@ -114,7 +118,9 @@ class FaceDataset:
         """Write atomically to a compressed .npz that needs no pickle to load."""
         meta = dict(self.meta, format=FORMAT, class_names=list(self.class_names), engage_version=__version__)
         meta.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
-        arrays = dict(
+        assert self.landmarks is not None and self.corpus is not None  # set by __post_init__
+        # Any: NumPy 2's stub types savez_compressed's allow_pickle keyword, which **arrays would otherwise meet
+        arrays: dict[str, Any] = dict(
             faces=self.faces.astype(np.uint8),
             labels=self.labels.astype(np.int64),
             subjects=self.subjects.astype(str),

@@ -16,7 +16,7 @@ from engage.data.dataset import FaceDataset, empty_dataset
 from engage.data.readers import Sample, SampleList, class_names_of, relative_path
 from engage.errors import EngageError, ImageReadError, UsageError
 from engage.faces.crop import FACE_SIZE, FaceSettings, extract_face
-from engage.faces.detect import create_detector
+from engage.faces.detect import FaceDetector, Point, create_detector
 from engage.io.files import atomic_write
 from engage.io.images import read_image, to_rgb
 from engage.processes import ctrl_c_left_to_parent
@@ -24,13 +24,17 @@ from engage.processes import ctrl_c_left_to_parent
 # What happened to each image; 'detected', 'whole-image' and 'no-detect' give a face.
 FACE_PATHS = ("detected", "whole-image", "no-detect")
 
+Task = tuple[int, str, np.ndarray | None]  # (index, path, the pixels when the image is not a file)
+# (index, path taken, face bytes, box, confidence, faces found (int) or the read error (str), landmarks)
+Outcome = tuple[int, str, bytes | None, list[int] | None, float, int | str, tuple[Point, ...] | None]
+
 
 @dataclass
 class PreprocessReport:
     """How many images took each path, and which could not be read."""
 
     images: int = 0
-    counts: Counter = field(default_factory=Counter)  # detected / whole-image / no-detect / no-face / unreadable
+    counts: Counter[str] = field(default_factory=Counter)  # detected / whole-image / no-detect / no-face / unreadable
     reused: int = 0  # results taken from the cache
     faces_found: dict[str, int] = field(default_factory=dict)  # faces the detector saw per processed image
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -59,7 +63,7 @@ class PreprocessReport:
 
 
 # ---- worker side -------------------------------------------------------------------------------
-_worker_detector = None
+_worker_detector: FaceDetector | None = None
 _worker_settings: FaceSettings | None = None
 
 
@@ -77,16 +81,18 @@ def _init_worker(settings_dict: dict, threads: int | None) -> None:
     _worker_detector = create_detector(detector, _worker_settings.min_confidence) if detector else None
 
 
-def _process(task: tuple[int, str, np.ndarray | None]):
+def _process(task: Task) -> Outcome:
     """One image to (index, path taken, face bytes, box, confidence, faces found or the read error)."""
     index, path, pixels = task
     try:
         rgb = to_rgb(pixels) if pixels is not None else read_image(path)
     except ImageReadError as error:
         return index, "unreadable", None, None, 0.0, error.reason, None
+    assert _worker_settings is not None  # set by _init_worker
     crop = extract_face(rgb, _worker_detector, _worker_settings)
     if crop.face is None:
         return index, crop.source, None, None, 0.0, crop.faces_found, None
+    assert crop.box is not None  # a face has its box
     landmarks = crop.found.landmarks if crop.found is not None else None
     return (
         index,
@@ -99,7 +105,9 @@ def _process(task: tuple[int, str, np.ndarray | None]):
     )
 
 
-def _run_parallel(tasks: list, settings: FaceSettings, workers: int, on_result: Callable) -> None:
+def _run_parallel(
+    tasks: list[Task], settings: FaceSettings, workers: int, on_result: Callable[[Outcome], None]
+) -> None:
     if workers <= 1 or len(tasks) < 64:
         _init_worker(settings.to_dict(), None)
         for task in tasks:
@@ -121,13 +129,15 @@ def source_key(sample: Sample, root: str) -> str:
     return sample.path if os.path.isabs(sample.path) else os.path.join(root, sample.path)
 
 
-def _cache_from(previous: FaceDataset | None, settings: FaceSettings) -> tuple[dict, dict]:
+def _cache_from(
+    previous: FaceDataset | None, settings: FaceSettings
+) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None]]:
     """(key -> (fingerprint, face row or None)) from a previous run with the same face settings."""
     if previous is None or previous.meta.get("settings") != settings.to_dict():
         return {}, {}
     cache = previous.meta.get("cache", {})
     fingerprints = {key: tuple(fp) for key, fp in cache.get("fingerprints", {}).items()}
-    rows = {}
+    rows: dict[str, int | None] = {}
     root = previous.meta.get("root", "")
     for row, path in enumerate(previous.paths):
         rows[path if os.path.isabs(path) else os.path.join(root, path)] = row
@@ -158,7 +168,7 @@ def preprocess(
     boxes = np.full((n, 4), -1, np.int32)
     det_conf = np.zeros(n, np.float32)
     status = np.full(n, "", dtype=object)
-    tasks = []
+    tasks: list[Task] = []
     for index, sample in enumerate(samples):
         key = source_key(sample, source.root)
         if key in cached_rows and fingerprints.get(key) == tuple(sample.fingerprint) and sample.fingerprint[0] >= 0:
@@ -166,6 +176,7 @@ def preprocess(
             if row is None:
                 status[index] = "no-face"
             else:
+                assert previous is not None and previous.landmarks is not None  # the cached rows are previous's
                 faces[index], boxes[index] = previous.faces[row], previous.boxes[row]
                 landmarks[index] = previous.landmarks[row]
                 det_conf[index], status[index] = previous.det_conf[row], previous.face_source[row]
@@ -177,17 +188,20 @@ def preprocess(
     if progress:
         progress(done, n)
 
-    def on_result(result) -> None:
+    def on_result(result: Outcome) -> None:
         nonlocal done
         index, path_taken, face_bytes, box, confidence, error, points = result
         status[index] = path_taken
         if path_taken == "unreadable":
+            assert isinstance(error, str)  # the read error
             if strict:
                 raise EngageError(f"{samples[index].path}: {error} (--strict stops at the first unreadable image)")
             report.unreadable.append((samples[index].path, error))
         else:
+            assert isinstance(error, int)  # the faces found
             report.faces_found[samples[index].path] = error
         if face_bytes is not None:
+            assert box is not None  # a face comes with its box
             faces[index] = np.frombuffer(face_bytes, np.uint8).reshape(settings.shape)
             boxes[index], det_conf[index] = box, confidence
             if points:
@@ -331,6 +345,7 @@ def load_source(src: str | None, options: PreprocessOptions, sample: bool = Fals
         samples = [Sample(f"sample#{name}", pixels=image) for name, image in sample_images().items()]
         source = SampleList(samples, root="", kind="sample", ignored=[])
     else:
+        assert src is not None  # a source is given unless the sample is asked for
         source = read_samples(src, options.label_column, options.usages)
     apply_label_map(source.samples, parse_label_map(options.label_map))
     if options.subject_pattern:
@@ -419,5 +434,5 @@ def write_crops(dataset: FaceDataset, folder: str) -> int:
         ok, encoded = cv2.imencode(".png", cv2.cvtColor(face, cv2.COLOR_RGB2BGR) if face.ndim == 3 else face)
         if not ok:
             raise EngageError(f"could not encode the face of {path} as PNG")
-        atomic_write(target, lambda tmp, data=encoded: data.tofile(tmp))
+        atomic_write(target, encoded.tofile)
     return len(dataset)

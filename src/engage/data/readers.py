@@ -61,7 +61,8 @@ def file_fingerprint(path: str) -> tuple[int, int]:
 
 def list_image_files(folder: str) -> tuple[list[str], list[str]]:
     """Image files under a folder (recursive, sorted) and the other files it ignored."""
-    images, ignored = [], []
+    images: list[str] = []
+    ignored: list[str] = []
     for path in sorted(walk_files(folder)):
         (images if is_image_file(path) else ignored).append(path)
     return images, ignored

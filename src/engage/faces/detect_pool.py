@@ -11,22 +11,26 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from engage.errors import EngageError
-from engage.faces.detect import FaceBox, create_detector
+from engage.faces.detect import FaceBox, FaceDetector, create_detector
 from engage.processes import ctrl_c_left_to_parent
 
-_detector = None  # one per worker process
+_detector: FaceDetector | None = None  # one per worker process
 _failed: BaseException | None = None  # why the worker's detector could not be made (raised by every task)
 _slots: dict[str, shared_memory.SharedMemory] = {}  # the parent's slots, opened by name once per worker
+
+Item = TypeVar("Item")
 
 
 def _start(name: str, min_confidence: float | None, detect_size: int | None) -> None:
@@ -62,6 +66,7 @@ def _detect(task: tuple[str, tuple[int, ...], int | None]) -> list[FaceBox]:
     slot, shape, max_side = task
     if _failed is not None:
         raise _failed
+    assert _detector is not None  # made by _start (else _failed says why not)
     if slot not in _slots:
         _slots[slot] = _open_slot(slot)
     rgb = np.ndarray(shape, np.uint8, buffer=_slots[slot].buf)
@@ -73,10 +78,14 @@ def _detect(task: tuple[str, tuple[int, ...], int | None]) -> list[FaceBox]:
 def _open_slot(name: str) -> shared_memory.SharedMemory:
     """A slot of the parent's; the parent unlinks it. Spawned workers share the parent's resource tracker, which
     holds one entry per name, so opening it here adds nothing to clean up (Python 3.13+: not tracked at all)."""
-    try:
+    if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name=name, track=False)
-    except TypeError:  # Python < 3.13 has no track=
-        return shared_memory.SharedMemory(name=name)
+    return shared_memory.SharedMemory(name=name)  # Python < 3.13 has no track=
+
+
+def _itself(item: Any) -> np.ndarray:
+    """The frame of an item that is its own frame (an RGB uint8 array): detect_all's default."""
+    return item
 
 
 class DetectorPool:
@@ -95,14 +104,14 @@ class DetectorPool:
         detect_size: int | None = None,
         processes: int = 2,
         depth: int = 3,
-    ):
+    ) -> None:
         self.processes = max(1, processes)
         self.depth = max(1, depth)
         self._free: list[shared_memory.SharedMemory] = []
         self._all: list[shared_memory.SharedMemory] = []
         self._closed = False
         self._room: int | None = None  # how many slots /dev/shm had room for, once it ran out
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
         try:
             with ctrl_c_left_to_parent():
                 self._pool = ProcessPoolExecutor(
@@ -129,8 +138,9 @@ class DetectorPool:
         memory = shared_memory.SharedMemory(create=True, size=max(1, nbytes))
         self._all.append(memory)
         try:  # the segment's pages, now: otherwise a full /dev/shm is a SIGBUS on the first write into it (Linux)
-            if hasattr(os, "posix_fallocate") and getattr(memory, "_fd", -1) >= 0:
-                os.posix_fallocate(memory._fd, 0, memory.size)
+            fd = getattr(memory, "_fd", -1)  # private: the segment's file descriptor (POSIX)
+            if hasattr(os, "posix_fallocate") and fd >= 0:
+                os.posix_fallocate(fd, 0, memory.size)
         except OSError:
             self._all.remove(memory)
             memory.close()
@@ -140,8 +150,11 @@ class DetectorPool:
         return memory
 
     def detect_all(
-        self, items: Iterable, image=lambda item: item, max_side=None
-    ) -> Iterator[tuple[object, list[FaceBox]]]:
+        self,
+        items: Iterable[Item],
+        image: Callable[[Item], np.ndarray] = _itself,
+        max_side: Callable[[np.ndarray], int] | None = None,
+    ) -> Iterator[tuple[Item, list[FaceBox]]]:
         """(item, its faces biggest first) for every item, in order; image(item) is its RGB uint8 frame and
         max_side(rgb), when given, the longest side the detector looks at for that frame (None: its own)."""
         try:
@@ -151,14 +164,22 @@ class DetectorPool:
                 "face detection stopped: a detector process ended unexpectedly (out of memory?)"
             ) from None
 
-    def _detect_all(self, items: Iterator, image, max_side) -> Iterator[tuple[object, list[FaceBox]]]:
-        pending: deque = deque()
+    def _detect_all(
+        self,
+        items: Iterator[Item],
+        image: Callable[[Item], np.ndarray],
+        max_side: Callable[[np.ndarray], int] | None,
+    ) -> Iterator[tuple[Item, list[FaceBox]]]:
+        pool = self._pool
+        assert pool is not None  # made in __init__ (which raises when it cannot)
+        pending: deque[tuple[Item, shared_memory.SharedMemory, Future[list[FaceBox]]]] = deque()
         end = waiting = object()
         while True:
             while len(pending) < self.processes * self.depth:
-                item = next(items, end) if waiting is end else waiting
-                if item is end:
+                taken = next(items, end) if waiting is end else waiting
+                if taken is end:
                     break
+                item = cast(Item, taken)  # not the end marker: one of the items
                 rgb = np.ascontiguousarray(image(item), np.uint8)
                 memory = self._slot(rgb.nbytes)
                 if memory is None:  # /dev/shm is full: wait for a slot in use, or give up if none is
@@ -172,7 +193,7 @@ class DetectorPool:
                 waiting = end
                 np.ndarray(rgb.shape, np.uint8, buffer=memory.buf)[...] = rgb
                 side = max_side(rgb) if max_side is not None else None
-                pending.append((item, memory, self._pool.submit(_detect, (memory.name, rgb.shape, side))))
+                pending.append((item, memory, pool.submit(_detect, (memory.name, rgb.shape, side))))
             if not pending:
                 return
             item, memory, result = pending.popleft()
@@ -196,5 +217,5 @@ class DetectorPool:
     def __enter__(self) -> DetectorPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -16,9 +16,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import cv2
 import numpy as np
+
+from engage.faces.detect import FaceBox
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+
+class EyeContour(TypedDict):
+    """Where EYE_CONTOUR's points sit in the iris network's eye contour."""
+
+    outer: int
+    inner: int
+    spans: tuple[tuple[int, int], ...]  # (upper lid, lower lid) pairs across the eye
+
 
 MESH_SIZE = 192  # the face mesh's input side
 IRIS_SIZE = 64  # the iris network's input side
@@ -29,7 +44,7 @@ EYE_SCALE = 2.3  # MediaPipe's: the eye region's side over the eye's width
 EYE_CORNERS = {"right": (33, 133), "left": (263, 362)}
 # the iris network's first 16 contour points: the lower lid from the outer to the inner corner (0-8), then the
 # upper lid from the outer side to the inner (9-15), as MediaPipe maps them onto the mesh's eye points
-EYE_CONTOUR = {"outer": 0, "inner": 8, "spans": ((12, 4), (13, 5), (11, 3))}
+EYE_CONTOUR: EyeContour = {"outer": 0, "inner": 8, "spans": ((12, 4), (13, 5), (11, 3))}
 MIN_PRESENCE = 0.5  # the mesh's own face-presence probability below which no landmarks are given
 # the landmark box (a model trained with FaceSettings(box="landmarks") is cut from it): its side is LANDMARK_BOX[0]
 # times the 3-D distance between the outer eye corners, its centre the middle of the eyes' corners and the mouth
@@ -49,11 +64,11 @@ class FaceLandmarks:
     probability."""
 
     mesh: np.ndarray
-    eyes: dict
+    eyes: dict[str, dict[str, np.ndarray]]
     presence: float
 
 
-def _session(name: str, threads: int):
+def _session(name: str, threads: int) -> InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -65,7 +80,7 @@ def _session(name: str, threads: int):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def region(center, side: float, angle: float, size: int) -> np.ndarray:
+def region(center: np.ndarray, side: float, angle: float, size: int) -> np.ndarray:
     """The 2x3 affine map from image pixels to a size x size patch: a square of `side` pixels about `center`, turned
     by `angle` radians (counter-clockwise as seen), so that the square's content appears upright."""
     cos, sin = np.cos(angle), np.sin(angle)
@@ -102,7 +117,7 @@ def landmark_box(mesh: np.ndarray) -> tuple[float, float, float, float]:
     return float(centre[0] - side / 2), float(centre[1] - side / 2), side, side
 
 
-def detector_eye_angle(box) -> float:
+def detector_eye_angle(box: FaceBox | tuple[float, float, float, float]) -> float:
     """The angle (radians, counter-clockwise as seen) of the line between the eyes the detector gives with its box
     (MTCNN's and YuNet's first two landmarks, in image order); 0 without them. The first region is turned by it, as
     MediaPipe turns its region by its detector's eye keypoints: a tilted face is then found upright (YuNet's eye
@@ -120,7 +135,7 @@ def tracked_region(mesh: np.ndarray) -> tuple[np.ndarray, float, float]:
     return (low + high) / 2.0, MESH_SCALE * float(max(high - low)), eye_line_angle(mesh)
 
 
-_SHARED: list = []
+_SHARED: list[FaceMesh] = []
 
 
 def shared_mesh() -> FaceMesh:
@@ -138,13 +153,13 @@ class FaceMesh:
     >>> points = mesh.landmarks(rgb, predictor.detect(rgb)[0])
     """
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1) -> None:
         self._mesh = _session("facemesh.onnx", threads)
         self._iris = _session("iris.onnx", threads)
         self._mesh_input = self._mesh.get_inputs()[0].name
         self._iris_input = self._iris.get_inputs()[0].name
 
-    def _run_mesh(self, rgb: np.ndarray, center, side: float, angle: float) -> tuple[np.ndarray, float]:
+    def _run_mesh(self, rgb: np.ndarray, center: np.ndarray, side: float, angle: float) -> tuple[np.ndarray, float]:
         affine = region(center, side, angle, MESH_SIZE)
         patch = cv2.warpAffine(
             rgb, affine, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
@@ -153,7 +168,9 @@ class FaceMesh:
         presence = float(1.0 / (1.0 + np.exp(-float(np.ravel(presence)[0]))))
         return to_image(points.reshape(-1, 3), affine), presence
 
-    def _run_eyes(self, rgb: np.ndarray, mesh: np.ndarray, angle: float, eyes=tuple(EYE_CORNERS)) -> dict:
+    def _run_eyes(
+        self, rgb: np.ndarray, mesh: np.ndarray, angle: float, eyes: tuple[str, ...] = tuple(EYE_CORNERS)
+    ) -> dict[str, dict[str, np.ndarray]]:
         """The eyes named through the iris network in one batch; the left eye is mirrored in and out, as MediaPipe
         does (the network knows right eyes)."""
         patches, affines = [], []
@@ -178,10 +195,12 @@ class FaceMesh:
             found[eye] = {"contour": to_image(contour, affine), "iris": to_image(iris, affine)}
         return found
 
-    def landmarks(self, rgb: np.ndarray, box, eyes: bool = True) -> FaceLandmarks | None:
+    def landmarks(
+        self, rgb: np.ndarray, box: FaceBox | tuple[float, float, float, float], eyes: bool = True
+    ) -> FaceLandmarks | None:
         """The landmarks of the face in `box` (a FaceBox, or (x, y, w, h)) of an RGB uint8 image. eyes=False: the
         mesh alone (no iris network; FaceLandmarks.eyes is empty), enough for the landmark box."""
-        x, y, w, h = (box.x, box.y, box.w, box.h) if hasattr(box, "x") else box
+        x, y, w, h = (box.x, box.y, box.w, box.h) if isinstance(box, FaceBox) else box
         if min(w, h) < 2:
             return None
         rgb = np.ascontiguousarray(rgb)

@@ -12,9 +12,13 @@ beyond any the validation faces reach (turned faces are mostly off task and judg
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from engage.faces.detect import FaceBox, Point
 
 OK = "ok"
 UNCERTAIN = "uncertain"  # the label of a face that cannot be judged
@@ -81,7 +85,7 @@ def sharpness(face: np.ndarray) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_32F).std() / spread)
 
 
-def head_turn(landmarks) -> float | None:
+def head_turn(landmarks: tuple[Point, ...] | None) -> float | None:
     """How far the head is turned: the nose tip's horizontal offset from the midpoint of the eyes, in units of the
     distance between the eyes (0 facing the camera; a profile gives 1 or more). None without landmarks."""
     if landmarks is None:
@@ -95,7 +99,7 @@ def head_turn(landmarks) -> float | None:
     return float(min(offset / max(between, 1e-6), 10.0))
 
 
-def measure_face(box, face: np.ndarray) -> FaceQuality:
+def measure_face(box: FaceBox, face: np.ndarray) -> FaceQuality:
     """The quality measures of one detected face (a FaceBox) and the crop cut from it (a box of no size: unknown)."""
     size = float(min(box.w, box.h)) if min(box.w, box.h) > 0 else None
     return FaceQuality(size, sharpness(face), head_turn(box.landmarks), float(box.confidence))

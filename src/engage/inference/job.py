@@ -13,7 +13,7 @@ import numpy as np
 from engage.errors import EngageError, ImageReadError, UsageError
 from engage.inference.annotate import draw_faces, plot_timeline, save_image
 from engage.inference.predictor import Predictor
-from engage.inference.records import CsvWriter, FrameResult, VideoSummary, csv_columns
+from engage.inference.records import CsvWriter, FaceResult, FrameResult, VideoSummary, csv_columns
 from engage.io.images import read_image, to_rgb
 from engage.io.inputs import InputItem, Inputs
 from engage.io.video import Mp4Writer, VideoSource
@@ -54,6 +54,11 @@ def _annotated_image_path(folder: str, item: InputItem) -> str:
     return os.path.join(folder, item.stem + (extension if extension in ANNOTATED_IMAGE_EXTENSIONS else ".png"))
 
 
+def _timeline_dirs(options: PredictOptions) -> set[str]:
+    """The folders a video's timeline is drawn into (--annotate and --timeline, one folder when they are the same)."""
+    return {folder for folder in (options.annotate_dir, options.timeline_dir) if folder is not None}
+
+
 def planned_outputs(item: InputItem, options: PredictOptions) -> list[str]:
     """The files written about one input (crops aside), decided before anything runs."""
     paths = []
@@ -62,7 +67,7 @@ def planned_outputs(item: InputItem, options: PredictOptions) -> list[str]:
             paths.append(_annotated_image_path(options.annotate_dir, item))
         else:
             paths.append(os.path.join(options.annotate_dir, item.stem + ".mp4"))
-    for folder in {options.annotate_dir, options.timeline_dir} - {None}:
+    for folder in _timeline_dirs(options):
         if item.kind != "image":
             paths.append(os.path.join(folder, item.stem + ".timeline.png"))
     return paths
@@ -79,12 +84,14 @@ def check_outputs(inputs: Inputs, options: PredictOptions) -> None:
                 raise UsageError(f"writing {path} would overwrite an input; choose another folder for the outputs")
 
 
-def _open(item: InputItem):
+def _open(item: InputItem) -> np.ndarray | VideoSource:
     """RGB pixels of an image, or an opened VideoSource; _Skip with the reason when it cannot be read."""
     if item.pixels is not None:
         return to_rgb(item.pixels)
     if item.kind == "camera":
+        assert item.camera is not None  # a camera input has its number
         return VideoSource(item.camera)  # a missing camera is always an error
+    assert item.path is not None  # the other inputs are files
     try:
         if item.kind == "image":
             return read_image(item.path)
@@ -103,6 +110,7 @@ def _open(item: InputItem):
 
 def _video(item: InputItem) -> VideoSource:
     """A video file opened under the input's name (its rows' source), which is the path as given on the command line."""
+    assert item.path is not None  # a video input is a file
     video = VideoSource(item.path)
     video.name = item.name
     return video
@@ -177,9 +185,9 @@ def _run_in_workers(
     inputs: Inputs,
     make_predictor: Callable[[], Predictor],
     options: PredictOptions,
-    on_result,
-    warn,
-    progress,
+    on_result: Callable[[dict], None] | None,
+    warn: Callable[[str], None],
+    progress: Callable[[str, int, int | None], None] | None,
     workers: int,
 ) -> PredictRun:
     from engage.inference.parallel import score_in_workers
@@ -249,7 +257,7 @@ def score_input(
     return run.results, (writer.rows if writer else 0), None, setup_line(predictor)
 
 
-def _open_or_fail(item: InputItem):
+def _open_or_fail(item: InputItem) -> np.ndarray | VideoSource:
     try:
         return _open(item)
     except _Skip as skip:
@@ -265,10 +273,10 @@ class _Job:
         options: PredictOptions,
         csv_writer: CsvWriter | None,
         run: PredictRun,
-        on_result,
-        progress,
-        log,
-    ):
+        on_result: Callable[[dict], None] | None,
+        progress: Callable[[str, int, int | None], None] | None,
+        log: Callable[[str], None] | None,
+    ) -> None:
         self.log = log
         self.predictor = predictor
         self.options = options
@@ -284,10 +292,14 @@ class _Job:
             self.on_result(result)
 
     def _save_crops(self, item: InputItem, frame: FrameResult, video: bool) -> None:
+        folder = self.options.crops_dir
+        assert folder is not None  # called for --save-crops only
         for face in frame.faces:
             where = f"_f{frame.frame:06d}" if video else ""
-            path = os.path.join(self.options.crops_dir, f"{item.stem}{where}_face{face.face_id}.png")
-            save_image(path, face.face if face.face.ndim == 3 else np.repeat(face.face[:, :, None], 3, axis=2))
+            path = os.path.join(folder, f"{item.stem}{where}_face{face.face_id}.png")
+            crop = face.face
+            assert crop is not None  # the predictor keeps the crop of every face it scored
+            save_image(path, crop if crop.ndim == 3 else np.repeat(crop[:, :, None], 3, axis=2))
 
     def images(self, batch: list[tuple[InputItem, np.ndarray]]) -> None:
         if not batch:
@@ -350,6 +362,7 @@ class _Job:
                         self.csv.write(frame.rows(predictor.expression_names))
                     summary.add(frame)
                     if writer is not None:
+                        assert frame.image is not None  # kept for the writer (keep_images)
                         writer.write(draw_faces(frame.image, frame.faces, predictor.positive_class))
                     if options.crops_dir:
                         self._save_crops(item, frame, video=True)
@@ -370,7 +383,7 @@ class _Job:
         if writer is not None:
             writer.commit()
             outputs.append(writer.path)
-        for folder in {options.annotate_dir, options.timeline_dir} - {None}:
+        for folder in _timeline_dirs(options):
             path = os.path.join(folder, item.stem + ".timeline.png")
             plot_timeline(summary, path, f"{item.name}: p_engaged per face ({predictor.model_name})")
             outputs.append(path)
@@ -395,7 +408,7 @@ class _Job:
         self._emit(result)
 
 
-def image_result(source: str, width: int, height: int, faces: list) -> dict:
+def image_result(source: str, width: int, height: int, faces: list[FaceResult]) -> dict:
     """One image's JSON-ready result, as `engage predict --json` prints it and `engage serve` answers."""
     return {
         "source": source,

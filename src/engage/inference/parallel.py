@@ -12,11 +12,14 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engage.inference.predictor import Predictor
 from engage.io.inputs import InputItem, Inputs
 from engage.processes import ctrl_c_left_to_parent
+
+if TYPE_CHECKING:
+    from engage.inference.records import CsvWriter
 
 # How a worker scores one input: (predictor, input, options, CSV part file or None) -> (its results, its CSV rows
 # written to the part file, why it was skipped or None, the setup line). engage.inference.job gives its own; the
@@ -63,12 +66,12 @@ def score_in_workers(
     inputs: Inputs,
     make_predictor: Callable[[], Predictor],
     score: ScoreInput,
-    options,
+    options: Any,  # the job's options (a dataclass with csv_path, pipeline and detect_processes): see ScoreInput
     workers: int,
     emit: Callable[[dict], None],
     skip: Callable[[InputItem, str], None],
     progress: Callable[[str, int, int | None], None] | None,
-):
+) -> tuple[str, CsvWriter | None]:
     """Score every input on `workers` processes (spawned: a fresh interpreter each, safe with OpenMP); results
     are emitted, and their CSV rows staged, in input order as soon as every earlier input is done. Returns
     (the setup line, the staged CsvWriter or None) for the caller to commit. An error, or Ctrl+C, stops every
@@ -81,7 +84,8 @@ def score_in_workers(
         (item, serial, os.path.join(parts, f"{index}.csv") if options.csv_path else None)
         for index, item in enumerate(inputs.items)
     ]
-    setup, writer = "", None
+    setup = ""
+    writer: CsvWriter | None = None
     try:
         with ctrl_c_left_to_parent():
             pool = multiprocessing.get_context("spawn").Pool(

@@ -5,8 +5,9 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,12 +22,18 @@ from engage.faces.crop import (
     whole_image_box,
 )
 from engage.faces.cues import CUE_COLUMNS, FaceCues, face_cues
-from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, create_detector
+from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, FaceDetector, create_detector
 from engage.faces.quality import THRESHOLDS, UNCERTAIN, FaceQuality, measure_face, quality_label
 from engage.inference.records import FaceResult, FrameResult
 from engage.inference.tracking import EmaSmoother, IouTracker
-from engage.io.images import as_rgb_image
+from engage.io.images import ImageLike, as_rgb_image
 from engage.io.video import Frame, VideoSource
+
+if TYPE_CHECKING:
+    from engage.faces.landmarks import FaceLandmarks, FaceMesh
+    from engage.models.calibration import SiteCalibration
+    from engage.models.loading import FaceClassifier
+    from engage.models.onnx import OnnxClassifier
 
 DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engaged: off task / on task)
 DEFAULT_EXPRESSION_MODEL = "fer"  # the shipped FER model (7 expressions)
@@ -34,8 +41,16 @@ BACKENDS = ("torch", "onnx")
 NO_DETECTOR = "none"  # the image is already a face crop
 HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size in prediction: half the frame, within these bounds
 
+# one face as the network(s) scored it: (box, probabilities row, expression row or None, crop, cues or None)
+ScoredFace = tuple[FaceBox, np.ndarray, np.ndarray | None, np.ndarray, FaceCues | None]
+# a frame waiting to be scored: (the frame, its faces, their track ids)
+PendingFrame = tuple[Frame, list[FaceBox], list[int]]
+Item = TypeVar("Item")
 
-def load_scoring_model(name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"):
+
+def load_scoring_model(
+    name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"
+) -> FaceClassifier | OnnxClassifier:
     """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
 
     views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
@@ -142,10 +157,10 @@ class Predictor:
         smoothing_s: float = 1.0,
         threads: int | None = 1,
         base_rate: float | None = None,
-        calibration=None,
+        calibration: str | SiteCalibration | None = None,
         abstain: bool = True,
         cues: bool = True,
-    ):
+    ) -> None:
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
         self.model_name = str(model)
@@ -166,7 +181,8 @@ class Predictor:
         self.abstain = abstain
         self.quality_thresholds = THRESHOLDS
         self.measure_cues = cues
-        self.face_mesh = None  # landmarks: for the cues, and for a model cut from the landmark box (settings.box)
+        # landmarks: for the cues, and for a model cut from the landmark box (settings.box)
+        self.face_mesh: FaceMesh | None = None
         if cues or self.settings.box == "landmarks":
             from engage.faces.landmarks import FaceMesh
 
@@ -174,11 +190,11 @@ class Predictor:
         self.cue_head = self.model.cue_head if cues and self.decision.binary else None
         if self.cue_head is not None:
             self.cue_head.check_columns(CUE_COLUMNS, self.model_name)
-        self.expression_model = (
+        self.expression_model: FaceClassifier | OnnxClassifier | None = (
             load_scoring_model(expression_model, backend, threads, expression_views) if expressions else None
         )
-        self.expression_names = self.expression_model.class_names if self.expression_model else None
-        self.expression_settings = (
+        self.expression_names: list[str] | None = self.expression_model.class_names if self.expression_model else None
+        self.expression_settings: FaceSettings | None = (
             FaceSettings.from_dict(self.expression_model.face_settings) if self.expression_model else None
         )
         # the model's own detector (and threshold) unless another is asked for; FER-style models trained on
@@ -194,6 +210,7 @@ class Predictor:
                 f"detector {self.detector_name} cannot cut its faces (use --detector "
                 f"{LANDMARK_DETECTORS[0]})"
             )
+        self.detector: FaceDetector | None
         if self.detector_name == NO_DETECTOR:
             self.detector = None
         else:
@@ -209,7 +226,7 @@ class Predictor:
         )
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> Predictor:
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, **options: Any) -> Predictor:
         """A predictor for a shipped model by name ('engagement', 'fer') or any model file."""
         return cls(model, **options)
 
@@ -239,9 +256,9 @@ class Predictor:
         model has a cue head, then corrected for the site and re-weighted to the base rate when asked."""
         proba = np.asarray(self.model.predict_proba(np.asarray(faces, np.uint8)), np.float32)
         if self.cue_head is not None and len(proba):  # no cues given: as faces without landmarks (scale and bias)
-            proba = self.cue_head.apply(
-                proba, no_cues(len(proba)) if cues is None else cues, self.decision.positive_index
-            )
+            positive = self.decision.positive_index
+            assert positive is not None  # a cue head is kept for a binary decision only
+            proba = self.cue_head.apply(proba, no_cues(len(proba)) if cues is None else cues, positive)
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
 
     def cut_and_cues(
@@ -249,6 +266,7 @@ class Predictor:
     ) -> tuple[np.ndarray, list[FaceCues | None]]:
         """The faces' crops for the model and their attention cues (None: no landmarks, or cues off), from the face
         mesh of each face: a model trained on landmark boxes (settings.box) is cut from them."""
+        found: list[FaceLandmarks | None]
         if self.face_mesh is None:
             found = [None] * len(boxes)
         else:
@@ -262,10 +280,13 @@ class Predictor:
         cues = [face_cues(landmarks) if landmarks is not None and self.measure_cues else None for landmarks in found]
         return crops, cues
 
-    def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[tuple]]:
+    def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[ScoredFace]]:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
         (box, probabilities row, expression row or None, crop, cues or None)."""
-        crops, expression_crops, counts, cues = [], [], [], []
+        crops: list[np.ndarray] = []
+        expression_crops: list[np.ndarray] = []
+        counts: list[int] = []
+        cues: list[FaceCues | None] = []
         whole = self.detector is None
         for rgb, boxes in frames:
             gray = to_gray(rgb)
@@ -273,6 +294,7 @@ class Predictor:
             crops.append(faces)
             cues.extend(found)
             if self.expression_model is not None:
+                assert self.expression_settings is not None  # set with the expression model
                 expression_crops.append(crop_faces(rgb, boxes, self.expression_settings, whole, gray))
             counts.append(len(boxes))
         faces = np.concatenate(crops) if crops else np.zeros((0, *self.settings.shape), np.uint8)
@@ -284,7 +306,8 @@ class Predictor:
         expression_proba = None
         if self.expression_model is not None and len(faces):
             expression_proba = self.expression_model.predict_proba(np.concatenate(expression_crops))
-        scored, start = [], 0
+        scored: list[list[ScoredFace]] = []
+        start = 0
         for (_rgb, boxes), count in zip(frames, counts):
             scored.append(
                 [
@@ -338,6 +361,7 @@ class Predictor:
             label = UNCERTAIN
         expressions = None
         if expression is not None:
+            assert self.expression_names is not None  # an expression row comes from the expression model
             expressions = {name: float(p) for name, p in zip(self.expression_names, expression)}
         return FaceResult(
             face_id,
@@ -375,14 +399,14 @@ class Predictor:
         return self.face_result(face_id, box, proba, expression, crop, cues, p_smoothed, quality)
 
     # ---- images ------------------------------------------------------------------------------------
-    def predict(self, image) -> list[FaceResult]:
+    def predict(self, image: ImageLike) -> list[FaceResult]:
         """Every face of one image (a path, numpy array or PIL image), biggest first, ids 1, 2, ...;
         an empty list when there is no face."""
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images) -> list[list[FaceResult]]:
+    def predict_batch(self, images: Iterable[ImageLike]) -> list[list[FaceResult]]:
         """Several images; all their faces go through the network in one batch."""
-        frames = []
+        frames: list[tuple[np.ndarray, list[FaceBox]]] = []
         for image in images:
             rgb = as_rgb_image(image)
             frames.append((rgb, self.detect(rgb)))
@@ -417,8 +441,9 @@ class Predictor:
         tracker = IouTracker(max_gap_s=video_gap_s(every, video.fps))
         smoother = EmaSmoother(self.smoothing_s)
         batch = 1 if video.is_camera else max(1, batch_frames)
-        pending = []
+        pending: list[PendingFrame] = []
         frames = video.frames(every, max_frames)
+        detected: Generator[tuple[Frame, list[FaceBox]], None, None]
         if self.detect_processes_for(video, detect_processes) > 1:
             detected = self._detected_in_processes(frames, detect_processes)
         else:
@@ -443,7 +468,9 @@ class Predictor:
         file with a detector; else 1 (the calling process: cameras, and 'none')."""
         return requested if requested > 1 and self.detector is not None and not video.is_camera else 1
 
-    def _detected_in_processes(self, frames: Iterator[Frame], processes: int) -> Iterator[tuple[Frame, list[FaceBox]]]:
+    def _detected_in_processes(
+        self, frames: Iterator[Frame], processes: int
+    ) -> Generator[tuple[Frame, list[FaceBox]], None, None]:
         """(frame, its faces) in order, detected by `processes` worker processes that live as long as this generator
         (made, used and stopped on the thread that iterates it)."""
         from engage.faces.detect_pool import DetectorPool
@@ -465,7 +492,7 @@ class Predictor:
         return frame
 
     def _frame_results(
-        self, name: str, pending: list, smoother: EmaSmoother, keep_images: bool
+        self, name: str, pending: list[PendingFrame], smoother: EmaSmoother, keep_images: bool
     ) -> Iterator[FrameResult]:
         if not pending:
             return
@@ -492,7 +519,7 @@ def cue_array(cues: list[FaceCues | None]) -> np.ndarray:
     return np.array(rows, np.float64).reshape(len(rows), len(CUE_COLUMNS))
 
 
-def ahead(items: Iterator, depth: int) -> Iterator:
+def ahead(items: Iterator[Item], depth: int) -> Generator[Item, None, None]:
     """The items of a generator, produced on a thread of its own up to `depth` items ahead of the consumer, in
     order. An exception in the producer is raised to the consumer; closing the returned generator (or stopping
     early) stops the producer and waits for it."""
@@ -524,7 +551,7 @@ def ahead(items: Iterator, depth: int) -> Iterator:
     producer = threading.Thread(target=produce, name="engage-decode-detect", daemon=True)
     producer.start()
 
-    def consume() -> Iterator:
+    def consume() -> Generator[Item, None, None]:
         try:
             while True:
                 item, error = slots.get()
@@ -548,7 +575,7 @@ class FaceStream:
     """What a live stream carries from one frame to the next (Predictor.predict_stream_frame): the tracker that
     keeps face ids and the per-face smoothing of p_engaged. No frame is kept."""
 
-    def __init__(self, name: str = "live", smoothing_s: float = 1.0, max_gap_s: float = 1.0):
+    def __init__(self, name: str = "live", smoothing_s: float = 1.0, max_gap_s: float = 1.0) -> None:
         self.name = name
         self.tracker = IouTracker(max_gap_s=max_gap_s)
         self.smoother = EmaSmoother(smoothing_s)

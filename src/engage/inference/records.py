@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -58,7 +60,8 @@ class FaceResult:
     @property
     def expression(self) -> str | None:
         """The most likely expression, when expressions were asked for."""
-        return max(self.expressions, key=self.expressions.get) if self.expressions else None
+        expressions = self.expressions
+        return max(expressions, key=expressions.__getitem__) if expressions else None
 
     def to_dict(self) -> dict:
         values = {
@@ -172,7 +175,7 @@ class CsvWriter(StagedFile):
     """Streams rows to a temporary file beside `path` and renames it over `path` on commit, so memory stays
     constant and a failed or interrupted run never leaves half a CSV."""
 
-    def __init__(self, path: str, columns: list[str]):
+    def __init__(self, path: str, columns: list[str]) -> None:
         super().__init__(path, ".csv")
         self._file = open(self.tmp_path, "w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=columns)
@@ -189,7 +192,9 @@ class CsvWriter(StagedFile):
     def __enter__(self) -> CsvWriter:
         return self
 
-    def __exit__(self, kind, value, traceback) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if kind is None:
             self.commit()
         else:
@@ -207,7 +212,7 @@ class FaceSummary:
     last_s: float = 0.0
     p_sum: float = 0.0
     p_count: int = 0
-    labels: Counter = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=Counter)
 
     @property
     def mean_p_engaged(self) -> float | None:
@@ -226,7 +231,7 @@ class FaceSummary:
         return self.labels[label] / self.judged if self.judged else 0.0
 
     def to_dict(self, positive_label: str | None) -> dict:
-        values = {
+        values: dict[str, Any] = {
             "face_id": self.face_id,
             "frames": self.frames,
             "first_s": round(self.first_s, 3),
@@ -250,13 +255,13 @@ class VideoSummary:
     then every 4th, ... point) as a long video goes on.
     """
 
-    def __init__(self, positive_label: str | None, max_points: int = 4000, threshold: float = 0.5):
+    def __init__(self, positive_label: str | None, max_points: int = 4000, threshold: float = 0.5) -> None:
         self.positive_label = positive_label
         self.threshold = threshold  # the model's decision threshold (drawn on the timeline)
         self.max_points = max_points
         self.faces: dict[int, FaceSummary] = {}
         # face_id -> (time_s, p, p_raw, *TIMELINE_CUES) (a cue NaN where the face had no landmarks)
-        self.timeline: dict[int, list[tuple[float, ...]]] = {}
+        self.timeline: dict[int, list[tuple[float | None, ...]]] = {}
         self._stride: dict[int, int] = {}
         self.frames = 0
         self.frames_with_faces = 0
@@ -281,7 +286,7 @@ class VideoSummary:
                     face.face_id, summary.frames - 1, (frame.time_s, face.p_engaged, face.p_engaged_raw, *cues)
                 )
 
-    def _add_point(self, face_id: int, index: int, point: tuple[float, ...]) -> None:
+    def _add_point(self, face_id: int, index: int, point: tuple[float | None, ...]) -> None:
         stride = self._stride.setdefault(face_id, 1)
         if index % stride:
             return
@@ -295,19 +300,19 @@ class VideoSummary:
         return [self.faces[i].to_dict(self.positive_label) for i in sorted(self.faces)]
 
 
-def to_dataframe(results) -> pandas.DataFrame:
+def to_dataframe(results: FrameResult | Iterable[FaceResult | FrameResult | list[FaceResult]]) -> pandas.DataFrame:
     """The per-face table (one row per face per frame, the columns of `engage predict --csv`, numbers as numbers)
     as a pandas DataFrame, from what Predictor gives: one image's FaceResults, a FrameResult, or an iterable of
     FrameResults (a video), or of FaceResult lists (several images: frame = the image's index)."""
     import pandas
 
-    frames = []
+    frames: list[FrameResult] = []
     if isinstance(results, FrameResult):
         frames = [results]
     else:
         items = list(results)
         if items and all(isinstance(item, FaceResult) for item in items):
-            frames = [FrameResult("", 0, 0.0, items, 0, 0)]
+            frames = [FrameResult("", 0, 0.0, cast(list[FaceResult], items), 0, 0)]  # all FaceResults: checked
         else:
             for index, item in enumerate(items):
                 if isinstance(item, FrameResult):

@@ -11,6 +11,7 @@ gets a new id.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,7 @@ class IouTracker:
     """Gives every face a stable id (1, 2, ... in order of first appearance) by matching it to where each live
     track's face should be now: by IoU first, by centre distance when boxes no longer overlap (optimal assignment)."""
 
-    def __init__(self, min_iou: float = 0.2, max_shift: float = 1.0, max_gap_s: float = 1.0):
+    def __init__(self, min_iou: float = 0.2, max_shift: float = 1.0, max_gap_s: float = 1.0) -> None:
         self.min_iou = min_iou
         self.max_shift = max_shift
         self.max_gap_s = max_gap_s
@@ -120,7 +121,7 @@ class EmaSmoother:
     new = old + (1 - exp(-dt / seconds)) * (value - old).
     """
 
-    def __init__(self, seconds: float = 1.0):
+    def __init__(self, seconds: float = 1.0) -> None:
         if seconds < 0:
             raise ValueError(f"smoothing time must be >= 0 seconds, got {seconds}")
         self.seconds = seconds
@@ -137,7 +138,7 @@ class EmaSmoother:
         self.state[face_id] = (time_s, smoothed)
         return smoothed
 
-    def keep_only(self, face_ids) -> None:
+    def keep_only(self, face_ids: Iterable[int]) -> None:
         """Forget faces whose tracks ended, so memory stays constant over long videos."""
         live = set(face_ids)
         self.state = {face_id: value for face_id, value in self.state.items() if face_id in live}

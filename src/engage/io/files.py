@@ -117,7 +117,7 @@ def walk_files(folder: str) -> list[str]:
 class StagedFile:
     """A temporary file beside `path`; subclasses open a writer on `tmp_path` and close it in `_close`."""
 
-    def __init__(self, path: str, suffix: str):
+    def __init__(self, path: str, suffix: str) -> None:
         self.path = path
         self.tmp_path = stage_beside(path, suffix)
 

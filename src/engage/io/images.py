@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import cv2
 import numpy as np
@@ -16,6 +18,8 @@ from engage.io.files import NO_PERMISSION
 # the first bytes of the formats Pillow reads (PNG, JPEG, GIF, BMP, TIFF both byte orders, PGM/PPM)
 PILLOW_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"})
+# what as_rgb_image takes: a path, a numpy array (RGB or gray) or a PIL image
+ImageLike: TypeAlias = str | os.PathLike | np.ndarray | Image.Image
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -98,11 +102,11 @@ def read_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     return _decode(io.BytesIO(data), name, lambda: np.frombuffer(data, dtype=np.uint8))
 
 
-def _decode(source, name: str, raw_bytes) -> np.ndarray:
+def _decode(source: str | io.BytesIO, name: str, raw_bytes: Callable[[], np.ndarray]) -> np.ndarray:
     """Pillow first (EXIF orientation, bomb guard), then OpenCV for the formats only it knows."""
     try:
-        with Image.open(source) as image:
-            image = ImageOps.exif_transpose(image)
+        with Image.open(source) as opened:
+            image = ImageOps.exif_transpose(opened)
             image.load()
             array = _pillow_to_array(image)
         return to_rgb(array)
@@ -129,7 +133,7 @@ def _decode(source, name: str, raw_bytes) -> np.ndarray:
     return to_rgb(decoded)
 
 
-def as_rgb_image(image) -> np.ndarray:
+def as_rgb_image(image: ImageLike) -> np.ndarray:
     """A path, numpy array (RGB or gray) or PIL image to RGB uint8."""
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)

@@ -89,7 +89,9 @@ def expand_inputs(inputs: list[str], webcam: int | None = None, sample: bool = F
             if not media:
                 raise EngageError(f"{given}: no image or video matches this pattern")
             for path in media:
-                add(_media_kind(path), path, os.path.basename(path))
+                kind = _media_kind(path)
+                assert kind is not None  # media holds only the matches with a media kind
+                add(kind, path, os.path.basename(path))
         else:
             raise EngageError(f"{given}: no such file or folder")
     if webcam is not None:

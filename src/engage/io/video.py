@@ -49,13 +49,13 @@ class Frame:
 class VideoSource:
     """A video file or a camera, opened and checked: one clear error if it cannot be read."""
 
-    def __init__(self, source: str | int):
+    def __init__(self, source: str | int) -> None:
         _quiet_opencv()
         self.is_camera = isinstance(source, int)
         self.name = f"webcam:{source}" if self.is_camera else str(source)
         if not self.is_camera and not os.path.isfile(source):
             raise EngageError(f"{source}: no such video file")
-        reason = None if self.is_camera else unreadable_reason(source)
+        reason = None if isinstance(source, int) else unreadable_reason(source)
         if reason:
             raise EngageError(f"{source}: {reason}")
         self._capture = cv2.VideoCapture(source)
@@ -139,18 +139,18 @@ class VideoSource:
     def __enter__(self) -> VideoSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 class Mp4Writer(StagedFile):
     """Writes RGB frames to an mp4 (codec mp4v) through a temporary file renamed on commit: never half a video."""
 
-    def __init__(self, path: str, fps: float, width: int, height: int):
+    def __init__(self, path: str, fps: float, width: int, height: int) -> None:
         _quiet_opencv()
         super().__init__(path, ".mp4")
         self.size = (width, height)
-        self._writer = cv2.VideoWriter(self.tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, self.size)
+        self._writer = cv2.VideoWriter(self.tmp_path, cv2.VideoWriter.fourcc(*"mp4v"), fps, self.size)
         if not self._writer.isOpened():
             self._remove()
             raise EngageError(f"{path}: OpenCV cannot write mp4 video here (codec mp4v unavailable?)")

@@ -59,9 +59,10 @@ def sigmoid(log_odds: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(log_odds, np.float64)))
 
 
-def shift_base_rate(p_positive: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
+def shift_base_rate(p_positive: np.ndarray | float, from_rate: np.ndarray | float, to_rate: float) -> np.ndarray:
     """p(positive) calibrated for a share `from_rate` of positives, re-weighted for a share `to_rate`
-    (prior-shift correction: log-odds + logit(to_rate) - logit(from_rate))."""
+    (prior-shift correction: log-odds + logit(to_rate) - logit(from_rate)); p and from_rate may be one value or one
+    per face."""
     return sigmoid(logit(p_positive) + logit(to_rate) - logit(from_rate))
 
 
@@ -81,7 +82,7 @@ class SiteCalibration:
     fitted_on: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0) or not math.isfinite(self.bias):
             raise EngageError(
                 f"a site calibration needs a positive temperature and a finite bias, got "
@@ -194,14 +195,17 @@ class Adjustment:
         if self.site is not None:
             p, rate = self.site.apply(p), self.site.base_rate
         if self.base_rate is not None:
+            assert rate is not None  # check() refuses a base rate for a model that does not state its own
             p = shift_base_rate(p, rate, self.base_rate)
         return p
 
-    def apply_proba(self, proba: np.ndarray, config: dict, positive_index: int) -> np.ndarray:
-        """(N, 2) probabilities with the adjustment applied to the positive class."""
+    def apply_proba(self, proba: np.ndarray, config: dict, positive_index: int | None) -> np.ndarray:
+        """(N, 2) probabilities with the adjustment applied to the positive class (positive_index None: a model that
+        is not binary, which takes no adjustment)."""
         proba = np.asarray(proba, np.float32)
         if self.empty or len(proba) == 0:
             return proba
+        assert positive_index is not None  # check() refuses an adjustment for a model that is not binary
         p = self.apply(proba[:, positive_index], config).astype(np.float32)
         adjusted = np.empty_like(proba)
         adjusted[:, positive_index], adjusted[:, 1 - positive_index] = p, 1 - p

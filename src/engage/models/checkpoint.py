@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -71,7 +72,7 @@ def read_file(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def rewrite_config(path: str, out: str, **changes) -> None:
+def rewrite_config(path: str, out: str, **changes: Any) -> None:
     """Write `path`'s stored tensors, unchanged, to `out` with its config updated by `changes` (e.g. a cue head)."""
     tensors, meta = read_file(path)
     _write(out, tensors, {**meta, **changes})
@@ -83,7 +84,7 @@ def model_config(
     class_names: list[str],
     model_args: dict | None = None,
     face_settings: dict | None = None,
-    **extra,
+    **extra: Any,
 ) -> dict:
     """Everything needed to rebuild a network and feed it the way it was trained."""
     return dict(
@@ -177,7 +178,8 @@ def load_network(path: str) -> tuple[FaceNet, dict]:
     model.load_state_dict(state)
     model.test_time_flip = bool(config.get("test_time_flip", False))
     model.test_time_views = checked_views(config.get("test_time_views"), f"{path}: test_time_views")
-    model.to(memory_format=torch.channels_last)  # 1.6-1.9x faster inference on a CPU (benchmarks/inference_speed.py)
+    # 1.6-1.9x faster inference on a CPU (benchmarks/inference_speed.py)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the documented to(memory_format=)
     model.eval()
     return model, config
 

@@ -17,6 +17,7 @@ The head is stored in the model file's card (`cue_head`) and fitted by scripts/a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ class CueTerm:
     inside: float
     beyond: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"cue term {self.cue}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.bound > 0:
@@ -90,7 +91,7 @@ class CueHead:
             "bias": self.bias,
         }
 
-    def check_columns(self, columns, model: str = "the model") -> None:
+    def check_columns(self, columns: Sequence[str], model: str = "the model") -> None:
         """Refuse to run where the cues come in another order than the head was fitted on (another engage)."""
         if tuple(columns) != tuple(self.columns):
             from engage.errors import EngageError

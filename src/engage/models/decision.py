@@ -11,6 +11,7 @@ two classes (class names are sorted, like scikit-learn's positive label). Its mo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,9 @@ class Decision:
     rule: str = "default: 0.5"
 
     @classmethod
-    def for_classes(cls, class_names, threshold: float = DEFAULT_THRESHOLD, rule: str = "default: 0.5") -> Decision:
+    def for_classes(
+        cls, class_names: Iterable[str], threshold: float = DEFAULT_THRESHOLD, rule: str = "default: 0.5"
+    ) -> Decision:
         names = tuple(class_names)
         positive = positive_class(list(names))
         if not 0.0 <= threshold <= 1.0:
@@ -81,10 +84,13 @@ class Decision:
         proba = np.asarray(proba)
         if not self.binary:
             return proba.argmax(axis=1)
-        return np.where(self.p_positive(proba) >= self.threshold, self.positive_index, 1 - self.positive_index)
+        positive = self.positive_index
+        assert positive is not None  # a binary decision has its positive class
+        return np.where(self.p_positive(proba) >= self.threshold, positive, 1 - positive)
 
     def label(self, p: float) -> str:
-        """The label of one face from its p(positive)."""
+        """The label of one face from its p(positive) (a binary model's)."""
+        assert self.positive is not None and self.negative is not None  # binary: both classes are named
         return self.positive if p >= self.threshold else self.negative
 
     def to_dict(self) -> dict:

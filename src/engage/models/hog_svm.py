@@ -142,11 +142,13 @@ class HogSvm:
         """(N, C) class probabilities for (N, 48, 48) uint8 faces."""
         if not self.svms_:
             raise EngageError("this HOG+SVM model is not fitted")
+        gamma = self.gamma
+        assert gamma is not None  # fit and from_tensors set it with the SVMs
         features = self._standardise(hog_features(faces))
         if len(self.class_names) == 2:
-            positive = self.svms_[0].proba(features, self.gamma)
+            positive = self.svms_[0].proba(features, gamma)
             return np.stack([1 - positive, positive], axis=1)
-        scores = np.stack([svm.proba(features, self.gamma) for svm in self.svms_], axis=1)
+        scores = np.stack([svm.proba(features, gamma) for svm in self.svms_], axis=1)
         return scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-12)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from engage.errors import EngageError, UsageError
 from engage.models.calibration import calibrate
 from engage.models.decision import Decision
+
+if TYPE_CHECKING:
+    from engage.models.cue_head import CueHead
+    from engage.models.hog_svm import HogSvm
+    from engage.models.networks import FaceNet
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "weights")
 VIEWS = ("model", "flip", "one")  # test-time views: as the model file records, the face and its mirror, the face alone
@@ -43,7 +48,7 @@ class ModelInfo:
         return calibrate(proba, self.config.get("calibration"))
 
     @property
-    def cue_head(self):
+    def cue_head(self) -> CueHead | None:
         """How the attention cues move the score (engage.models.cue_head.CueHead), when the model has one; None."""
         from engage.models.cue_head import CueHead
 
@@ -57,8 +62,8 @@ class FaceClassifier(ModelInfo):
 
     name: str
     config: dict
-    network: torch.nn.Module | None = None
-    svm: object | None = None
+    network: FaceNet | None = None
+    svm: HogSvm | None = None
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
@@ -67,6 +72,7 @@ class FaceClassifier(ModelInfo):
         from engage.models.networks import faces_to_tensor, predict_proba
 
         inputs = faces_to_tensor(faces, self.normalize)
+        assert self.network is not None  # a classifier holds a network or an SVM
         return self.calibrated(predict_proba(self.network, inputs, batch_size=batch_size).numpy())
 
     def set_views(self, views: str) -> FaceClassifier:
@@ -133,7 +139,7 @@ def load_model(name_or_path: str) -> FaceClassifier:
     return FaceClassifier(name_or_path, config, network=network)
 
 
-def create_model(name_or_file: str, num_classes: int | None = None, **kwargs):
+def create_model(name_or_file: str, num_classes: int | None = None, **kwargs: Any) -> FaceNet:
     """A network, in the spirit of timm's create_model: an architecture by name ('cnn', 'vgg', 'compact', with
     its arguments, e.g. width=48) with fresh weights, or a trained network (a shipped name such as 'fer', or a
     model file) with its weights; num_classes gives a trained network a fresh head for another task."""
@@ -152,7 +158,7 @@ def create_model(name_or_file: str, num_classes: int | None = None, **kwargs):
     return network
 
 
-def save_hog_svm(path: str, model, face_settings: dict | None = None) -> None:
+def save_hog_svm(path: str, model: HogSvm, face_settings: dict | None = None) -> None:
     """Write a fitted HogSvm like a network: safetensors arrays + config in the metadata."""
     from engage.models.checkpoint import _write
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,9 +26,11 @@ class FaceNet(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("input_mean", torch.zeros(1))
         self.register_buffer("input_std", torch.ones(1))
+        self.input_mean: torch.Tensor
+        self.input_std: torch.Tensor
         self.test_time_flip = False  # in eval mode, average the logits of the face and its mirror image
         self.test_time_views: tuple = ()  # in eval mode, average over these (dx, dy, zoom) views (engage.models.views)
-        self.features: nn.Module
+        self.features: nn.Sequential
         self.head: nn.Linear
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,9 +43,11 @@ class FaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not (self.test_time_flip or self.test_time_views):
             return self.forward_head(self.forward_features(x))
-        total, count = 0, 0
+        total: torch.Tensor | int = 0
+        count = 0
         for one in each_view(x, self.test_time_views, self.test_time_flip):  # one view in memory at a time
             total, count = total + self.forward_head(self.forward_features(one)), count + 1
+        assert isinstance(total, torch.Tensor)  # each_view yields at least the face itself
         return total / count
 
     def reset_head(self, num_classes: int) -> None:
@@ -147,7 +153,7 @@ class CompactVGG(FaceNet):
 MODELS: dict[str, Callable[..., FaceNet]] = {"cnn": PaperCNN, "vgg": PaperVGG, "compact": CompactVGG}
 
 
-def build_model(name: str, num_classes: int, **kwargs) -> FaceNet:
+def build_model(name: str, num_classes: int, **kwargs: Any) -> FaceNet:
     """A network by name ('cnn', 'vgg', 'compact') with a num_classes head."""
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
@@ -181,11 +187,9 @@ def transfer_backbone(model: FaceNet, state_dict: dict[str, torch.Tensor]) -> tu
     return taken, left
 
 
-def faces_to_tensor(faces, normalize: str = "standard") -> torch.Tensor:
+def faces_to_tensor(faces: np.ndarray, normalize: str = "standard") -> torch.Tensor:
     """(N, H, W) gray or (N, H, W, 3) RGB uint8 faces (one face without N also) to the (N, C, H, W) float32
     input of every network. Faces are at least 16 px wide, so a last axis of 3 means colour."""
-    import numpy as np
-
     from engage.faces.crop import normalize_paper
 
     faces = np.asarray(faces)

@@ -15,19 +15,28 @@ import os
 import signal
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engage.errors import EngageError, UsageError
 from engage.models.loading import ModelInfo
 
+if TYPE_CHECKING:
+    import torch
+
+    from engage.models.loading import FaceClassifier
+    from engage.models.networks import FaceNet
+
 META_KEY = "engage"
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities between PyTorch and onnxruntime
 
 
-def _require_onnx():
+def _require_onnx() -> tuple[ModuleType, ModuleType]:
     try:
         import onnx
         import onnxruntime
@@ -43,7 +52,7 @@ def graph_config(config: dict) -> dict:
     return dict(config, calibration_in_graph=bool(config.get("calibration")))
 
 
-def onnx_bytes(network, config: dict) -> tuple[bytes, dict]:
+def onnx_bytes(network: FaceNet, config: dict) -> tuple[bytes, dict]:
     """The network (in eval mode, its recorded calibration and a softmax appended) as an ONNX model with a dynamic
     batch size, and the config it carries. Its probabilities are the calibrated ones the model's threshold is
     for, so the file is right outside engage too."""
@@ -52,23 +61,25 @@ def onnx_bytes(network, config: dict) -> tuple[bytes, dict]:
     class Calibration(torch.nn.Module):
         """logits -> scale * logits + bias: softmax of it equals softmax(scale * log p + bias), the recorded one."""
 
-        def __init__(self, scale: float, bias: list[float]):
+        def __init__(self, scale: float, bias: list[float]) -> None:
             super().__init__()
             self.scale = scale
             self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32))
+            self.bias: torch.Tensor
 
         def forward(self, logits: torch.Tensor) -> torch.Tensor:
             return logits * self.scale + self.bias
 
     onnx, _ = _require_onnx()
-    layers = [network]
+    layers: list[torch.nn.Module] = [network]
     calibration = config.get("calibration")
     if calibration:
         layers.append(Calibration(float(calibration["scale"]), [float(b) for b in calibration["bias"]]))
     wrapper = torch.nn.Sequential(*layers, torch.nn.Softmax(dim=1)).eval()
     config = graph_config(config)
     buffer = io.BytesIO()
-    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    # Any: mypy would match a dict[str, bool] given as ** against every keyword of export
+    options: dict[str, Any] = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():  # the TorchScript exporter: ~1 s here, no onnxscript needed (dynamo: ~10 s)
         warnings.simplefilter("ignore")
         from engage.faces.crop import FaceSettings
@@ -78,7 +89,7 @@ def onnx_bytes(network, config: dict) -> tuple[bytes, dict]:
         torch.onnx.export(
             wrapper,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch annotates paths only; its TorchScript exporter writes to files too
             input_names=["faces"],
             output_names=["probabilities"],
             opset_version=OPSET,
@@ -96,7 +107,7 @@ class OnnxClassifier(ModelInfo):
     """An ONNX model as faces -> probabilities, with FaceClassifier's interface (class_names, face_settings,
     predict_proba)."""
 
-    def __init__(self, model: bytes, name: str, config: dict | None = None, threads: int | None = None):
+    def __init__(self, model: bytes, name: str, config: dict | None = None, threads: int | None = None) -> None:
         _, ort = _require_onnx()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 1  # a frame holds a few faces: one thread, no spinning, is fastest
@@ -124,7 +135,7 @@ class OnnxClassifier(ModelInfo):
             return cls(handle.read(), path, threads=threads)
 
     @classmethod
-    def from_classifier(cls, classifier, threads: int | None = None) -> OnnxClassifier:
+    def from_classifier(cls, classifier: FaceClassifier, threads: int | None = None) -> OnnxClassifier:
         """Export a loaded network in memory (nothing is written) and open it with onnxruntime."""
         if classifier.network is None:
             raise UsageError(
@@ -163,7 +174,7 @@ def sample_faces(face_settings: dict) -> np.ndarray:
 
 
 @contextmanager
-def _ctrl_c_after_native_code():
+def _ctrl_c_after_native_code() -> Iterator[None]:
     """Hold Ctrl+C until the block ends: onnx's C++ code calls back into Python, and a KeyboardInterrupt raised
     there ends the process in std::terminate (a C++ traceback, exit 134) instead of engage's "aborted"."""
     if threading.current_thread() is not threading.main_thread():

@@ -6,6 +6,9 @@ by zoom (>1 zooms in); borders are filled with the edge pixels (training's augme
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -29,7 +32,7 @@ MAX_SHIFT = 8
 ZOOM_RANGE = (0.5, 2.0)
 
 
-def checked_views(views, where: str = "test_time_views") -> tuple[View, ...]:
+def checked_views(views: Iterable[Any] | None, where: str = "test_time_views") -> tuple[View, ...]:
     """Views from a model config ([[dx, dy, zoom], ...]), refused with one clear line when malformed."""
     checked = []
     for view in views or ():
@@ -72,7 +75,7 @@ def view(batch: torch.Tensor, dx: int, dy: int, zoom: float) -> torch.Tensor:
     return batch
 
 
-def each_view(batch: torch.Tensor, views: tuple[View, ...], flip: bool):
+def each_view(batch: torch.Tensor, views: tuple[View, ...], flip: bool) -> Iterator[torch.Tensor]:
     """Every view of the batch in turn (the centre alone when views is empty), each followed by its mirror
     image when flip is set. One view at a time keeps the working set small, which is faster on a CPU."""
     for dx, dy, zoom in views or ((0, 0, 1.0),):

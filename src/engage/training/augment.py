@@ -22,16 +22,22 @@ def augment(
     """Random flip, translation (up to pad px), rotation (up to rotate degrees), zoom (by up to +-scale) and
     random erasing (a rectangle of 2-20% of the face blanked with probability erase) of a whole batch at once."""
     n, _, height, width = batch.shape
-    on = dict(generator=generator, device=generator.device)  # the batch's device: a CUDA run draws on the GPU
+    device = generator.device  # the batch's device: a CUDA run draws on the GPU
     if flip:
-        flipped = torch.rand(n, **on) < 0.5
+        flipped = torch.rand(n, generator=generator, device=device) < 0.5
         batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
     if pad > 0 or rotate > 0 or scale > 0:
-        angle = (torch.rand(n, **on) * 2 - 1) * math.radians(rotate)
+        angle = (torch.rand(n, generator=generator, device=device) * 2 - 1) * math.radians(rotate)
         shift = (
-            torch.randint(-pad, pad + 1, (n, 2), **on).float() if pad > 0 else torch.zeros(n, 2, device=batch.device)
+            torch.randint(-pad, pad + 1, (n, 2), generator=generator, device=device).float()
+            if pad > 0
+            else torch.zeros(n, 2, device=batch.device)
         )
-        zoom = 1 + (torch.rand(n, **on) * 2 - 1) * scale if scale > 0 else torch.ones(n, device=batch.device)
+        zoom = (
+            1 + (torch.rand(n, generator=generator, device=device) * 2 - 1) * scale
+            if scale > 0
+            else torch.ones(n, device=batch.device)
+        )
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack(
             [
@@ -51,14 +57,14 @@ def random_erase(batch: torch.Tensor, generator: torch.Generator, probability: f
     """Blank one random rectangle (2-20% of the area, aspect 0.3-3.3) in each face with the given probability
     (Zhong et al. 2020): the network cannot lean on one region such as the mouth alone."""
     n, _, height, width = batch.shape
-    on = dict(generator=generator, device=generator.device)
-    chosen = torch.rand(n, **on) < probability
-    area = (0.02 + torch.rand(n, **on) * 0.18) * height * width
-    aspect = torch.exp((torch.rand(n, **on) * 2 - 1) * math.log(3.3))
+    device = generator.device
+    chosen = torch.rand(n, generator=generator, device=device) < probability
+    area = (0.02 + torch.rand(n, generator=generator, device=device) * 0.18) * height * width
+    aspect = torch.exp((torch.rand(n, generator=generator, device=device) * 2 - 1) * math.log(3.3))
     box_h = torch.sqrt(area * aspect).clamp(1, height).floor()
     box_w = torch.sqrt(area / aspect).clamp(1, width).floor()
-    top = (torch.rand(n, **on) * (height - box_h + 1)).floor()
-    left = (torch.rand(n, **on) * (width - box_w + 1)).floor()
+    top = (torch.rand(n, generator=generator, device=device) * (height - box_h + 1)).floor()
+    left = (torch.rand(n, generator=generator, device=device) * (width - box_w + 1)).floor()
     rows = torch.arange(height, dtype=torch.float32, device=batch.device)[None, :, None]
     cols = torch.arange(width, dtype=torch.float32, device=batch.device)[None, None, :]
     inside = (

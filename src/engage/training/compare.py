@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from engage.data.dataset import FaceDataset
 from engage.errors import UsageError
 from engage.evaluation.metrics import basic_metrics, bootstrap_ci, fast_metrics
 from engage.io.files import atomic_write, write_text
+
+if TYPE_CHECKING:
+    from engage.models.decision import Decision
+    from engage.training.estimators import FaceEstimator
 
 NETWORKS = ("cnn", "vgg", "compact")
 
@@ -27,7 +32,7 @@ class ModelSpec:
     init: str | None = None
     model_args: dict = field(default_factory=dict)
 
-    def estimator(self, train_overrides: dict, seed: int, run_dir: str, log: Callable[[str], None]):
+    def estimator(self, train_overrides: dict, seed: int, run_dir: str, log: Callable[[str], None]) -> FaceEstimator:
         """This row's model as a FaceEstimator (engage.training.estimators): fit(train, val), predict_proba(faces).
         Networks train with the engagement task's defaults (class weights, best epoch by AUC) and the overrides."""
         from engage.training.estimators import HogSvmEstimator, NetworkEstimator
@@ -155,8 +160,9 @@ def _fit_predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one model on one fold; its probabilities on the held-out faces and on the validation faces."""
     model = spec.estimator(train_overrides, seed, run_dir, log).fit(train_set, val)
-    if getattr(model, "best_metrics_", None):
-        log(f"    best epoch {model.best_metrics_.get('epoch')}: val auc {model.best_metrics_.get('val_auc')}")
+    best = getattr(model, "best_metrics_", None)  # a network's best epoch
+    if best:
+        log(f"    best epoch {best.get('epoch')}: val auc {best.get('val_auc')}")
     return model.predict_proba(test.faces), model.predict_proba(val.faces)
 
 
@@ -183,6 +189,7 @@ def run_comparison(
     os.makedirs(out_dir, exist_ok=True)
     decision = Decision.for_classes(dataset.class_names)
     positive = decision.positive_index
+    assert positive is not None  # two classes
     fold_of = fold_assignment(dataset, folds, seed)
     from engage.training.loop import native_bf16, resolve_device
 
@@ -192,7 +199,7 @@ def run_comparison(
         overrides["bf16"] = native_bf16(resolve_device(overrides.get("device", "auto")))
     oof = {spec.label: np.full((len(dataset), 2), np.nan, np.float32) for spec in specs}
     predicted = {spec.label: np.zeros(len(dataset), np.int64) for spec in specs}
-    thresholds = {spec.label: [] for spec in specs}
+    thresholds: dict[str, list[float]] = {spec.label: [] for spec in specs}
     for fold in range(folds):
         test_mask = fold_of == fold
         rest = dataset.subset(~test_mask)
@@ -210,7 +217,7 @@ def run_comparison(
                 )
                 proba, val_proba = _fit_predict(spec, train_set, val, test, cache[:-4], overrides, seed, log)
 
-                def write(tmp: str, test_p=proba, val_p=val_proba) -> None:
+                def write(tmp: str, test_p: np.ndarray = proba, val_p: np.ndarray = val_proba) -> None:
                     with open(tmp, "wb") as handle:
                         np.savez(handle, test=test_p, val=val_p)
 
@@ -224,6 +231,11 @@ def run_comparison(
         result["models"][label]["thresholds"] = values
 
     def write_oof(tmp: str) -> None:
+        # Any: mypy would match a dict of arrays given as ** against savez's allow_pickle: bool too
+        per_model: dict[str, Any] = {
+            **{f"proba_{i}": oof[spec.label] for i, spec in enumerate(specs)},
+            **{f"predicted_{i}": predicted[spec.label] for i, spec in enumerate(specs)},
+        }
         with open(tmp, "wb") as handle:
             np.savez_compressed(
                 handle,
@@ -231,8 +243,7 @@ def run_comparison(
                 subjects=dataset.subjects,
                 fold=fold_of,
                 labels_order=np.array([spec.label for spec in specs]),
-                **{f"proba_{i}": oof[spec.label] for i, spec in enumerate(specs)},
-                **{f"predicted_{i}": predicted[spec.label] for i, spec in enumerate(specs)},
+                **per_model,
             )
 
     atomic_write(os.path.join(out_dir, "oof.npz"), write_oof)
@@ -253,11 +264,11 @@ def load_oof(out_dir: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
 def _mean_ci(values: list[float]) -> list[float]:
     from scipy import stats
 
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return [float(values.mean())] * 2
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return [float(values.mean() - half), float(values.mean() + half)]
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2:
+        return [float(array.mean())] * 2
+    half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / np.sqrt(len(array))
+    return [float(array.mean() - half), float(array.mean() + half)]
 
 
 def paired_test(
@@ -271,7 +282,7 @@ def paired_test(
     seed: int = 0,
     predicted_a: np.ndarray | None = None,
     predicted_b: np.ndarray | None = None,
-    decision=None,
+    decision: Decision | None = None,
 ) -> dict:
     """A minus B on the same faces: paired t-test over folds and a paired bootstrap over subjects.
     predicted_*: each model's decided labels (at its per-fold thresholds); default: decided at 0.5."""
@@ -279,7 +290,7 @@ def paired_test(
 
     labels = dataset.labels
 
-    def on(index, proba, chosen, fast=False):
+    def on(index: np.ndarray, proba: np.ndarray, chosen: np.ndarray | None, fast: bool = False) -> float:
         measure = fast_metrics if fast else basic_metrics
         return measure(labels[index], proba[index], decision, None if chosen is None else chosen[index])[metric]
 
@@ -289,13 +300,13 @@ def paired_test(
     rng = np.random.default_rng(seed)
     unique, inverse = np.unique(dataset.subjects, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-    differences = []
+    boot: list[float] = []
     for _ in range(n_boot):
         index = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
         if len(np.unique(labels[index])) < 2:
             continue
-        differences.append(on(index, a, predicted_a, True) - on(index, b, predicted_b, True))
-    differences = np.asarray(differences)
+        boot.append(on(index, a, predicted_a, True) - on(index, b, predicted_b, True))
+    differences = np.asarray(boot)
     p_boot = float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean())))
     everyone = np.arange(len(labels))
     observed = on(everyone, a, predicted_a) - on(everyone, b, predicted_b)
@@ -317,9 +328,9 @@ def summarise(
     folds: int,
     seed: int,
     predicted: dict[str, np.ndarray] | None = None,
-    decision=None,
+    decision: Decision | None = None,
 ) -> dict:
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     predicted = predicted or {}
     labels = dataset.labels
     for label, proba in oof.items():
@@ -330,7 +341,7 @@ def summarise(
             )
             for f in range(folds)
         ]
-        row = {}
+        row: dict[str, Any] = {}
         for metric in ("accuracy", "balanced_accuracy", "f1", "auc", "macro_f1"):
             values = [m[metric] for m in per_fold]
             row[metric] = {"mean": float(np.mean(values)), "ci95": _mean_ci(values), "per_fold": values}

@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from engage.evaluation.metrics import basic_metrics, bootstrap_ci
 from engage.io.files import atomic_write, write_text
 from engage.models.calibration import BALANCED, calibrate
 from engage.models.decision import Decision, best_threshold
+
+if TYPE_CHECKING:
+    from engage.models.networks import FaceNet
+    from engage.training.loop import TrainConfig
 
 # config fields that do not change what a fold computes (so a run may continue with other values)
 NOT_IN_KEY = ("threads", "device", "save_every_s", "data", "val", "split", "val_fraction")
@@ -56,7 +61,7 @@ def data_fingerprint(data: FaceDataset) -> str:
     return digest.hexdigest()
 
 
-def run_key(config, data_hash: str, index: np.ndarray | None, what: str) -> str:
+def run_key(config: TrainConfig, data_hash: str, index: np.ndarray | None, what: str) -> str:
     """The identity of one training run: recipe (the model it starts from by its bytes, not its path), data, the
     faces it trains on, and what it is for."""
     from engage.models.checkpoint import sha256_of
@@ -102,7 +107,12 @@ def _save_array(path: str, array: np.ndarray) -> None:
 
 
 def _scores_at_every_epoch(
-    config, train_set: FaceDataset, test: FaceDataset, run_dir: str, resume: bool, log: Callable[[str], None]
+    config: TrainConfig,
+    train_set: FaceDataset,
+    test: FaceDataset,
+    run_dir: str,
+    resume: bool,
+    log: Callable[[str], None],
 ) -> dict[int, np.ndarray]:
     """Train one fold; the left-out faces' probabilities after every epoch (kept as files, so a killed run
     continues)."""
@@ -111,7 +121,7 @@ def _scores_at_every_epoch(
 
     inputs = faces_to_tensor(test.faces, test.settings.normalize)
 
-    def on_epoch(epoch: int, model) -> None:
+    def on_epoch(epoch: int, model: FaceNet) -> None:
         proba = predict_proba(model, inputs.to(next(model.parameters()).device)).numpy()
         _save_array(os.path.join(run_dir, f"test-epoch{epoch:03d}.npy"), proba)
 
@@ -161,7 +171,7 @@ CALIBRATION_RULE = (
 
 
 def _choose(
-    labels,
+    labels: np.ndarray,
     oof: dict[int, np.ndarray],
     corpus: np.ndarray,
     mask: np.ndarray,
@@ -212,7 +222,9 @@ def group_report(
 ) -> dict:
     """Metrics of one data set's out-of-fold faces with 95% CIs (whole subjects resampled); `ece` at the balanced
     rate the probabilities are calibrated for, `ece_own_rate` with them re-weighted to the data set's own share."""
-    ece = ece_at_rates(labels, decision.p_positive(proba), decision.positive_index, BALANCED)
+    positive = decision.positive_index
+    assert positive is not None  # cross-validation decides binary tasks only
+    ece = ece_at_rates(labels, decision.p_positive(proba), positive, BALANCED)
     report = {
         "n": len(labels),
         "subjects": len(set(subjects.tolist())),
@@ -259,7 +271,7 @@ def fold_report(
 
 
 def cross_validate(
-    config,
+    config: TrainConfig,
     paths: list[str],
     folds: int,
     out_dir: str,
@@ -290,6 +302,10 @@ def cross_validate(
         raise EngageError(
             f"--cv chooses a threshold for a binary task; these classes are {', '.join(data.class_names)}"
         )
+    positive = decision.positive_index
+    assert positive is not None  # binary
+    corpus = data.corpus
+    assert corpus is not None  # FaceDataset.__post_init__ fills it
     from engage.training.loop import native_bf16, network_args, resolve_device
 
     config = replace(config, data=list(paths), val=None, split="none")
@@ -323,22 +339,22 @@ def cross_validate(
     if epoch is not None and epoch not in oof:
         raise EngageError(f"--cv-epoch {epoch}: the recipe trains {len(oof)} epochs (1 to {max(oof)})")
     everyone = np.ones(len(data), bool)
-    chosen = _choose(labels, oof, data.corpus, everyone, decision, fold_of, epoch)
+    chosen = _choose(labels, oof, corpus, everyone, decision, fold_of, epoch)
     # cross-fitted figures: fold k scored with what the other folds chose
     honest = np.zeros_like(oof[chosen["epoch"]])
     predicted = np.zeros(len(data), np.int64)
     fold_choices = []
     for k in range(folds):
         test_mask = fold_of == k
-        choice = _choose(labels, oof, data.corpus, ~test_mask, decision, fold_of, epoch)
+        choice = _choose(labels, oof, corpus, ~test_mask, decision, fold_of, epoch)
         honest[test_mask] = calibrate(oof[choice["epoch"]][test_mask], choice["calibration"])
         fold_decision = replace(decision, threshold=choice["threshold"])
         predicted[test_mask] = fold_decision.predict(honest[test_mask])
         fold_choices.append({k2: v for k2, v in choice.items() if k2 != "curve"})
-    groups = {name: data.corpus == name for name in data.corpora}
+    groups = {name: corpus == name for name in data.corpora}
     for i, path in enumerate(paths):  # a data set spread over several files: each file too
-        name = data.corpus[file_of == i][0] if (file_of == i).any() else ""
-        if len(set(file_of[data.corpus == name].tolist())) > 1:
+        name = corpus[file_of == i][0] if (file_of == i).any() else ""
+        if len(set(file_of[corpus == name].tolist())) > 1:
             groups[f"{name}: {os.path.basename(path)}"] = file_of == i
     report = {
         "folds": folds,
@@ -380,9 +396,7 @@ def cross_validate(
         "uncalibrated_at_0.5": {
             name: {
                 **basic_metrics(labels[m], oof[chosen["epoch"]][m], decision),
-                "ece": ece_at_rates(labels[m], decision.p_positive(oof[chosen["epoch"]][m]), decision.positive_index)[
-                    "balanced"
-                ],
+                "ece": ece_at_rates(labels[m], decision.p_positive(oof[chosen["epoch"]][m]), positive)["balanced"],
             }
             for name, m in groups.items()
             if len(np.unique(labels[m])) == 2
@@ -397,7 +411,7 @@ def cross_validate(
             np.savez_compressed(
                 handle,
                 labels=labels,
-                corpus=data.corpus,
+                corpus=corpus,
                 subjects=data.subjects,
                 paths=data.paths,
                 fold=fold_of,

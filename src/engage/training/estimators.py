@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engage.data.dataset import FaceDataset
+
+if TYPE_CHECKING:
+    from engage.models.networks import FaceNet
+    from engage.training.loop import TrainConfig
 
 
 class FaceEstimator(Protocol):
@@ -25,11 +29,11 @@ class NetworkEstimator:
     """A network trained by engage's loop: `config` is its TrainConfig; the run folder keeps its checkpoints, so
     an interrupted fit continues where it stopped."""
 
-    def __init__(self, config, run_dir: str, log: Callable[[str], None] = lambda line: None):
+    def __init__(self, config: TrainConfig, run_dir: str, log: Callable[[str], None] = lambda line: None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.log = log
-        self.model_ = None
+        self.model_: FaceNet | None = None
         self.normalize_ = "standard"
         self.best_metrics_: dict = {}
 
@@ -44,13 +48,14 @@ class NetworkEstimator:
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         from engage.models.networks import faces_to_tensor, predict_proba
 
+        assert self.model_ is not None, "fit the estimator first"
         return predict_proba(self.model_, faces_to_tensor(faces, self.normalize_)).numpy()
 
 
 class HogSvmEstimator:
     """HOG + SVM (engage.models.hog_svm) over face datasets: C and gamma chosen on the validation faces."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0) -> None:
         from engage.models.hog_svm import HogSvm
 
         self.model_ = HogSvm(seed=seed)

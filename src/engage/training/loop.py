@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from engage.models.networks import (
     transfer_backbone,
 )
 from engage.training.augment import augment
+
+if TYPE_CHECKING:
+    from engage.faces.crop import FaceSettings
 
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 BALANCE = ("none", "subject", "corpus", "corpus,subject")
@@ -116,7 +120,7 @@ class TrainConfig:
     val_fraction: float = 0.2
 
     @classmethod
-    def from_recipe(cls, recipe: str = "default", **overrides) -> TrainConfig:
+    def from_recipe(cls, recipe: str = "default", **overrides: Any) -> TrainConfig:
         if recipe not in RECIPES:
             raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
         values = dict(RECIPES[recipe], recipe=recipe)
@@ -239,6 +243,7 @@ def selection_score(row: dict, config: TrainConfig) -> float:
 def sampling_weights(data: FaceDataset, balance: str) -> np.ndarray:
     """Each face's chance of being drawn: every corpus and/or every subject (within its corpus) weighs the same."""
     weights = np.ones(len(data), np.float64)
+    assert data.corpus is not None  # FaceDataset.__post_init__ fills it
     groups = data.corpus if "corpus" in balance else np.full(len(data), "", dtype=str)
     for group in np.unique(groups):
         members = groups == group
@@ -276,7 +281,7 @@ def _class_weights(labels: np.ndarray, num_classes: int, sampling: np.ndarray | 
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def network_args(config: TrainConfig, settings) -> dict:
+def network_args(config: TrainConfig, settings: FaceSettings) -> dict:
     """The network's arguments: the config's, plus the input the faces need (colour, or a size other than 48
     for the networks with dense layers)."""
     args = dict(config.model_args)
@@ -399,12 +404,13 @@ def train(
     frozen = freeze_blocks(model, config.freeze) if config.freeze else []
     model = model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the documented to(memory_format=)
     inputs, labels = inputs.to(device), labels.to(device)
 
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and p.requires_grad]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 and p.requires_grad]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer: torch.optim.Optimizer
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     else:
@@ -432,7 +438,7 @@ def train(
         **({"decision": decision.to_dict()} if decision.binary else {}),
     )
 
-    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": []}
     last_path = os.path.join(run_dir, "last.safetensors")
     if resume:
         if not os.path.exists(last_path):
@@ -485,7 +491,7 @@ def train(
                 save_checkpoint(last_path, model, optimizer, meta, state)
                 last_save = time.monotonic()
         seconds = time.perf_counter() - started
-        row = {
+        row: dict[str, float] = {
             "epoch": epoch + 1,
             "step": state["step"],
             "lr": round(lr_at(config, state["step"] - 1, total_steps), 6),
@@ -493,6 +499,7 @@ def train(
             "images_per_s": round(seen / max(seconds, 1e-9), 1),
         }
         if val_data is not None:
+            assert val_inputs is not None  # made with val_data
             proba = predict_proba(
                 model, val_inputs, batch_size=32 if device.type == "cpu" else 512, bf16=config.bf16
             ).numpy()

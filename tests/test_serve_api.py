@@ -84,6 +84,17 @@ def assert_refused(response, status: int, *words: str) -> str:
     return body["detail"]
 
 
+def assert_invalid(response, *fields: str) -> list:
+    """FastAPI's own answer to a request that does not match the schema: 422 with its list of errors
+    (HTTPValidationError), one per field, each naming where it is."""
+    assert response.status_code == 422, (response.status_code, response.text)
+    errors = response.json()["detail"]
+    assert isinstance(errors, list) and errors, errors
+    assert sorted(error["loc"][-1] for error in errors) == sorted(fields), errors
+    assert all(error["msg"] and "\n" not in error["msg"] for error in errors)
+    return errors
+
+
 def wait_for_job(client, job_id: str, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -279,8 +290,8 @@ def test_hostile_uploads_are_refused_with_a_one_line_4xx_and_the_server_still_an
         413,
         "limit",
     )
-    assert_refused(client.post("/v1/videos", data={"every": "0"}, files={"file": ("a.mp4", video)}), 422, "every")
-    assert_refused(client.post("/v1/images", data={"x": "1"}), 422, "file")
+    assert_invalid(client.post("/v1/videos", data={"every": "0"}, files={"file": ("a.mp4", video)}), "every")
+    assert_invalid(client.post("/v1/images", data={"x": "1"}), "file")
     assert client.app.state.jobs.jobs == {}  # no refused video left a job (or its files) behind
 
 
@@ -307,3 +318,30 @@ def test_serve_on_a_port_in_use_or_a_foreign_address_is_one_line():
         port = holder.getsockname()[1]
         assert_one_line_error(run_cli("serve", "--port", str(port)), f"port {port}", "in use")
     assert_one_line_error(run_cli("serve", "--host", "203.0.113.7", "--port", "8000"), "cannot listen on 203.0.113.7")
+
+
+def test_the_schemas_constraints_are_the_servers(client, photos):
+    """What the schema refuses the server refuses: a boolean is true or false (in any case, as Python clients send
+    True), never 1 or yes; a field given twice is refused, not silently dropped; an empty file is 422 Error."""
+    for text in ("true", "True", "false"):
+        assert post_image(client, photos["coffee.png"], annotate=text).status_code == 200
+    for text in ("1", "yes", "on", "0"):
+        assert_invalid(post_image(client, photos["coffee.png"], annotate=text), "annotate")
+    with open(photos["coffee.png"], "rb") as handle:
+        png = handle.read()
+    twice = client.post("/v1/images", files=[("file", ("a.png", png)), ("file", ("b.png", png))])
+    assert_invalid(twice, "file")
+    assert_invalid(
+        client.post("/v1/images", files={"file": ("a.png", png)}, data={"annotate": ["true", "false"]}), "annotate"
+    )
+    assert_refused(client.post("/v1/images", files={"file": ("empty.png", b"")}), 422, "empty")
+
+
+def test_a_method_a_path_does_not_take_is_405_with_every_method_it_does_take(client):
+    """Allow names the methods of every route of the path (GET and DELETE of a job are two routes)."""
+    for method in ("PATCH", "PUT", "OPTIONS"):
+        response = client.request(method, "/v1/jobs/abc")
+        assert response.status_code == 405 and response.headers["allow"] == "DELETE, GET", response.headers
+        assert_refused(response, 405, method)
+    assert client.request("PUT", "/v1/images").headers["allow"] == "POST"
+    assert client.request("GET", "/v1/live/abc/frames").headers["allow"] == "POST"

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, write_image
+from server_process import engage_server
 
 pytest.importorskip("fastapi", reason="needs the extra 'serve': pip install 'engage[serve]'")
 pytest.importorskip("uvicorn", reason="needs the extra 'serve': pip install 'engage[serve]'")
@@ -44,45 +42,11 @@ def artefacts() -> Path:
     return ARTEFACTS
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(engagement_model):
     """`engage serve` in its own process, as a user starts it; stopped (and checked to clean up) at the end."""
-    import httpx
-
-    port = free_port()
-    env = dict(os.environ, TMPDIR=tempfile.mkdtemp(prefix="engage-serve-test-"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engage.cli", "serve", "--port", str(port), "--model", engagement_model],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"engage serve exited: {process.stdout.read()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("engage serve did not answer /healthz within 60 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    left = [name for name in os.listdir(env["TMPDIR"]) if name.startswith("engage-serve-")]
-    shutil.rmtree(env["TMPDIR"], ignore_errors=True)
-    assert left == [], f"the server left upload or job folders behind: {left}"
+    with engage_server("--model", engagement_model) as url:
+        yield url
 
 
 def y4m_clip(path: Path, rgb: np.ndarray, frames: int = 30) -> Path:

@@ -1,20 +1,27 @@
 """The web app of `engage serve`: a JSON API under /v1 (OpenAPI docs at /docs) and one page at /, over one
-Predictor loaded once per process. Every refusal is a 4xx with a one-line JSON {"detail": ...}."""
-
-from __future__ import annotations
+Predictor loaded once per process. The OpenAPI schema is the contract: every answer has its model
+(engage.serve.schemas), every status code a route can return is declared with its body, and the requests'
+constraints (a non-empty file of an accepted type, size limits, ranges) are in it. Every refusal is a 4xx with a
+one-line JSON {"detail": ...} (Error); FastAPI's own request validation keeps its 422 list (HTTPValidationError)."""
 
 import asyncio
 import base64
 import os
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engage.errors import EngageError
@@ -22,8 +29,10 @@ from engage.inference.annotate import draw_faces, encode_image
 from engage.inference.job import image_result
 from engage.inference.predictor import Predictor
 from engage.serve.jobs import JobPool
+from engage.serve.jobs import VideoJob as VideoJobState
 from engage.serve.live import LiveSessions
 from engage.serve.pool import PoolFull, PredictorPool
+from engage.serve.schemas import Error, Health, ImageResult, LiveFrame, LiveSession, Models, VideoJob
 from engage.serve.uploads import (
     BodyLimit,
     Limits,
@@ -37,6 +46,61 @@ from engage.serve.uploads import (
 from engage.version import __version__
 
 STATIC = resources.files("engage.serve") / "static"
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/gif", "image/tiff", "image/webp")
+VIDEO_TYPES = (
+    "video/mp4",
+    "video/quicktime",
+    "video/x-matroska",
+    "video/webm",
+    "video/x-msvideo",
+    "video/mpeg",
+    "video/mp2t",
+    "video/x-flv",
+    "video/x-ms-wmv",
+    "video/ogg",
+)
+# what each refusal means, for the schema (the body is always Error: one line)
+REFUSALS = {
+    400: "The file name holds a folder, '..' or control characters",
+    401: "Missing or wrong token: send 'Authorization: Bearer TOKEN'",
+    404: "No such job or live session (unknown, deleted, or past its retention time)",
+    408: "The request took longer than the server's time limit",
+    409: "The job has not finished: its files come when its state is 'done'",
+    413: "The request body, the upload or the image's pixel count is over the server's limit",
+    415: "The file is not of an accepted type (its bytes are checked, not its name or Content-Type)",
+    429: "Busy: every worker is scoring and the queue is full; retry after Retry-After seconds",
+    500: "An internal error (a bug): one line, never a traceback",
+}
+
+
+def _form_bool(value: object) -> object:
+    """A form's boolean as the schema says it: true or false, in any case (Python clients send True), but not 1,
+    yes or on, which a lax parser would take."""
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value.lower() == "true"
+    return value
+
+
+FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+
+
+async def _fields_once(request: Request) -> None:
+    """A form names each of its fields once: a second file, or a second value of a field, is refused (422), not
+    silently dropped."""
+    form = await request.form()  # parsed once per request; FastAPI reads the same
+    repeated = sorted({name for name in form if len(form.getlist(name)) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", name), "msg": "given more than once; give it once", "type": "value_error"}
+                for name in repeated
+            ]
+        )
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -80,6 +144,16 @@ def load_predictor(settings: ServeSettings) -> Predictor:
     )
 
 
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The responses= entries of a route's refusals: each with its meaning and the Error body."""
+    entries: dict[int | str, dict[str, Any]] = {}
+    for code in (*codes, 413, 500):  # any request may be over the body limit; any may meet a bug
+        entries[code] = {"model": Error, "description": REFUSALS[code]}
+        if code == 429:
+            entries[code]["headers"] = RETRY_AFTER
+    return entries
+
+
 def create_app(settings: ServeSettings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """The FastAPI app; the predictor is loaded here (once) unless given."""
     settings = settings or ServeSettings()
@@ -96,28 +170,29 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def lifespan(_app):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         jobs.shutdown()  # every job and upload is deleted when the server stops
         images.shutdown()
 
-    # OpenAPI 3.0 rather than FastAPI's 3.1: the Swagger UI bundled for offline use (4.x) renders 3.0 only
     app = FastAPI(
         title="engage",
         version=__version__,
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationIds: score_image, job_status, ...
         docs_url=None,
         redoc_url=None,
-        description="Student engagement from facial expression, for research (see the README's "
-        "responsible-use notice). Nothing is stored beyond a video job's retention time.",
+        description="Student engagement from facial expression, for research and consented studies only (see the "
+        "documentation's responsible-use notice). Nothing is stored beyond a video job's retention time. Every "
+        'refusal answers one line as {"detail": ...} (Error); request validation answers FastAPI\'s list '
+        "(HTTPValidationError).",
     )
-    app.openapi_version = "3.0.3"
     app.state.predictor, app.state.jobs, app.state.images, app.state.live = predictor, jobs, images, live
     app.add_middleware(BodyLimit, limits=limits)
     _add_error_handlers(app)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -126,18 +201,20 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
-    def authorised(request: Request) -> None:
-        if settings.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].encode(), settings.token.encode())):
+    bearer = HTTPBearer(auto_error=False, description="The token given to `engage serve --token`")
+
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> None:
+        token = settings.token or ""
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
             raise RefusedError(
                 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
             )
 
-    api = [Depends(authorised)]
+    # with a token, every /v1 route needs it (and the schema says so); without one, none does
+    api = [Depends(authorised)] if settings.token is not None else []
+    auth = (401,) if settings.token is not None else ()
 
-    async def scored(task):
+    async def scored(task: Callable[[Callable[[bool], Predictor]], dict]) -> dict:
         """Run task(fork) on the image pool within the request time limit; 429 when the pool is full."""
         try:
             future = images.submit(task)
@@ -160,7 +237,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     _add_offline_docs(app)
 
-    @app.get("/healthz", tags=["server"])
+    @app.get("/healthz", tags=["server"], response_model=Health, responses=refusals())
     async def healthz() -> dict:
         """The server answers; what it scores with; whether the API needs a token."""
         return {
@@ -172,7 +249,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             "auth": settings.token is not None,
         }
 
-    @app.get("/v1/models", tags=["models"], dependencies=api)
+    @app.get("/v1/models", tags=["models"], dependencies=api, response_model=Models, responses=refusals(*auth))
     async def models() -> dict:
         """The model cards of the shipped models, and the settings this server scores with."""
         from engage.models.cards import read_card
@@ -198,17 +275,34 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         }
 
     # ---- images --------------------------------------------------------------------------------------
-    @app.post("/v1/images", tags=["images"], dependencies=api)
+    image_file = File(
+        description=f"One image ({', '.join(IMAGE_TYPES)}), at most {limits.image_bytes} bytes; its bytes say "
+        "what it is, not its name or Content-Type",
+        json_schema_extra={"minLength": 1},
+    )
+
+    @app.post(
+        "/v1/images",
+        tags=["images"],
+        dependencies=[*api, Depends(_fields_once)],
+        response_model=ImageResult,
+        response_model_exclude_unset=True,
+        responses=refusals(*auth, 400, 408, 415, 429),
+        openapi_extra={"x-engage-file-types": {"file": IMAGE_TYPES}},
+    )
     async def score_image(
-        file: Annotated[UploadFile, File(description="One image (JPEG, PNG, BMP, GIF, TIFF, WebP)")],
-        expressions: Annotated[bool, Form(description="Add the fer model's 7 expression probabilities")] = False,
-        annotate: Annotated[bool, Form(description="Add the image with boxes and scores drawn, as base64 PNG")] = False,
+        file: Annotated[UploadFile, image_file],
+        expressions: Annotated[FormBool, Form(description="Add the fer model's 7 expression probabilities")] = False,
+        annotate: Annotated[
+            FormBool, Form(description="Add the image with boxes and scores drawn, as base64 PNG")
+        ] = False,
     ) -> dict:
-        """Every face of one image, biggest first: the same object as `engage predict --json` for that file."""
+        """Every face of one image, biggest first: the same object as `engage predict --json` for that file. An
+        image without a face is a result (faces: []). 422: the file is empty or cannot be decoded."""
         name = safe_name(file.filename, "image")
         data = await _read_upload(file, limits.image_bytes)
 
-        def task(fork) -> dict:
+        def task(fork: Callable[[bool], Predictor]) -> dict:
             rgb = decode_image(data, name, limits)
             scorer = fork(expressions)
             faces = scorer.predict(rgb)
@@ -221,13 +315,37 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         return await scored(task)
 
     # ---- videos --------------------------------------------------------------------------------------
-    @app.post("/v1/videos", tags=["videos"], status_code=202, dependencies=api)
+    @app.post(
+        "/v1/videos",
+        tags=["videos"],
+        status_code=202,
+        dependencies=[*api, Depends(_fields_once)],
+        response_model=VideoJob,
+        response_model_exclude_unset=True,
+        responses={
+            202: {
+                "description": "The job, queued",
+                "headers": {"Location": {"description": "The job's URL", "schema": {"type": "string"}}},
+                "links": _links("job_id", "job_status", "job_delete", "job_csv", "job_timeline"),
+            },
+            **refusals(*auth, 400, 408, 415, 429),
+        },
+        openapi_extra={"x-engage-file-types": {"file": VIDEO_TYPES}},
+    )
     async def submit_video(
-        file: Annotated[UploadFile, File(description="One video (mp4, mkv, webm, avi, mov, ...)")],
+        file: Annotated[
+            UploadFile,
+            File(
+                description=f"One video ({', '.join(VIDEO_TYPES)}), at most {limits.video_bytes} bytes; its bytes "
+                "say what it is, not its name or Content-Type",
+                json_schema_extra={"minLength": 1},
+            ),
+        ],
         every: Annotated[int, Form(ge=1, le=1000, description="Score every Nth frame")] = 1,
-        expressions: Annotated[bool, Form(description="Add expression probabilities to the CSV")] = False,
-    ):
-        """Queue a video; answers 202 with the job at once. Poll GET /v1/jobs/{id}."""
+        expressions: Annotated[FormBool, Form(description="Add expression probabilities to the CSV")] = False,
+    ) -> JSONResponse:
+        """Queue a video; answers 202 with the job at once. Poll GET /v1/jobs/{id}. 422: the file is empty or
+        cannot be decoded as a video."""
         if jobs.pool.pending >= jobs.pool.capacity:
             raise RefusedError(429, "busy: the video queue is full; retry later", {"Retry-After": "30"})
         name = safe_name(file.filename, "video")
@@ -255,24 +373,40 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             raise
         return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    def job_or_404(job_id: str):
+    def job_or_404(job_id: str) -> VideoJobState:
         job = jobs.get(job_id)
         if job is None:
             raise RefusedError(404, f"no job {job_id[:40]!r} (unknown, deleted, or past the retention time)")
         return job
 
-    def finished(job_id: str):
+    def finished(job_id: str) -> VideoJobState:
         job = job_or_404(job_id)
         if job.state != "done":
             raise RefusedError(409, f"job {job.id} is {job.state}; its results come when its state is 'done'")
         return job
 
-    @app.get("/v1/jobs/{job_id}", tags=["videos"], dependencies=api)
+    @app.get(
+        "/v1/jobs/{job_id}",
+        tags=["videos"],
+        dependencies=api,
+        response_model=VideoJob,
+        response_model_exclude_unset=True,
+        responses=refusals(*auth, 404),
+    )
     async def job_status(job_id: str) -> dict:
         """Progress and, when done, the per-face summary (as `engage predict --json` prints for the video)."""
         return job_or_404(job_id).public()
 
-    @app.get("/v1/jobs/{job_id}/faces.csv", tags=["videos"], dependencies=api)
+    @app.get(
+        "/v1/jobs/{job_id}/faces.csv",
+        tags=["videos"],
+        dependencies=api,
+        response_class=FileResponse,
+        responses={
+            200: {"description": "One row per face per frame", "content": {"text/csv": {"schema": {"type": "string"}}}},
+            **refusals(*auth, 404, 409),
+        },
+    )
     async def job_csv(job_id: str) -> FileResponse:
         """One row per face per frame: the same CSV as `engage predict --csv`."""
         job = finished(job_id)
@@ -280,12 +414,31 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             job.csv_path, media_type="text/csv", filename=os.path.splitext(job.source)[0] + ".faces.csv"
         )
 
-    @app.get("/v1/jobs/{job_id}/timeline.png", tags=["videos"], dependencies=api)
+    @app.get(
+        "/v1/jobs/{job_id}/timeline.png",
+        tags=["videos"],
+        dependencies=api,
+        response_class=FileResponse,
+        responses={
+            200: {
+                "description": "p_engaged per face over time",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **refusals(*auth, 404, 409),
+        },
+    )
     async def job_timeline(job_id: str) -> FileResponse:
         """p_engaged per face over time (as `engage predict --timeline` draws it)."""
         return FileResponse(finished(job_id).timeline_path, media_type="image/png")
 
-    @app.delete("/v1/jobs/{job_id}", tags=["videos"], status_code=204, dependencies=api)
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        tags=["videos"],
+        status_code=204,
+        dependencies=api,
+        response_class=Response,
+        responses={204: {"description": "Deleted with its files"}, **refusals(*auth, 404)},
+    )
     async def job_delete(job_id: str) -> Response:
         """Stop the job if it runs, and delete it with its files now."""
         if not jobs.delete(job_id):
@@ -293,7 +446,17 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
         return Response(status_code=204)
 
     # ---- live camera ---------------------------------------------------------------------------------
-    @app.post("/v1/live", tags=["live"], status_code=201, dependencies=api)
+    @app.post(
+        "/v1/live",
+        tags=["live"],
+        status_code=201,
+        dependencies=api,
+        response_model=LiveSession,
+        responses={
+            201: {"description": "The session", "links": _links("session_id", "live_frame", "live_close")},
+            **refusals(*auth, 429),
+        },
+    )
     async def live_open() -> dict:
         """Start a live session: post camera frames to /v1/live/{id}/frames, one at a time."""
         session = live.open()
@@ -301,17 +464,24 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             raise RefusedError(429, "too many live sessions; retry shortly", {"Retry-After": "10"})
         return {"id": session.id, "frames_url": f"/v1/live/{session.id}/frames", "idle_s": live.idle_s}
 
-    @app.post("/v1/live/{session_id}/frames", tags=["live"], dependencies=api)
-    async def live_frame(
-        session_id: str, file: Annotated[UploadFile, File(description="One camera frame (JPEG or PNG)")]
-    ) -> dict:
-        """Faces of one frame with ids kept across frames and p_engaged smoothed over time. The frame is not stored."""
+    @app.post(
+        "/v1/live/{session_id}/frames",
+        tags=["live"],
+        dependencies=[*api, Depends(_fields_once)],
+        response_model=LiveFrame,
+        response_model_exclude_unset=True,
+        responses=refusals(*auth, 400, 404, 408, 415, 429),
+        openapi_extra={"x-engage-file-types": {"file": IMAGE_TYPES}},
+    )
+    async def live_frame(session_id: str, file: Annotated[UploadFile, image_file]) -> dict:
+        """Faces of one frame with ids kept across frames and p_engaged smoothed over time. The frame is not stored.
+        422: the file is empty or cannot be decoded."""
         session = live.get(session_id)
         if session is None:
             raise RefusedError(404, "no such live session (unknown, closed or idle too long); start a new one")
         data = await _read_upload(file, limits.image_bytes)
 
-        def task(fork) -> dict:
+        def task(fork: Callable[[bool], Predictor]) -> dict:
             rgb = decode_image(data, "frame", limits)
             with session.lock:
                 frame = fork(False).predict_stream_frame(rgb, session.clock(), session.stream)
@@ -325,12 +495,21 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
 
         return await scored(task)
 
-    @app.delete("/v1/live/{session_id}", tags=["live"], status_code=204, dependencies=api)
+    @app.delete(
+        "/v1/live/{session_id}",
+        tags=["live"],
+        status_code=204,
+        dependencies=api,
+        response_class=Response,
+        responses={204: {"description": "Closed"}, **refusals(*auth, 404)},
+    )
     async def live_close(session_id: str) -> Response:
+        """End a live session now (it also ends after idle_s seconds without a frame)."""
         if not live.close(session_id):
             raise RefusedError(404, "no such live session")
         return Response(status_code=204)
 
+    app.openapi = lambda: _contract(app)  # type: ignore[method-assign]  # FastAPI's documented way to amend it
     return app
 
 
@@ -358,21 +537,73 @@ def _one_line(text: object) -> str:
 
 
 def _add_offline_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from the swagger-ui-bundle package, not from a CDN: the docs work offline too."""
-    import swagger_ui_bundle
+    """Swagger UI (5.x, which renders OpenAPI 3.1) at /docs from the fastapi-offline package's copy, not from a
+    CDN: the docs work offline too."""
+    from importlib.resources import files
+
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    app.mount("/docs/assets", StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
-    async def docs():
+    async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url or "/openapi.json",
             title="engage API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_favicon_url="/docs/assets/favicon.png",
         )
+
+
+def _links(parameter: str, *operations: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links from a created resource's id to the operations on it (clients and testers follow them)."""
+    return {
+        operation: {"operationId": operation, "parameters": {parameter: "$response.body#/id"}}
+        for operation in operations
+    }
+
+
+def _contract(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema, with what FastAPI cannot say by itself: a 422 is either FastAPI's validation list or our
+    Error (a file that is empty or cannot be decoded), and which media types each file field takes."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        description=app.description,
+        routes=app.routes,
+    )
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            unprocessable = operation["responses"].get("422")
+            if unprocessable is not None:
+                unprocessable["description"] = (
+                    "The request does not match the schema (HTTPValidationError), or its file is empty or cannot "
+                    "be decoded (Error)"
+                )
+                refs = [{"$ref": "#/components/schemas/HTTPValidationError"}, {"$ref": "#/components/schemas/Error"}]
+                unprocessable["content"] = {"application/json": {"schema": {"anyOf": refs}}}
+            file_types = operation.pop("x-engage-file-types", None)
+            if file_types:
+                form = operation["requestBody"]["content"]["multipart/form-data"]
+                form["encoding"] = {field: {"contentType": ", ".join(types)} for field, types in file_types.items()}
+                body = schema["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[1]]
+                for field in file_types:  # bytes, as generators and clients of OpenAPI 3.0 and 3.1 both read it
+                    body["properties"][field]["format"] = "binary"
+    app.openapi_schema = schema
+    return schema
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of this path answers (the Allow header of a 405)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -380,19 +611,24 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _one_line(detail)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request, error: StarletteHTTPException):
-        return refusal(error.status_code, error.detail, getattr(error, "headers", None))
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # Starlette names the first matching route's methods only
+            allowed = _allowed_methods(app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+            return refusal(
+                405, f"{request.method} is not allowed here; allowed: {headers.get('Allow', 'none')}", headers
+            )
+        return refusal(error.status_code, error.detail, headers or None)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request, error: RequestValidationError):
-        first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return refusal(422, f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid"))
+    # FastAPI's own list; Starlette types a handler's error as Exception, FastAPI's handler takes the subclass
+    app.add_exception_handler(RequestValidationError, request_validation_exception_handler)  # type: ignore[arg-type]
 
     @app.exception_handler(EngageError)
-    async def engage_error(_request, error: EngageError):
+    async def engage_error(_request: Request, error: EngageError) -> JSONResponse:
         return refusal(422, error)
 
     @app.exception_handler(Exception)
-    async def internal(_request, error: Exception):  # a bug: one line, never a traceback
+    async def internal(_request: Request, error: Exception) -> JSONResponse:  # a bug: one line, never a traceback
         return refusal(500, f"internal error: {type(error).__name__}")

@@ -8,10 +8,12 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engage.errors import EngageError
 from engage.inference.job import PredictOptions, run_predict
+from engage.inference.predictor import Predictor
 from engage.io.inputs import InputItem, Inputs
 from engage.serve.pool import PredictorPool
 from engage.serve.uploads import remove_folder
@@ -142,7 +144,7 @@ class JobPool:
         while not self._closing.wait(min(60.0, max(0.05, self.retention_s / 4))):
             self.sweep()
 
-    def _run(self, job: VideoJob, fork) -> None:
+    def _run(self, job: VideoJob, fork: Callable[[bool], Predictor]) -> None:
         if job.cancel.is_set():
             return
         job.state = "running"

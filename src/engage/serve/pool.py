@@ -49,7 +49,7 @@ class PredictorPool:
         future.add_done_callback(self._done)
         return future
 
-    def _done(self, _future) -> None:
+    def _done(self, _future: Future | None) -> None:
         with self._lock:
             self.pending -= 1
 

@@ -12,7 +12,8 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import HTTPException
+from fastapi import HTTPException, UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engage.errors import EngageError
 from engage.io.images import PILLOW_SIGNATURES, read_image_bytes
@@ -136,7 +137,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         )
 
 
-async def save_upload(upload, folder: str, limit: int) -> tuple[str, tuple[str, str] | None]:
+async def save_upload(upload: UploadFile, folder: str, limit: int) -> tuple[str, tuple[str, str] | None]:
     """Copy an upload (starlette UploadFile) into `folder` under a fixed name, chunk by chunk; returns the path
     and what its first bytes say it is. The client's file name is never used for the path."""
     path = os.path.join(folder, "upload.bin")
@@ -158,7 +159,7 @@ class BodyLimit:
     """ASGI middleware: refuse a request body over its path's cap with 413, from Content-Length before reading
     anything, or as soon as the bytes received pass the cap (a client may lie or send chunks)."""
 
-    def __init__(self, app, limits: Limits):
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app = app
         self.limits = limits
 
@@ -169,7 +170,7 @@ class BodyLimit:
             return self.limits.image_bytes + 64 * 1024  # the multipart envelope around the image
         return self.limits.other_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         cap = self.cap(scope["path"])
@@ -178,7 +179,7 @@ class BodyLimit:
             return await _send_json(send, 413, f"request body over the limit of {_size(cap)} for {scope['path']}")
         received = 0
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -194,7 +195,7 @@ def _size(count: int) -> str:
     return f"{count // MB} MB" if count >= MB else f"{count // 1024} kB"
 
 
-async def _send_json(send, status: int, detail: str) -> None:
+async def _send_json(send: Send, status: int, detail: str) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()

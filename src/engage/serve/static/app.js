@@ -16,7 +16,12 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   if (!response.ok) {
     let detail = response.status + " " + response.statusText;
-    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+    try {
+      const body = (await response.json()).detail;
+      // a refusal is one line; FastAPI's request validation is a list of {loc, msg}
+      detail = Array.isArray(body) ? body.map((e) => (e.loc || []).slice(1).join(".") + ": " + e.msg).join("; ")
+                                   : body || detail;
+    } catch (e) { /* not JSON */ }
     throw new Error(detail);
   }
   return response;

@@ -54,9 +54,7 @@ def test_the_import_layers_hold_and_cover_every_subpackage():
     contract = PYPROJECT["tool"]["importlinter"]["contracts"][0]
     placed = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
     modules = {f"engage.{name}" for name in SUBPACKAGES}
-    modules |= {
-        f"engage.{p.stem}" for p in (REPO / "src" / "engage").glob("*.py") if p.stem not in ("__init__", "lazy")
-    }
+    modules |= {f"engage.{p.stem}" for p in (REPO / "src" / "engage").glob("*.py") if p.stem != "__init__"}
     assert modules - placed == set(), f"not on any layer of [tool.importlinter]: {sorted(modules - placed)}"
 
     sys.path.insert(0, str(REPO / "scripts"))
@@ -73,6 +71,13 @@ def test_every_package_names_what_it_offers_and_each_name_is_there(name):
     package = importlib.import_module(name)
     assert package.__doc__ and len(package.__doc__.split()) >= 8, f"{name}: say what the package is for"
     assert package.__all__, f"{name}: __all__ names nothing"
+    submodules = {p.stem for p in Path(package.__file__).parent.glob("*.py")} | {
+        p.parent.name for p in Path(package.__file__).parent.glob("*/__init__.py")
+    }
+    clashes = set(package.__all__) & submodules
+    assert not clashes, (
+        f"{name} offers names that are also its modules (which one you get depends on import order): {clashes}"
+    )
     for attribute in package.__all__:
         assert getattr(package, attribute) is not None, f"{name}.{attribute}"
     assert set(package.__all__) <= set(dir(package))

@@ -1153,7 +1153,7 @@ SERVE_EXAMPLES = """
 Examples:
   engage serve                                   # http://127.0.0.1:8000/ (the page), /docs (the API)
   engage serve --port 8080 --detector yunet --backend onnx
-  engage serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # reachable by others: read the README first
+  engage serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # reachable by others: read docs/guide/serve.md first
 """
 
 
@@ -1162,7 +1162,7 @@ Examples:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on; the default answers this machine only (see the README before changing it).",
+    help="Address to listen on; the default answers this machine only (see docs/guide/serve.md, 'Loopback by default', before changing it).",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
@@ -1283,7 +1283,7 @@ def serve(
         click.echo(
             f"engage: warning: listening on {host}: anyone who can reach this address can send faces to score"
             + ("" if token else " (no --token set)")
-            + "; see the README",
+            + "; see docs/guide/serve.md, 'Loopback by default'",
             err=True,
         )
     shown = f"[{host}]" if ":" in host else host

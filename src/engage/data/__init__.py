@@ -7,7 +7,7 @@ from engage.lazy import attach
 
 if TYPE_CHECKING:
     from engage.data.dataset import FaceDataset, concatenate
-    from engage.data.preprocess import PreprocessOptions, PreprocessResult, preprocess, run_preprocess
+    from engage.data.preprocess import PreprocessOptions, PreprocessResult, run_preprocess
     from engage.data.readers import Sample, SampleList, read_samples
     from engage.data.splits import check_no_leak, grouped_kfold, subject_split
 

@@ -268,7 +268,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
                 "site_calibration": (predictor.adjustment.site.to_dict() if predictor.adjustment.site else None),
                 "abstain": predictor.abstain,
                 "quality_thresholds": predictor.quality_thresholds.to_dict(),
-                "cues": predictor.face_mesh is not None,
+                "cues": predictor.measure_cues,
                 "cue_head": predictor.cue_head is not None,
             },
             "cards": {name: read_card(path) for name, path in shipped_models().items()},

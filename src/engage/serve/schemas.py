@@ -34,18 +34,21 @@ class FaceMeasures(_Strict):
 
 
 class FaceCuesBody(_Strict):
-    """A face's attention cues (degrees for angles, 0-1 openings), measured on its landmarks."""
+    """A face's attention cues, measured on its landmarks (conventions: engage.faces.cues; angles in degrees, 0
+    facing the camera)."""
 
-    yaw: float = Field(description="Head turn, degrees; positive: the face turns to the image's left")
-    pitch: float = Field(description="Head tilt, degrees; positive: looking up")
-    roll: float = Field(description="Head roll, degrees")
-    gaze_yaw: float = Field(description="Gaze left/right relative to the head, degrees")
-    gaze_pitch: float = Field(description="Gaze up/down relative to the head, degrees")
-    eyes_open: float = Field(description="Eye opening, both eyes (0 closed, about 1 open)")
-    eye_open_right: float
-    eye_open_left: float
-    mouth_open: float = Field(description="Mouth opening (0 closed)")
-    jaw_drop: float = Field(description="Jaw drop relative to the face's height (yawning)")
+    yaw: float = Field(description="Head turned towards the image's right (the subject's left) is positive")
+    pitch: float = Field(description="Head raised (chin up) is positive")
+    roll: float = Field(description="Head tilted counter-clockwise as seen in the image is positive")
+    gaze_yaw: float = Field(description="Where the eyes point: head pose plus the eyes' turn in the head; as yaw")
+    gaze_pitch: float = Field(description="Where the eyes point: head pose plus the eyes' turn in the head; as pitch")
+    eyes_open: float = Field(description="Mean eyelid opening over the eye's width: about 0.3 open, 0.12 closed")
+    eye_open_right: float = Field(description="The subject's right eye, as eyes_open")
+    eye_open_left: float = Field(description="The subject's left eye, as eyes_open")
+    mouth_open: float = Field(description="Inner lips' gap over the mouth's width: 0 closed, 0.4 or more yawning")
+    jaw_drop: float = Field(
+        description="Nose tip to chin over the outer eye corners' span: about 0.9 closed or smiling, 1.0-1.2 yawning"
+    )
 
 
 class Face(_Strict):
@@ -55,8 +58,8 @@ class Face(_Strict):
     box: list[int] = Field(min_length=4, max_length=4, description="x, y, width, height in image pixels")
     det_conf: float = Field(description="The detector's confidence")
     p_engaged: float | None = Field(
-        description="p(engaged) as reported: calibrated, smoothed over time in live sessions; None when the face "
-        "cannot be judged or the model is not binary"
+        description="p(engaged) as reported: calibrated, smoothed over time in live sessions (a face that cannot "
+        "be judged keeps its score, labelled uncertain); None when the model has no positive class"
     )
     p_engaged_raw: float | None = Field(description="The model's own p(engaged) for this image alone")
     label: str = Field(description="engaged, disengaged or uncertain (a face that cannot be judged), or a class")
@@ -89,9 +92,11 @@ class FaceSummary(_Strict):
     first_s: float
     last_s: float
     mean_p_engaged: float | None
-    share_engaged: float | None = Field(default=None, description="Share of its frames labelled engaged")
-    share_uncertain: float = Field(description="Share of its frames that could not be judged")
-    label_shares: dict[str, float] = Field(description="Share of its frames per label")
+    share_engaged: float | None = Field(default=None, description="Share of its judged frames labelled engaged")
+    share_uncertain: float = Field(description="Share of all its frames that could not be judged")
+    label_shares: dict[str, float] = Field(
+        description="Per label, its share of the judged frames (for uncertain: of all frames)"
+    )
 
 
 class VideoResult(_Strict):

@@ -14,9 +14,10 @@ import time
 import torch
 
 from engage.errors import UsageError
+from engage.models.device import torch_device
 from engage.models.networks import build_model, count_parameters
 from engage.training.augment import augment
-from engage.training.loop import native_bf16, resolve_device
+from engage.training.loop import native_bf16
 
 
 def images_per_second(
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (as engage train --device)")
     args = parser.parse_args()
     try:
-        device = resolve_device(args.device)
+        device = torch_device(args.device)
     except UsageError as error:
         raise SystemExit(f"train_speed: {error}") from None
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

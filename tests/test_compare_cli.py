@@ -238,7 +238,7 @@ def test_training_data_problems_are_one_line(tmp_path):
     if not torch.cuda.is_available():
         assert_one_line_error(
             run_cli("train", "fer", "--data", str(two), "--split", "none", "--device", "cuda", "--out", str(out)),
-            "PyTorch sees no CUDA GPU here",
+            "--device cuda: no CUDA device; use --device cpu",
         )
     assert not out.exists()  # nothing was written for a refused run
     assert_one_line_error(

@@ -21,9 +21,9 @@ def test_skips_itself():
 """
 
 
-def run_probe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def run_probe(tmp_path: Path, probe: str = PROBE, **env: str) -> subprocess.CompletedProcess:
     shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_probe.py").write_text(PROBE)
+    (tmp_path / "test_probe.py").write_text(probe)
     environment = {k: v for k, v in os.environ.items() if k != "ENGAGE_NO_SKIPS"}
     environment.update(ENGAGE_SHARED_DATA=str(tmp_path / "no-data"), **env)
     return subprocess.run(
@@ -47,3 +47,23 @@ def test_ci_turns_every_skip_into_a_failure_that_keeps_its_reason(tmp_path):
     assert "1 failed, 1 error" in result.stdout, result.stdout
     assert "real data not found" in result.stdout and "an extra is missing" in result.stdout
     assert "ENGAGE_NO_SKIPS=1 forbids skips" in result.stdout
+
+
+GPU_PROBE = """
+import pytest
+import torch
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: runs on a GPU machine")
+def test_on_a_gpu():
+    pass
+"""
+
+
+def test_ci_allows_the_skip_of_a_gpu_test_where_there_is_no_gpu(tmp_path):
+    import torch
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers = gpu: needs a CUDA device\n")
+    result = run_probe(tmp_path, GPU_PROBE, ENGAGE_NO_SKIPS="1")
+    expected = "1 passed" if torch.cuda.is_available() else "1 skipped"
+    assert result.returncode == 0 and expected in result.stdout, result.stdout

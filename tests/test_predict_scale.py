@@ -4,6 +4,8 @@ single-thread path."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import multiprocessing
 import os
@@ -16,6 +18,10 @@ from conftest import run_cli
 from engage.inference.predictor import ahead
 
 pytest_plugins = ["predict_fixtures"]
+
+# the demo video's two real faces have detector confidences of 0.88 and more; at the video size (480 px) YuNet also
+# finds a weak false face (0.58: labelled uncertain) in the coffee picture of its first frames
+REAL_FACE = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +141,10 @@ def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothi
     pooled = list(predictor.predict_video(demo_video, every=2, detect_processes=2))
     single = list(predictor.predict_video(demo_video, every=2, pipeline=False))
     assert frame_key(pooled) == frame_key(single)
-    assert [f.frame for f in pooled] == list(range(0, 24, 2)) and sum(len(f.faces) for f in pooled) == 24
+    # the two real faces in every frame (YuNet at the video size also finds a weak false face, confidence 0.58,
+    # in the first frames of this clip: see REAL_FACE)
+    assert [f.frame for f in pooled] == list(range(0, 24, 2))
+    assert sum(face.det_conf >= REAL_FACE for f in pooled for face in f.faces) == 24
     from engage.inference.demo import write_demo_video
 
     long_video = os.path.join(os.path.dirname(demo_video), "long.mp4")  # long enough that detection is still going
@@ -185,7 +194,9 @@ def test_one_video_is_detected_on_every_core_by_default_with_the_same_csv(
     cores = os.cpu_count() or 1
     assert (f"faces detected in {cores} processes" in runs["0"][0]) == (cores > 1)
     assert "faces detected in" not in runs["1"][0]
-    assert runs["0"][1] == runs["1"][1] and len(runs["0"][1].splitlines()) == 1 + 24 * 2
+    assert runs["0"][1] == runs["1"][1]
+    rows = list(csv.DictReader(io.StringIO(runs["0"][1].decode())))
+    assert sum(float(row["det_conf"]) >= REAL_FACE for row in rows) == 24 * 2
 
 
 def test_a_full_shared_memory_waits_for_a_free_slot_or_says_so(monkeypatch, fast_predictor, demo_video, frame_slots):

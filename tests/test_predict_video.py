@@ -17,6 +17,9 @@ pytest_plugins = ["predict_fixtures"]
 
 DEMO_FRAMES = 24
 DEMO_FPS = 30.0
+# the two real faces have detector confidences of 0.88 and more; at the video size (480 px) YuNet also finds a weak
+# false face (0.58: labelled uncertain) in the coffee picture of the first frames
+REAL_FACE = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,8 @@ def test_every_nth_frame_without_smoothing(fast_predictor, demo_video):
     frames = list(unsmoothed.predict_video(demo_video, every=5))
     assert [f.frame for f in frames] == [0, 5, 10, 15, 20]
     assert [f.time_s for f in frames] == pytest.approx([i / DEMO_FPS for i in (0, 5, 10, 15, 20)])
-    assert sorted(faces_by_id(frames)) == [1, 2]  # ~50 px jumps between scored frames: still the same faces
+    real = {face_id: faces for face_id, faces in faces_by_id(frames).items() if faces[0][1].det_conf >= REAL_FACE}
+    assert [len(faces) for faces in real.values()] == [5, 5]  # ~50 px jumps between scored frames: the same faces
     assert all(face.p_engaged == face.p_engaged_raw for f in frames for face in f.faces)
     assert len(list(unsmoothed.predict_video(demo_video, max_frames=3))) == 3
 
@@ -112,7 +116,7 @@ def test_cli_writes_documented_csv_annotated_video_and_timeline(demo_video, enga
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames[: len(CSV_COLUMNS)]) == CSV_COLUMNS
         rows = list(reader)
-    assert len(rows) == 2 * DEMO_FRAMES // 2  # two faces in every scored frame
+    assert sum(float(row["det_conf"]) >= REAL_FACE for row in rows) == 2 * DEMO_FRAMES // 2  # both, in every frame
     assert {row["source"] for row in rows} == {demo_video}
     assert sorted({int(row["frame"]) for row in rows}) == list(range(0, DEMO_FRAMES, 2))
     from engage.models.loading import load_model
@@ -128,8 +132,12 @@ def test_cli_writes_documented_csv_annotated_video_and_timeline(demo_video, enga
     for face in summary["faces"]:  # the per-face summary is the mean of that face's judged rows
         mine = [r for r in rows if int(r["face_id"]) == face["face_id"]]
         values = [float(r["p_engaged"]) for r in mine if r["quality"] == "ok"]
-        assert face["frames"] == len(mine) == DEMO_FRAMES // 2
+        assert face["frames"] == len(mine)
+        assert len(mine) == DEMO_FRAMES // 2 or float(mine[0]["det_conf"]) < REAL_FACE
         assert face["share_uncertain"] == pytest.approx(1 - len(values) / len(mine), abs=1e-3)
+        if not values:  # the weak false face: never judged
+            assert face["mean_p_engaged"] is None and face["share_uncertain"] == 1.0
+            continue
         assert face["mean_p_engaged"] == pytest.approx(np.mean(values), abs=1e-3)
         assert face["share_engaged"] == pytest.approx(np.mean([v >= threshold for v in values]), abs=1e-3)
     video = cv2.VideoCapture(str(annotated / "lecture.mp4"))

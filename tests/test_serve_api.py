@@ -143,6 +143,7 @@ def test_models_and_health(client):
     assert health["status"] == "ok" and health["model"] == "engagement" and health["auth"] is False
     models = client.get("/v1/models").json()
     assert models["serving"]["model"] == "engagement" and models["serving"]["detector"] == "mtcnn"
+    assert models["serving"]["device"] == "cpu"  # the default: --device cpu
     assert models["cards"]["engagement"]["classes"] == ["disengaged", "engaged"]
     assert "fer" in models["cards"]
     assert client.get("/docs").status_code == 200 and "/v1/videos" in client.get("/openapi.json").json()["paths"]

@@ -7,12 +7,12 @@ from conftest import make_dataset, real_fer_faces
 
 from engage.errors import EngageError, UsageError
 from engage.models.checkpoint import load_network, save_model
+from engage.models.device import torch_device
 from engage.models.networks import build_model, faces_to_tensor, predict_proba
 from engage.training.augment import augment
 from engage.training.loop import (
     TrainConfig,
     lr_at,
-    resolve_device,
     resume_training,
     train,
 )
@@ -108,7 +108,7 @@ def test_a_run_started_on_a_gpu_resumes_where_it_is_told(tmp_path, happy_vs_surp
     meta["config"]["train_config"]["device"] = "cuda:0"  # as a GPU run's checkpoint records it
     _write(str(run / "last.safetensors"), tensors, meta)
     if not torch.cuda.is_available():
-        with pytest.raises(UsageError, match="sees no CUDA GPU"):
+        with pytest.raises(UsageError, match="no CUDA device; use --device cpu"):
             resume_training(str(run), log=lambda line: None)
     resumed = resume_training(str(run), device="cpu", log=lambda line: None)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
@@ -187,8 +187,8 @@ def test_paper_schedule_and_augmentation():
 
 
 def test_training_device_is_chosen_and_checked():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_device("cpu") == torch.device("cpu")
     for bad in ("tpu", "gpu", "cuda:x"):
         with pytest.raises(UsageError, match="device must be auto, cpu or cuda"):
             TrainConfig.from_recipe("default", device=bad).validate()

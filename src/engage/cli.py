@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from engage.errors import EngageError, UsageError
+from engage.inference.keyframes import DEFAULT_DETECT_EVERY
 from engage.version import __version__
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def progress_bar(description: str) -> Progress:
+def progress_bar(description: str, disable: bool = False) -> Progress:
     return Progress(
         TextColumn(description),
         BarColumn(),
@@ -44,6 +45,7 @@ def progress_bar(description: str) -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=disable,
     )
 
 
@@ -569,6 +571,17 @@ def cue_option(function: F) -> F:
     )(function)
 
 
+def device_option(function: F) -> F:
+    """--device (predict, serve, batch, evaluate): where the network scores faces."""
+    return click.option(
+        "--device",
+        default="cpu",
+        show_default=True,
+        help="Run the network on 'cpu' (float32), 'cuda' (a GPU, bf16 in large batches; --backend torch) or "
+        "'auto' (cuda where PyTorch sees a GPU, else cpu).",
+    )(function)
+
+
 EVALUATE_EXAMPLES = """
 \b
 Examples:
@@ -594,6 +607,7 @@ Examples:
 )
 @judgement_options
 @cue_option
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(
     model_name: str,
@@ -609,6 +623,7 @@ def evaluate(
     calibration: str | None,
     abstain: bool,
     cues: bool,
+    device: str,
     as_json: bool,
 ) -> None:
     """Score a model on labelled data: accuracy, F1, ROC AUC with 95% CIs, calibration, per-subject accuracy."""
@@ -630,6 +645,7 @@ def evaluate(
         calibration=calibration,
         abstain=abstain,
         cues=cues,
+        device=device,
     )
     if as_json:
         click.echo(json.dumps(result, indent=1))
@@ -857,7 +873,8 @@ def compare(
 
 
 def frame_options(function: F) -> F:
-    """How frames are scored: --min-confidence, --detect-size, --every and --smooth, as predict words them."""
+    """How frames are scored: --min-confidence, --detect-size, --every, --detect-every and --smooth, as predict words
+    them."""
     options = [
         click.option(
             "--min-confidence", type=click.FloatRange(0, 1), default=None, help="Detector confidence threshold."
@@ -871,6 +888,15 @@ def frame_options(function: F) -> F:
         ),
         click.option(
             "--every", type=click.IntRange(1), default=1, show_default=True, help="Score every Nth video frame."
+        ),
+        click.option(
+            "--detect-every",
+            type=click.IntRange(1),
+            default=DEFAULT_DETECT_EVERY,
+            show_default=True,
+            metavar="K",
+            help="Video: detect faces on every Kth scored frame (and when one is lost) and follow them in between, "
+            "their scores carried on from the last detection; 1: detect and score every face in every frame.",
         ),
         click.option(
             "--smooth",
@@ -937,6 +963,7 @@ Examples:
 @frame_options
 @judgement_options
 @cue_option
+@device_option
 @click.option(
     "--max-frames", type=click.IntRange(1), default=None, help="Stop each video or the camera after N scored frames."
 )
@@ -986,11 +1013,13 @@ def predict(
     min_confidence: float | None,
     detect_size: int | None,
     every: int,
+    detect_every: int,
     smooth: float,
     base_rate: float | None,
     calibration: str | None,
     abstain: bool,
     cues: bool,
+    device: str,
     max_frames: int | None,
     csv_path: str | None,
     as_json: bool,
@@ -1010,11 +1039,14 @@ def predict(
     from engage.inference.parallel import planned_detect_processes, planned_workers
     from engage.inference.predictor import Predictor
     from engage.io.inputs import expand_inputs
+    from engage.models.device import resolve_device
 
+    device = resolve_device(device, backend)  # a GPU asked for where there is none: one line, before any input is read
     sources = expand_inputs(list(inputs), webcam=webcam, sample=sample)
     processes = planned_workers(sources, workers)
     options = PredictOptions(
         every=every,
+        detect_every=detect_every,
         max_frames=max_frames,
         csv_path=csv_path,
         annotate_dir=annotate_dir,
@@ -1039,6 +1071,7 @@ def predict(
         calibration=calibration,
         abstain=abstain,
         cues=cues,
+        device=device,
     )
 
     bar = Progress(
@@ -1068,7 +1101,8 @@ def predict(
         if name not in tasks:
             tasks[name] = bar.add_task(name, total=total, rate="")
         task = bar.tasks[tasks[name]]
-        rate = f"{done / task.elapsed:,.1f}/s" if task.elapsed and task.elapsed > 1 else ""
+        unit = "images" if name == "images" else "frames"  # a video's progress counts its frames
+        rate = f"{done / task.elapsed:,.1f} {unit}/s" if task.elapsed and task.elapsed > 1 else ""
         bar.update(tasks[name], completed=done, rate=rate)
 
     def to_stderr(line: str) -> None:
@@ -1227,6 +1261,7 @@ Examples:
 )
 @judgement_options
 @cue_option
+@device_option
 def serve(
     host: str,
     port: int,
@@ -1244,6 +1279,7 @@ def serve(
     calibration: str | None,
     abstain: bool,
     cues: bool,
+    device: str,
 ) -> None:
     """Serve the web page and the HTTP API: score photos, videos and the browser's camera (extra 'serve').
 
@@ -1259,6 +1295,9 @@ def serve(
         raise EngageError(
             f"engage serve needs the extra 'serve' ({error.name} is missing): pip install 'engage[serve]'"
         ) from None
+    from engage.models.device import resolve_device
+
+    device = resolve_device(device, backend)
     check_port_free(host, port)  # before the model loads: say it at once, in one line
     import torch
 
@@ -1276,6 +1315,7 @@ def serve(
         calibration=calibration,
         abstain=abstain,
         cues=cues,
+        device=device,
         limits=Limits(video_bytes=max_upload_mb * MB, request_s=timeout_s),
     )
     application = create_app(settings)
@@ -1407,6 +1447,15 @@ Examples:
     help="Scoring actors, each holding the model once.",
 )
 @click.option(
+    "--segment-s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Score a video longer than this in segments of about this length, as separate Ray tasks (joined into one "
+    "result with the same rows and ids as engage predict).",
+)
+@click.option(
     "--model", "model_name", default="engagement", show_default=True, help="A shipped model name or a model file."
 )
 @click.option(
@@ -1419,23 +1468,27 @@ Examples:
 @frame_options
 @judgement_options
 @cue_option
+@device_option
 def batch(
     sources: tuple[str, ...],
     out_dir: str,
     address: str | None,
     num_cpus: int | None,
     scorers: int,
+    segment_s: float,
     model_name: str,
     detector: str | None,
     backend: str,
     min_confidence: float | None,
     detect_size: int | None,
     every: int,
+    detect_every: int,
     smooth: float,
     base_rate: float | None,
     calibration: str | None,
     abstain: bool,
     cues: bool,
+    device: str,
 ) -> None:
     """Score many videos and images on Ray (extra 'cluster'), here or on a cluster: Parquet results, resumable.
 
@@ -1465,6 +1518,7 @@ def batch(
         min_confidence=min_confidence,
         detect_size=detect_size,
         every=every,
+        detect_every=detect_every,
         smooth=smooth,
         base_rate=base_rate,
         calibration=calibration,
@@ -1473,21 +1527,39 @@ def batch(
         address=address,
         num_cpus=num_cpus,
         scorers=scorers,
+        segment_s=segment_s,
+        device=device,
     )
+    bar = progress_bar("frames", disable=not err.is_terminal)  # frames done of those planned, frames/s, time left
+    task = bar.add_task("frames", total=None, rate="")
+
+    def show(line: str, to_stderr: bool = False) -> None:  # above the progress bar when it is on the terminal
+        if to_stderr or out.is_terminal:
+            bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(line)
 
     def on_source(summary: dict) -> None:
         faces = "no face found" if not summary["rows"] else f"{summary['faces']} face(s), {summary['rows']} row(s)"
         frames = f"{summary['frames_scored']} frame(s), " if summary["kind"] == "video" else ""
-        click.echo(f"{summary['source']}: {frames}{faces}")
+        show(f"{summary['source']}: {frames}{faces}")
 
     def on_failure(failure: dict) -> None:
-        click.echo(f"engage: warning: {failure['source']} failed: {failure['reason']}", err=True)
+        show(f"engage: warning: {failure['source']} failed: {failure['reason']}", to_stderr=True)
 
-    run = run_batch(list(sources), out_dir, options, on_source=on_source, on_failure=on_failure)
+    def on_progress(state: dict) -> None:
+        rate = f"{state['frames_per_s']:,.1f} frames/s" if state["frames_per_s"] else ""
+        bar.update(task, completed=state["frames_done"], total=state["frames_total"], rate=rate)
+
+    with bar:
+        run = run_batch(
+            list(sources), out_dir, options, on_source=on_source, on_failure=on_failure, on_progress=on_progress
+        )
     rate = f", {run.frames / run.seconds:.1f} frames/s" if run.scored and run.seconds > 0 else ""
     click.echo(
         f"{len(run.scored)} source(s) scored in {run.seconds:.1f} s ({run.frames} frame(s){rate}"
         f"{'; ' + run.ray if run.ray else ''}); {len(run.skipped)} already complete, skipped"
+        + (f"; {run.resumed} segment(s) of long videos kept from an earlier run" if run.resumed else "")
     )
     if run.ignored:
         click.echo(f"ignored {len(run.ignored)} file(s) that are neither images nor videos")

@@ -5,6 +5,9 @@
     RESULTS_DIR/faces/<source key>/_source.json    the completion marker: the source, its fingerprint, its summary
     RESULTS_DIR/summary.parquet                   one row per complete source
     RESULTS_DIR/failures.parquet                  the sources that failed in the last run, with the reason
+    RESULTS_DIR/progress.json                     how far the run is (frames, sources, frames/s, time left)
+    RESULTS_DIR/segments/<source key>/            the segments of a long video scored so far (engage.cluster.
+                                                  segments), until the video is complete: a re-run scores the rest
 
 A source's folder is written under RESULTS_DIR/.staging and renamed into faces/ whole, marker included, so a
 source is either complete or absent. One run at a time writes to a folder (a lock, released if it dies)."""
@@ -17,11 +20,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from typing import TextIO
+from typing import Any, TextIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engage.cluster.segments import Unit
 from engage.cluster.sources import BatchSource
 from engage.errors import EngageError, UsageError
 from engage.inference.records import csv_columns
@@ -34,11 +39,14 @@ MARKER_FILE = "_source.json"  # "_": pyarrow, pandas and polars reading the fold
 SUMMARY_FILE = "summary.parquet"
 FAILURES_FILE = "failures.parquet"
 STAGING_DIR = ".staging"
+SEGMENTS_DIR = "segments"
+PROGRESS_FILE = "progress.json"
 LOCK_FILE = ".lock"
 
 INT_COLUMNS = frozenset(
     {"frame", "face_id", "x", "y", "w", "h", "frames_scored", "frames_with_faces", "faces", "rows", "width", "height"}
 )
+BOOL_COLUMNS = frozenset({"tracked"})
 STRING_COLUMNS = frozenset({"source", "label", "quality", "expression", "path", "kind", "key", "finished_at", "reason"})
 SUMMARY_COLUMNS = (
     "source",
@@ -67,6 +75,8 @@ def schema(columns: Iterable[str]) -> pa.Schema:
     """Typed columns: counts and pixels as int64, names and labels as strings, everything else float64."""
 
     def kind(name: str) -> pa.DataType:
+        if name in BOOL_COLUMNS:
+            return pa.bool_()
         return pa.int64() if name in INT_COLUMNS else pa.string() if name in STRING_COLUMNS else pa.float64()
 
     return pa.schema([(name, kind(name)) for name in columns])
@@ -171,6 +181,51 @@ class ResultStore:
             os.replace(final, os.path.join(old, source.key))
             shutil.rmtree(old, ignore_errors=True)
         os.replace(staged, final)
+
+    # ---- segments of long videos: kept between runs until their video is complete ----------------------------
+    def _segment_base(self, unit: Unit) -> str:
+        return os.path.join(self.out_dir, SEGMENTS_DIR, unit.source.key, f"{unit.index:04d}-of-{unit.count:04d}")
+
+    def segment_info(self, unit: Unit) -> dict | None:
+        """What detection found in a segment scored before (by this run or an earlier one), or None."""
+        try:
+            with open(self._segment_base(unit) + ".json", encoding="utf-8") as handle:
+                marker = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        plan = {"start": unit.start, "stop": unit.stop, "scan_start": unit.scan_start}
+        if marker.get("fingerprint") != unit.source.fingerprint() or marker.get("plan") != plan:
+            return None
+        return marker["info"] if os.path.isfile(self._segment_base(unit) + ".npz") else None
+
+    def write_segment(self, unit: Unit, faces: dict[str, np.ndarray] | None, info: dict) -> None:
+        """A scored segment's faces (the columns that came back) and what detection found, the marker last."""
+        base = self._segment_base(unit)
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                save_arrays: Any = np.savez  # numpy's stubs take the keyword arrays for its own options
+                save_arrays(handle, **(faces or {}))
+
+        atomic_write(base + ".npz", save)
+        plan = {"start": unit.start, "stop": unit.stop, "scan_start": unit.scan_start}
+        marker = {"fingerprint": unit.source.fingerprint(), "plan": plan, "info": info}
+        write_text(base + ".json", json.dumps(marker) + "\n")
+
+    def read_segment(self, unit: Unit) -> dict[str, np.ndarray] | None:
+        """A segment's faces as written (None: it had none)."""
+        with np.load(self._segment_base(unit) + ".npz", allow_pickle=False) as stored:
+            faces = {name: stored[name] for name in stored.files}
+        return faces or None
+
+    def drop_segments(self, source: BatchSource) -> None:
+        """A complete video's segments, no longer needed."""
+        shutil.rmtree(os.path.join(self.out_dir, SEGMENTS_DIR, source.key), ignore_errors=True)
+
+    def write_progress(self, progress: dict) -> None:
+        """RESULTS_DIR/progress.json, replaced whole (another terminal or a web page can follow the run)."""
+        write_text(os.path.join(self.out_dir, PROGRESS_FILE), json.dumps(progress) + "\n")
 
     def write_tables(self, failures: list[dict]) -> int:
         """The summary of every complete source in the folder, and this run's failures; returns the summary's rows."""

@@ -1,7 +1,9 @@
-"""Decoding and detection as Ray CPU tasks, one per source: the frames `engage predict` would score (every Nth,
-with the file's own time stamps), their faces found and given face ids by the same tracker, and the crops cut
-as the model expects. Faces stream out in blocks; each source's last row says how it ended, or why it failed,
-so one broken file never stops the others."""
+"""Decoding and detection as Ray CPU tasks, one per unit of work (an image, a video, or a segment of a long video:
+engage.cluster.segments): the frames `engage predict` would score (every Nth, with the file's own time stamps), their
+faces detected on key frames and followed in between by the same code (Predictor.video_faces), given face ids by the
+same tracker, and the detected faces' crops cut as the model expects (a followed face's row carries no crop: its
+scores are its last key frame's, filled in by engage.cluster.assemble). Faces stream out in blocks; each unit's last
+row says how it ended, or why it failed, so one broken file never stops the others."""
 
 from __future__ import annotations
 
@@ -18,15 +20,15 @@ from engage.faces.crop import to_gray
 from engage.faces.cues import CUE_COLUMNS
 from engage.faces.detect import FaceBox
 from engage.faces.quality import measure_face
-from engage.inference.predictor import Predictor, cue_array, video_gap_s
-from engage.inference.tracking import IouTracker
+from engage.inference.predictor import Predictor, cue_array
 from engage.io.images import read_image
-from engage.io.video import VideoSource
+from engage.io.video import VideoEndError, VideoSource
 
 FACE, END, FAILED = "face", "end", "failed"  # row kinds: a face to score; a source done (info) or failed (reason)
 FACES_PER_BLOCK = 512  # faces sent on to scoring together
 # the quality measures and the attention cues travel with each face (turn and cues: NaN without landmarks)
 FLOAT_COLUMNS = ("det_conf", "sharpness", "turn", *CUE_COLUMNS)
+UNIT_FIELDS = ("key", "name", "path", "kind", "unit", "start", "stop", "scan_start")
 
 
 class _Rows:
@@ -40,15 +42,29 @@ class _Rows:
 
     def _clear(self) -> None:
         self.columns: dict[str, list] = {
-            name: [] for name in ("frame", "time_s", "face_index", "face_id", "x", "y", "w", "h", *FLOAT_COLUMNS)
+            name: []
+            for name in ("frame", "time_s", "face_index", "face_id", "tracked", "x", "y", "w", "h", *FLOAT_COLUMNS)
         }
         self.crops: list[np.ndarray] = []
 
     def add(
-        self, frame: int, time_s: float, boxes: list[FaceBox], face_ids: list[int], crops: np.ndarray, cues: np.ndarray
+        self,
+        frame: int,
+        time_s: float,
+        boxes: list[FaceBox],
+        face_ids: list[int],
+        crops: np.ndarray,
+        cues: np.ndarray,
+        detected: list[bool] | None = None,
     ) -> None:
-        for index, (box, face_id, crop, values) in enumerate(zip(boxes, face_ids, crops, cues)):
-            quality = measure_face(box, crop)
+        """One frame's faces; detected (per face, default all): False for a face followed into the frame, whose crop
+        and cues rows are not used (its scores come from its last key frame)."""
+        crops_of, cues_of = iter(crops), iter(cues)
+        no_cues = np.full(len(CUE_COLUMNS), np.nan)
+        for index, (box, face_id, found) in enumerate(zip(boxes, face_ids, detected or [True] * len(boxes))):
+            crop = next(crops_of) if found else np.zeros(self.crop_shape, np.uint8)
+            values = next(cues_of) if found else no_cues
+            quality = measure_face(box, crop) if found else None
             for name, value in zip(CUE_COLUMNS, values):
                 self.columns[name].append(value)
             for name, value in (
@@ -56,16 +72,17 @@ class _Rows:
                 ("time_s", time_s),
                 ("face_index", index),
                 ("face_id", face_id),
+                ("tracked", int(not found)),
                 ("x", box.x),
                 ("y", box.y),
                 ("w", box.w),
                 ("h", box.h),
                 ("det_conf", box.confidence),
-                ("sharpness", quality.sharpness),
-                ("turn", np.nan if quality.turn is None else quality.turn),
+                ("sharpness", np.nan if quality is None else quality.sharpness),
+                ("turn", np.nan if quality is None or quality.turn is None else quality.turn),
             ):
                 self.columns[name].append(value)
-        self.crops.extend(crops)
+            self.crops.append(crop)
 
     def full(self) -> bool:
         return len(self.crops) >= FACES_PER_BLOCK
@@ -98,11 +115,11 @@ class _Rows:
 
 
 def detect_sources(batch: dict[str, np.ndarray], options: BatchOptions) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data map_batches function: the sources of `batch` (one per task) to blocks of faces, each source
-    closed by an END or FAILED row."""
+    """Ray Data map_batches function: the units of `batch` (one per task) to blocks of faces, each unit closed by
+    an END or FAILED row."""
     predictor = options.predictor()
     for index in range(len(batch["key"])):
-        source = {name: batch[name][index] for name in ("key", "name", "path", "kind")}
+        source = {name: batch[name][index] for name in UNIT_FIELDS}
         rows = _Rows(source, predictor.settings.shape)
         started = time.perf_counter()
         try:
@@ -135,19 +152,38 @@ def _detect(
             "duration_s": 0.0,
         }
     video = opened
+    start, stop, scan_start = int(source["start"]), int(source["stop"]), int(source["scan_start"])
+    frames = with_faces = 0
+    last_time_s = 0.0
     try:
-        tracker = IouTracker(max_gap_s=video_gap_s(options.every, video.fps))  # as Predictor.predict_video
-        frames = with_faces = 0
-        last_time_s = 0.0
-        for frame in video.frames(options.every):
-            boxes = predictor.detect(frame.rgb)
-            face_ids = tracker.update(boxes, frame.time_s)
-            rows.add(frame.index, frame.time_s, boxes, face_ids, *_crops(predictor, frame.rgb, boxes))
-            frames += 1
-            with_faces += bool(boxes)
-            last_time_s = frame.time_s
+        follower = predictor.follower(video, options.every, options.detect_every)  # as Predictor.predict_video
+        faces_of = predictor.video_faces(
+            video, follower, options.every, None, options.detect_every, scan_start, stop if stop >= 0 else None
+        )
+        for faces in faces_of:
+            frame = faces.frame
+            found = [box for box, detected in zip(faces.boxes, faces.detected) if detected]
+            rows.add(
+                frame.index, frame.time_s, faces.boxes, faces.ids, *_crops(predictor, frame.rgb, found), faces.detected
+            )
+            if frame.index >= start:  # the overlap before a segment is for joining the ids only
+                frames += 1
+                with_faces += bool(faces.boxes)
+                last_time_s = frame.time_s
             if rows.full():
                 yield rows.block()
+    except VideoEndError:
+        # a segment that starts past the video's end (its frame count said more): nothing of it, not a failure
+        return {
+            "kind": "video",
+            "width": video.width,
+            "height": video.height,
+            "fps": round(video.fps, 3),
+            "frames_scored": 0,
+            "frames_with_faces": 0,
+            "duration_s": 0.0,
+            "past_end": True,
+        }
     finally:
         video.close()
     return {

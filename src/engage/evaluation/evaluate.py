@@ -211,6 +211,7 @@ def evaluate_model(
     calibration: str | SiteCalibration | None = None,
     abstain: bool = True,
     cues: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """`engage evaluate`: metrics with CIs, and optionally predictions and plots in out_dir.
 
@@ -218,7 +219,8 @@ def evaluate_model(
     (the default, as predict), faces that cannot be judged (engage.faces.quality) are left out of the metrics and
     `coverage` says what share was judged; `all_faces` gives the figures without abstention, and `risk_coverage`
     the risk of the faces kept at every coverage. A model with a cue head has its faces' attention cues measured
-    from the original images (as predict does) unless cues is False; `cues` in the report says on how many."""
+    from the original images (as predict does) unless cues is False; `cues` in the report says on how many.
+    device: where the network scores, 'cpu', 'cuda' (bf16) or 'auto' (engage.models.device.resolve_device)."""
     from dataclasses import replace
 
     from engage.evaluation.metrics import (
@@ -230,8 +232,10 @@ def evaluate_model(
         write_predictions,
     )
     from engage.models.calibration import make_adjustment
+    from engage.models.device import resolve_device
 
-    classifier = load_model(model)
+    device = resolve_device(device)  # a GPU asked for where there is none: one line, before any data is read
+    classifier = load_model(model).to(device)
     adjustment = make_adjustment(base_rate, calibration)
     adjustment.check(classifier.config, model)
     dataset, data = load_data(data, classifier, label_column, label_map, subject_pattern, usages, split, log, cues)

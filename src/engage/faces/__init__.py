@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from engage.faces.detect import DETECTORS, FaceBox, FaceDetector, create_detector
     from engage.faces.detect_pool import DetectorPool
     from engage.faces.landmarks import FaceLandmarks, FaceMesh, shared_mesh
+    from engage.faces.mtcnn_torch import MtcnnTorchDetector, create_gpu_detector
     from engage.faces.quality import FaceQuality, measure_face, quality_label
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)

@@ -31,6 +31,7 @@ _failed: BaseException | None = None  # why the worker's detector could not be m
 _slots: dict[str, shared_memory.SharedMemory] = {}  # the parent's slots, opened by name once per worker
 
 Item = TypeVar("Item")
+MAX_SKIPPED = 64  # items not to detect held back at most (with their frames) while detections are in flight
 
 
 def _start(name: str, min_confidence: float | None, detect_size: int | None) -> None:
@@ -154,11 +155,13 @@ class DetectorPool:
         items: Iterable[Item],
         image: Callable[[Item], np.ndarray] = _itself,
         max_side: Callable[[np.ndarray], int] | None = None,
-    ) -> Iterator[tuple[Item, list[FaceBox]]]:
+        wanted: Callable[[Item], bool] | None = None,
+    ) -> Iterator[tuple[Item, list[FaceBox] | None]]:
         """(item, its faces biggest first) for every item, in order; image(item) is its RGB uint8 frame and
-        max_side(rgb), when given, the longest side the detector looks at for that frame (None: its own)."""
+        max_side(rgb), when given, the longest side the detector looks at for that frame (None: its own). wanted:
+        which items to detect (the others come through in their place with None)."""
         try:
-            yield from self._detect_all(iter(items), image, max_side)
+            yield from self._detect_all(iter(items), image, max_side, wanted)
         except BrokenProcessPool:
             raise EngageError(
                 "face detection stopped: a detector process ended unexpectedly (out of memory?)"
@@ -169,17 +172,25 @@ class DetectorPool:
         items: Iterator[Item],
         image: Callable[[Item], np.ndarray],
         max_side: Callable[[np.ndarray], int] | None,
-    ) -> Iterator[tuple[Item, list[FaceBox]]]:
+        wanted: Callable[[Item], bool] | None,
+    ) -> Iterator[tuple[Item, list[FaceBox] | None]]:
         pool = self._pool
         assert pool is not None  # made in __init__ (which raises when it cannot)
-        pending: deque[tuple[Item, shared_memory.SharedMemory, Future[list[FaceBox]]]] = deque()
+        # (item, its slot and detection; None for an item not to detect)
+        pending: deque[tuple[Item, shared_memory.SharedMemory | None, Future[list[FaceBox]] | None]] = deque()
+        skipped = 0  # items not to detect among those pending: they take no slot
         end = waiting = object()
         while True:
-            while len(pending) < self.processes * self.depth:
+            while len(pending) - skipped < self.processes * self.depth and skipped < MAX_SKIPPED:
                 taken = next(items, end) if waiting is end else waiting
                 if taken is end:
                     break
                 item = cast(Item, taken)  # not the end marker: one of the items
+                if wanted is not None and not wanted(item):
+                    waiting = end
+                    pending.append((item, None, None))
+                    skipped += 1
+                    continue
                 rgb = np.ascontiguousarray(image(item), np.uint8)
                 memory = self._slot(rgb.nbytes)
                 if memory is None:  # /dev/shm is full: wait for a slot in use, or give up if none is
@@ -197,6 +208,10 @@ class DetectorPool:
             if not pending:
                 return
             item, memory, result = pending.popleft()
+            if result is None or memory is None:
+                skipped -= 1
+                yield item, None
+                continue
             boxes = result.result()
             self._free.append(memory)
             yield item, boxes

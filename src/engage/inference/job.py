@@ -12,6 +12,7 @@ import numpy as np
 
 from engage.errors import EngageError, ImageReadError, UsageError
 from engage.inference.annotate import draw_faces, plot_timeline, save_image
+from engage.inference.keyframes import DEFAULT_DETECT_EVERY
 from engage.inference.predictor import Predictor
 from engage.inference.records import CsvWriter, FaceResult, FrameResult, VideoSummary, csv_columns
 from engage.io.images import read_image, to_rgb
@@ -24,6 +25,7 @@ ANNOTATED_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 @dataclass
 class PredictOptions:
     every: int = 1  # score every Nth video frame
+    detect_every: int = DEFAULT_DETECT_EVERY  # detect faces on every Nth scored frame, follow them in between
     max_frames: int | None = None  # stop each video (or the camera) after this many scored frames
     csv_path: str | None = None  # one row per face per frame
     annotate_dir: str | None = None  # annotated images / mp4s and video timelines
@@ -295,6 +297,8 @@ class _Job:
         folder = self.options.crops_dir
         assert folder is not None  # called for --save-crops only
         for face in frame.faces:
+            if face.tracked:  # followed, not scored, in this frame: its crop is its key frame's
+                continue
             where = f"_f{frame.frame:06d}" if video else ""
             path = os.path.join(folder, f"{item.stem}{where}_face{face.face_id}.png")
             crop = face.face
@@ -353,6 +357,7 @@ class _Job:
                 for frame in predictor.predict_video(
                     video,
                     every=options.every,
+                    detect_every=options.detect_every,
                     max_frames=options.max_frames,
                     keep_images=writer is not None,
                     pipeline=options.pipeline,
@@ -394,6 +399,7 @@ class _Job:
             "height": video.height,
             "fps": round(video.fps, 3),
             "every": options.every,
+            "detect_every": options.detect_every,
             "frames_scored": summary.frames,
             "frames_with_faces": summary.frames_with_faces,
             "duration_s": round(summary.last_time_s, 3),

@@ -5,7 +5,9 @@ trained and scored together in one batch per frame (several frames per batch for
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator, Iterable, Iterator
+import functools
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +26,13 @@ from engage.faces.crop import (
 from engage.faces.cues import CUE_COLUMNS, FaceCues, face_cues
 from engage.faces.detect import DETECTORS, LANDMARK_DETECTORS, FaceBox, FaceDetector, create_detector
 from engage.faces.quality import THRESHOLDS, UNCERTAIN, FaceQuality, measure_face, quality_label
+from engage.inference.keyframes import (
+    DEFAULT_DETECT_EVERY,
+    FaceFollower,
+    FrameFaces,
+    check_detect_every,
+    is_keyframe,
+)
 from engage.inference.records import FaceResult, FrameResult
 from engage.inference.tracking import EmaSmoother, IouTracker
 from engage.io.images import ImageLike, as_rgb_image
@@ -39,26 +48,37 @@ DEFAULT_MODEL = "engagement"  # the shipped engagement model (disengaged / engag
 DEFAULT_EXPRESSION_MODEL = "fer"  # the shipped FER model (7 expressions)
 BACKENDS = ("torch", "onnx")
 NO_DETECTOR = "none"  # the image is already a face crop
-HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size in prediction: half the frame, within these bounds
+HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size on images: half the image, within these bounds
+# video frames are detected at this share of their longest side: the smallest at which each detector finds at least
+# 98% of 40-px faces in 640x480 frames (benchmarks/detect_size.py: YuNet at 480 finds 98.8%, at 320 84.8%; MTCNN
+# at 320 98.8%, 2.5x faster than at 640)
+VIDEO_DETECT_SCALE = {"yunet": 0.75, "mtcnn": 0.5}
+MAX_AHEAD = 64  # decoded frames each pipeline thread may hold ahead of the next (memory: 64 x 6 MB at 1080p)
 
 # one face as the network(s) scored it: (box, probabilities row, expression row or None, crop, cues or None)
 ScoredFace = tuple[FaceBox, np.ndarray, np.ndarray | None, np.ndarray, FaceCues | None]
-# a frame waiting to be scored: (the frame, its faces, their track ids)
-PendingFrame = tuple[Frame, list[FaceBox], list[int]]
+# what a face followed between key frames carries on from its last one: (probabilities row, expression row or
+# None, cues or None, (quality measures, reasons))
+# a frame's faces cut for the model, and their cues: Predictor.cut_and_cues
+Prepared = tuple[np.ndarray, list[FaceCues | None]]
+HeldFace = tuple[np.ndarray, np.ndarray | None, FaceCues | None, tuple[FaceQuality | None, list[str]]]
 Item = TypeVar("Item")
 
 
 def load_scoring_model(
-    name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model"
+    name_or_path: str, backend: str = "torch", threads: int | None = None, views: str = "model", device: str = "cpu"
 ) -> FaceClassifier | OnnxClassifier:
     """A model (shipped name, .safetensors or .onnx file) ready to score 48x48 faces on the chosen backend.
 
-    views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views)."""
+    views: the test-time views, 'model' (as the file records), 'flip' or 'one' (FaceClassifier.set_views).
+    device: 'cpu', 'cuda' or 'auto' (engage.models.device.resolve_device; the torch backend only)."""
+    from engage.models.device import resolve_device
     from engage.models.loading import load_model
     from engage.models.onnx import OnnxClassifier
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    device = resolve_device(device, backend)
     if str(name_or_path).lower().endswith(".onnx"):
         if backend != "onnx":
             raise UsageError(f"{name_or_path} is an ONNX model: use --backend onnx")
@@ -68,7 +88,7 @@ def load_scoring_model(
             )
         return OnnxClassifier.load(str(name_or_path), threads=threads)
     classifier = load_model(str(name_or_path)).set_views(views)
-    return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier
+    return OnnxClassifier.from_classifier(classifier, threads=threads) if backend == "onnx" else classifier.to(device)
 
 
 def use_torch_threads(count: int | None) -> None:
@@ -139,6 +159,9 @@ class Predictor:
     landmarks in the original image, in FaceResult.cues and every output; a model with a cue head (the shipped
     'engagement') moves p_engaged by them. False: the appearance score alone, faster (a model cut from the landmark
     box, as the shipped one, still finds each face's mesh, without the iris networks).
+    device: where the network(s) run: 'cpu' (float32, the same answer on every machine), 'cuda' (bf16 autocast in
+    large batches: p_engaged within about 0.02 of the CPU's) or 'auto' (cuda where PyTorch sees a GPU and the backend
+    is torch, else cpu).
 
     Video files run as a pipeline: a thread decodes and detects the next frames while the calling thread
     tracks and scores (onnxruntime and PyTorch release the GIL), with the same results in the same order.
@@ -160,6 +183,7 @@ class Predictor:
         calibration: str | SiteCalibration | None = None,
         abstain: bool = True,
         cues: bool = True,
+        device: str = "cpu",
     ) -> None:
         if smoothing_s < 0:
             raise UsageError(f"smoothing must be >= 0 seconds, got {smoothing_s}")
@@ -168,7 +192,10 @@ class Predictor:
         self.smoothing_s = smoothing_s
         self.threads = threads
         use_torch_threads(threads)
-        self.model = load_scoring_model(model, backend, threads)
+        from engage.models.device import resolve_device
+
+        self.device = resolve_device(device, backend)  # 'cpu' or 'cuda'
+        self.model = load_scoring_model(model, backend, threads, device=self.device)
         self.settings = FaceSettings.from_dict(self.model.face_settings)
         self.class_names = self.model.class_names
         from engage.models.calibration import make_adjustment
@@ -191,7 +218,9 @@ class Predictor:
         if self.cue_head is not None:
             self.cue_head.check_columns(CUE_COLUMNS, self.model_name)
         self.expression_model: FaceClassifier | OnnxClassifier | None = (
-            load_scoring_model(expression_model, backend, threads, expression_views) if expressions else None
+            load_scoring_model(expression_model, backend, threads, expression_views, self.device)
+            if expressions
+            else None
         )
         self.expression_names: list[str] | None = self.expression_model.class_names if self.expression_model else None
         self.expression_settings: FaceSettings | None = (
@@ -216,14 +245,19 @@ class Predictor:
         else:
             if min_confidence is None and self.detector_name == self.settings.detector:
                 min_confidence = self.settings.min_confidence
-            self.detector = create_detector(self.detector_name, min_confidence, detect_size)
+            self.detector = self._make_detector(min_confidence, detect_size)
         self._detector_args = (min_confidence, detect_size)
+        self._detect_lock = threading.Lock()
         # YuNet finds faces down to ~10 px, MTCNN (the default) down to 20 px: on frames at half size YuNet
         # still finds every face MTCNN would, 3x faster, with fewer tiny false faces. Not when YuNet is the
         # model's own detector (then it detects exactly as at training) or a size is given.
         self.half_size_detection = (
             self.detector_name == "yunet" and detect_size is None and self.settings.detector != "yunet"
         )
+        # video: each detector at the smallest size that still finds 40-px faces (VIDEO_DETECT_SCALE), unless a size
+        # is given; the detector's own limit otherwise
+        self.video_detect_scale = VIDEO_DETECT_SCALE.get(self.detector_name) if detect_size is None else None
+        self._full_side = self.detector.max_side if self.detector is not None else 0
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, **options: Any) -> Predictor:
@@ -235,20 +269,39 @@ class Predictor:
         score at the same time (a server loads each model once); expressions=False leaves the expression model out."""
         twin = copy.copy(self)
         if self.detector is not None:
-            twin.detector = create_detector(self.detector_name, *self._detector_args)
+            twin.detector = self._make_detector(*self._detector_args)
+        twin._detect_lock = threading.Lock()
         if not expressions:
             twin.expression_model = twin.expression_names = twin.expression_settings = None
         return twin
 
+    def _make_detector(self, min_confidence: float | None, detect_size: int | None) -> FaceDetector:
+        """The face detector: with device 'cuda', MTCNN runs in PyTorch on the GPU (engage.faces.mtcnn_torch, the
+        same weights and faces); every other detector on the CPU."""
+        if self.device == "cuda" and self.detector_name == "mtcnn":
+            from engage.faces.mtcnn_torch import create_gpu_detector
+
+            return create_gpu_detector(min_confidence, detect_size, device="cuda")
+        return create_detector(self.detector_name, min_confidence, detect_size)
+
     # ---- faces -------------------------------------------------------------------------------------
-    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        """Faces in an RGB image, biggest first (the whole image when the detector is 'none')."""
+    def detect(self, rgb: np.ndarray, video: bool = False) -> list[FaceBox]:
+        """Faces in an RGB image, biggest first (the whole image when the detector is 'none'); video: a video frame,
+        detected at the video's size (detect_side)."""
         if self.detector is None:
             height, width = rgb.shape[:2]
             return [whole_image_box(width, height, self.settings.square)]
-        if self.half_size_detection:
-            self.detector.max_side = half_size(rgb)
-        return self.detector.detect(rgb)
+        with self._detect_lock:  # a video's pipeline thread and its follower (a lost face) share the detector
+            self.detector.max_side = self.detect_side(rgb, video)
+            return self.detector.detect(rgb)
+
+    def detect_side(self, rgb: np.ndarray, video: bool = False) -> int:
+        """The longest side of the image the detector looks at: for a video frame, the frame scaled by
+        VIDEO_DETECT_SCALE; for YuNet on images, half the image (half_size); else the detector's own limit (or
+        the detect_size asked for)."""
+        if video and self.video_detect_scale is not None:
+            return max(64, min(self._full_side, round(max(rgb.shape[:2]) * self.video_detect_scale)))
+        return half_size(rgb) if self.half_size_detection else self._full_side
 
     def predict_proba(self, faces: np.ndarray, cues: np.ndarray | None = None) -> np.ndarray:
         """(N, size, size[, 3]) uint8 faces (48x48 gray for the shipped models) to (N, C) probabilities, calibrated
@@ -260,6 +313,10 @@ class Predictor:
             assert positive is not None  # a cue head is kept for a binary decision only
             proba = self.cue_head.apply(proba, no_cues(len(proba)) if cues is None else cues, positive)
         return self.adjustment.apply_proba(proba, self.model.config, self.decision.positive_index)
+
+    def prepare(self, rgb: np.ndarray, boxes: list[FaceBox] | None) -> Prepared | None:
+        """A key frame's faces cut and measured ahead of scoring (on a pipeline thread); None for other frames."""
+        return self.cut_and_cues(rgb, boxes) if boxes else None
 
     def cut_and_cues(
         self, rgb: np.ndarray, boxes: list[FaceBox], gray: np.ndarray | None = None
@@ -280,17 +337,20 @@ class Predictor:
         cues = [face_cues(landmarks) if landmarks is not None and self.measure_cues else None for landmarks in found]
         return crops, cues
 
-    def _score(self, frames: list[tuple[np.ndarray, list[FaceBox]]]) -> list[list[ScoredFace]]:
+    def _score(
+        self, frames: list[tuple[np.ndarray, list[FaceBox]]], prepared: list[Prepared | None] | None = None
+    ) -> list[list[ScoredFace]]:
         """All faces of all frames through the network(s) in one batch; per frame, per face:
-        (box, probabilities row, expression row or None, crop, cues or None)."""
+        (box, probabilities row, expression row or None, crop, cues or None). prepared: per frame, its faces' crops
+        and cues when already cut (`prepare`), else None."""
         crops: list[np.ndarray] = []
         expression_crops: list[np.ndarray] = []
         counts: list[int] = []
         cues: list[FaceCues | None] = []
         whole = self.detector is None
-        for rgb, boxes in frames:
+        for (rgb, boxes), ready in zip(frames, prepared or [None] * len(frames)):
             gray = to_gray(rgb)
-            faces, found = self.cut_and_cues(rgb, boxes, gray)
+            faces, found = ready if ready is not None else self.cut_and_cues(rgb, boxes, gray)
             crops.append(faces)
             cues.extend(found)
             if self.expression_model is not None:
@@ -422,62 +482,123 @@ class Predictor:
         keep_images: bool = False,
         pipeline: bool = True,
         detect_processes: int = 1,
+        detect_every: int = DEFAULT_DETECT_EVERY,
+        start_frame: int = 0,
     ) -> Iterator[FrameResult]:
         """Per-frame results of a video file or camera (an int), streamed with constant memory.
 
         Every `every`-th frame is scored; faces keep a stable face_id across frames (see engage.inference.tracking
         for the tracker's limits) and p_engaged is smoothed per face over `smoothing_s` seconds
-        (p_engaged_raw keeps the frame's own value). Files are scored `batch_frames` frames per network
-        call; cameras one frame at a time. keep_images attaches each frame's RGB pixels (for annotation).
+        (p_engaged_raw keeps the frame's own value). detect_every: faces are detected on every `detect_every`-th
+        scored frame (a key frame) and whenever one is lost, and followed in between, their scores carried on from
+        their last key frame (engage.inference.keyframes); 1 detects and scores every face in every frame.
+        Files are scored `batch_frames` key frames per network call (fewer when 4 x batch_frames frames are waiting); cameras one frame at a time. keep_images
+        attaches each frame's RGB pixels (for annotation). start_frame: begin at this frame of a file (its
+        numbers and times stay the file's).
         pipeline: files are decoded and their faces detected on a thread of their own, a few frames ahead
         (False: everything on the calling thread, one step after another; the results are the same).
         detect_processes: for files, detect faces in this many worker processes (engage.faces.detect_pool), each
         with a detector of its own, the frames in order; for detectors that hold the GIL (YuNet, dlib) this is
         how detection uses more than one core. The results are the same.
         """
-        if every < 1:
-            raise UsageError(f"--every must be 1 or more, got {every}")
         video = source if isinstance(source, VideoSource) else VideoSource(source)
-        tracker = IouTracker(max_gap_s=video_gap_s(every, video.fps))
-        smoother = EmaSmoother(self.smoothing_s)
-        batch = 1 if video.is_camera else max(1, batch_frames)
-        pending: list[PendingFrame] = []
-        frames = video.frames(every, max_frames)
-        detected: Generator[tuple[Frame, list[FaceBox]], None, None]
-        if self.detect_processes_for(video, detect_processes) > 1:
-            detected = self._detected_in_processes(frames, detect_processes)
-        else:
-            detected = ((frame, self.detect(frame.rgb)) for frame in frames)
-        if (pipeline or detect_processes > 1) and not video.is_camera:
-            detected = ahead(detected, max(2 * batch, 3 * detect_processes))
         try:
-            for frame, boxes in detected:
-                pending.append((frame, boxes, tracker.update(boxes, frame.time_s)))
-                if len(pending) >= batch:
-                    yield from self._frame_results(video.name, pending, smoother, keep_images)
-                    smoother.keep_only(track.face_id for track in tracker.tracks)
-                    pending = []
-            yield from self._frame_results(video.name, pending, smoother, keep_images)
+            follower = self.follower(video, every, detect_every)
+            smoother = EmaSmoother(self.smoothing_s)
+            batch = 1 if video.is_camera else max(1, batch_frames)
+            faces_of = self.video_faces(
+                video, follower, every, max_frames, detect_every, start_frame, None, pipeline, detect_processes, batch
+            )
+            held: dict[int, HeldFace] = {}
+            pending: list[FrameFaces] = []
+            keyframes = 0
+            try:
+                for faces in faces_of:
+                    pending.append(faces)
+                    keyframes += any(faces.detected)
+                    # scored a batch of key frames at a time, holding at most 4 batches of frames (memory)
+                    if video.is_camera or keyframes >= batch or len(pending) >= 4 * batch:
+                        yield from self._frame_results(video.name, pending, smoother, keep_images, held)
+                        live = [track.face_id for track in follower.tracker.tracks]
+                        smoother.keep_only(live)
+                        held = {face_id: held[face_id] for face_id in live if face_id in held}
+                        pending, keyframes = [], 0
+                yield from self._frame_results(video.name, pending, smoother, keep_images, held)
+            finally:
+                faces_of.close()  # stops the threads (and the detector processes), if any, before the video is closed
         finally:
-            detected.close()  # stops the thread (and the detector processes), if any, before the video is closed
             if not isinstance(source, VideoSource):
                 video.close()
+
+    def follower(self, video: VideoSource, every: int = 1, detect_every: int = DEFAULT_DETECT_EVERY) -> FaceFollower:
+        """What carries a video's faces from frame to frame (ids, and the faces to follow between key frames)."""
+        if every < 1:
+            raise UsageError(f"--every must be 1 or more, got {every}")
+        check_detect_every(detect_every)
+        detect = functools.partial(self.detect, video=True)
+        return FaceFollower(IouTracker(max_gap_s=video_gap_s(every, video.fps)), detect, follow=detect_every > 1)
+
+    def video_faces(
+        self,
+        video: VideoSource,
+        follower: FaceFollower,
+        every: int = 1,
+        max_frames: int | None = None,
+        detect_every: int = DEFAULT_DETECT_EVERY,
+        start_frame: int = 0,
+        stop_frame: int | None = None,
+        pipeline: bool = False,
+        detect_processes: int = 1,
+        batch: int = 8,
+    ) -> Generator[FrameFaces, None, None]:
+        """The faces of a video's scored frames, one FrameFaces per frame in order (engage.inference.keyframes):
+        detected on key frames, followed in between; frames from start_frame up to stop_frame (excluded). With
+        pipeline (files), frames are decoded and detected on one thread and the key frames' faces cut and measured
+        on another (FrameFaces.prepared), ahead of the caller; detect_processes: detection in worker processes.
+        Close it to stop them."""
+        frames = video.frames(every, max_frames, start=start_frame, stop=stop_frame)
+        key = functools.partial(is_keyframe, every=every, detect_every=detect_every)
+        detected: Generator[tuple[Frame, list[FaceBox] | None], None, None]
+        if self.detect_processes_for(video, detect_processes) > 1:
+            detected = self._detected_in_processes(frames, detect_processes, key)
+        else:
+            detected = ((frame, self.detect(frame.rgb, video=True) if key(frame.index) else None) for frame in frames)
+        # key frames' faces cut and their landmarks found on a thread of their own, behind detection
+        prepared: Iterator[tuple[Frame, list[FaceBox] | None, Prepared | None]]
+        if (pipeline or detect_processes > 1) and not video.is_camera:
+            depth = min(MAX_AHEAD, max(2 * batch, 2 * detect_every, 3 * detect_processes))
+            detected = ahead(detected, depth)
+            prepared = ahead(((f, b, self.prepare(f.rgb, b)) for f, b in detected), depth)
+        else:
+            prepared = ((frame, boxes, None) for frame, boxes in detected)
+        try:
+            for frame, boxes, ready in prepared:
+                yield follower.step(frame, boxes, ready)
+        finally:
+            if isinstance(prepared, Generator):
+                prepared.close()
+            detected.close()
 
     def detect_processes_for(self, video: VideoSource, requested: int) -> int:
         """How many processes predict_video detects this video's faces in when asked for `requested`: those, for a
         file with a detector; else 1 (the calling process: cameras, and 'none')."""
-        return requested if requested > 1 and self.detector is not None and not video.is_camera else 1
+        on_gpu = self.device == "cuda" and self.detector_name == "mtcnn"  # CUDA stays in this process
+        return requested if requested > 1 and self.detector is not None and not video.is_camera and not on_gpu else 1
 
     def _detected_in_processes(
-        self, frames: Iterator[Frame], processes: int
-    ) -> Generator[tuple[Frame, list[FaceBox]], None, None]:
-        """(frame, its faces) in order, detected by `processes` worker processes that live as long as this generator
-        (made, used and stopped on the thread that iterates it)."""
+        self, frames: Iterator[Frame], processes: int, key: Callable[[int], bool]
+    ) -> Generator[tuple[Frame, list[FaceBox] | None], None, None]:
+        """(frame, its faces) in order, the key frames' faces (key(frame number)) detected by `processes` worker
+        processes that live as long as this generator (made, used and stopped on the thread that iterates it); None
+        for the other frames."""
         from engage.faces.detect_pool import DetectorPool
 
         with DetectorPool(self.detector_name, *self._detector_args, processes=processes) as pool:
             yield from pool.detect_all(
-                frames, image=lambda frame: frame.rgb, max_side=half_size if self.half_size_detection else None
+                frames,
+                image=lambda frame: frame.rgb,
+                max_side=functools.partial(self.detect_side, video=True),
+                wanted=lambda frame: key(frame.index),
             )
 
     def predict_stream_frame(self, rgb: np.ndarray, time_s: float, stream: FaceStream) -> FrameResult:
@@ -485,26 +606,63 @@ class Predictor:
         and p_engaged is smoothed from frame to frame, as in predict_video, through the state `stream` carries."""
         rgb = as_rgb_image(rgb)
         boxes = self.detect(rgb)
-        pending = [(Frame(stream.frames, time_s, rgb), boxes, stream.tracker.update(boxes, time_s))]
+        ids = stream.tracker.update(boxes, time_s)
+        pending = [FrameFaces(Frame(stream.frames, time_s, rgb), boxes, ids, [True] * len(boxes))]
         frame = next(self._frame_results(stream.name, pending, stream.smoother, keep_images=False))
         stream.smoother.keep_only(track.face_id for track in stream.tracker.tracks)
         stream.frames += 1
         return frame
 
     def _frame_results(
-        self, name: str, pending: list[PendingFrame], smoother: EmaSmoother, keep_images: bool
+        self,
+        name: str,
+        pending: list[FrameFaces],
+        smoother: EmaSmoother,
+        keep_images: bool,
+        held: dict[int, HeldFace] | None = None,
     ) -> Iterator[FrameResult]:
+        """The frames' results, in order: the faces detected in them scored together in one batch, the faces followed
+        into them with the scores of their last key frame (`held`: per face id, updated here)."""
         if not pending:
             return
-        scored = self._score([(frame.rgb, boxes) for frame, boxes, _ in pending])
-        for (frame, _, ids), faces in zip(pending, scored):
-            results = [
-                self.judged(face_id, box, proba, expression, crop, cues, frame.time_s, smoother)
-                for face_id, (box, proba, expression, crop, cues) in zip(ids, faces)
-            ]
-            height, width = frame.rgb.shape[:2]
+        held = {} if held is None else held
+        keyframes = [faces for faces in pending if any(faces.detected)]
+        scored = iter(
+            self._score(
+                [
+                    (faces.frame.rgb, [box for box, found in zip(faces.boxes, faces.detected) if found])
+                    for faces in keyframes
+                ],
+                [faces.prepared for faces in keyframes],
+            )
+        )
+        for faces in pending:
+            fresh = iter(next(scored) if any(faces.detected) else ())
+            results = []
+            for face_id, box, found in zip(faces.ids, faces.boxes, faces.detected):
+                if found:
+                    _, proba, expression, crop, cues = next(fresh)
+                    quality = self.quality_of(box, crop)
+                    held[face_id] = (proba, expression, cues, quality)
+                    results.append(
+                        self.judged(face_id, box, proba, expression, crop, cues, faces.frame.time_s, smoother, quality)
+                    )
+                else:
+                    proba, expression, cues, quality = held[face_id]
+                    result = self.judged(
+                        face_id, box, proba, expression, None, cues, faces.frame.time_s, smoother, quality
+                    )
+                    result.tracked = True
+                    results.append(result)
+            height, width = faces.frame.rgb.shape[:2]
             yield FrameResult(
-                name, frame.index, frame.time_s, results, width, height, frame.rgb if keep_images else None
+                name,
+                faces.frame.index,
+                faces.frame.time_s,
+                results,
+                width,
+                height,
+                faces.frame.rgb if keep_images else None,
             )
 
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 CSV_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", "det_conf", "p_engaged", "label")
 RAW_COLUMN = "p_engaged_raw"  # the unsmoothed score, always written after the documented columns
 QUALITY_COLUMN = "quality"  # 'ok', or why the face was not judged (label 'uncertain'): after the raw score
+# in video, whether the face was followed into this frame and its scores carried on from its last key frame (False:
+# detected and scored in this frame; engage.inference.keyframes): after the quality
+TRACKED_COLUMN = "tracked"
 # the attention cues (engage.faces.cues: head pose, gaze, eye and mouth opening) after the quality; empty where the
 # face's landmarks were not found or cues were not asked for
 
@@ -52,6 +55,7 @@ class FaceResult:
     quality: str = OK
     measures: FaceQuality | None = field(default=None, compare=False)
     cues: FaceCues | None = None
+    tracked: bool = False  # video: the box was followed and the scores carried on from the face's last key frame
 
     @property
     def det_conf(self) -> float:
@@ -72,6 +76,7 @@ class FaceResult:
             "p_engaged_raw": _round(self.p_engaged_raw),
             "label": self.label,
             "quality": self.quality,
+            "tracked": self.tracked,
             "probabilities": {name: _round(p) for name, p in self.probabilities.items()},
         }
         if self.measures is not None:
@@ -124,6 +129,7 @@ class FrameResult:
                 "label": face.label,
                 RAW_COLUMN: face.p_engaged_raw,
                 QUALITY_COLUMN: face.quality,
+                TRACKED_COLUMN: face.tracked,
                 **cue_values(face.cues),
             }
             if face.expressions is not None:
@@ -152,7 +158,7 @@ class FrameResult:
                 row = {
                     key: value
                     for key, value in row.items()
-                    if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS)
+                    if key in CSV_COLUMNS or key in (RAW_COLUMN, QUALITY_COLUMN, TRACKED_COLUMN, *CUE_COLUMNS)
                 }
             rows.append(row)
         return rows
@@ -163,9 +169,9 @@ def _fmt(value: float | None) -> str:
 
 
 def csv_columns(expression_names: list[str] | None = None) -> list[str]:
-    """The documented columns, the raw score, the quality, the attention cues, then (when asked) the expression and its
+    """The documented columns, the raw score, the quality, whether the face was tracked, the attention cues, then (when asked) the expression and its
     7 probabilities."""
-    columns = [*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN, *CUE_COLUMNS]
+    columns = [*CSV_COLUMNS, RAW_COLUMN, QUALITY_COLUMN, TRACKED_COLUMN, *CUE_COLUMNS]
     if expression_names:
         columns += ["expression"] + [f"p_{name}" for name in expression_names]
     return columns

@@ -95,6 +95,13 @@ class IouTracker:
         )  # a face that stopped is near its last box
         return 1.0 + shift if shift <= self.max_shift else math.inf
 
+    def follow(self, face_id: int, box: FaceBox, time_s: float) -> None:
+        """A live track's face followed to `box` without detection (engage.inference.keyframes)."""
+        for track in self.tracks:
+            if track.face_id == face_id:
+                track.move_to(box, time_s)
+                return
+
     def update(self, boxes: list[FaceBox], time_s: float) -> list[int]:
         """The face ids of this frame's boxes (in the order given); unmatched boxes start new tracks."""
         self.tracks = [t for t in self.tracks if time_s - t.last_seen_s <= self.max_gap_s]

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engage.errors import EngageError
+from engage.errors import EngageError, UsageError
 from engage.io.files import StagedFile, unreadable_reason
 
 # Whatever OpenCV's FFmpeg backend reads; other extensions are still tried when named explicitly.
@@ -37,6 +37,10 @@ def _quiet_opencv() -> None:
         )
     except AttributeError:  # very old OpenCV builds
         pass
+
+
+class VideoEndError(EngageError):
+    """A file asked to start at a frame past its end (its frame count said it had more)."""
 
 
 @dataclass
@@ -85,8 +89,12 @@ class VideoSource:
         self.frame_count = count if count > 0 and not self.is_camera else None
         self.height, self.width = first.shape[:2]
 
-    def frames(self, every: int = 1, max_frames: int | None = None) -> Iterator[Frame]:
-        """Every `every`-th frame as RGB (skipped frames are grabbed, not converted), one at a time.
+    def frames(
+        self, every: int = 1, max_frames: int | None = None, start: int = 0, stop: int | None = None
+    ) -> Iterator[Frame]:
+        """Every `every`-th frame as RGB (skipped frames are grabbed, not converted), one at a time; start: from this
+        frame of a file on (frames keep their numbers in the file; every `every`-th counted from frame 0); stop:
+        before this frame.
 
         File frames are timed by their own time stamps, so a variable frame rate (phones, screen recorders)
         keeps real time; where a container has none, by position / fps. Camera frames by the wall clock since
@@ -95,9 +103,9 @@ class VideoSource:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         started = time.perf_counter()
-        index, yielded = 0, 0
+        index, yielded = (self._seek(start) if start else 0), 0
         last_index, last_s = 0, 0.0
-        while max_frames is None or yielded < max_frames:
+        while (max_frames is None or yielded < max_frames) and (stop is None or index < stop):
             if index % every == 0:
                 if self._first is not None:
                     bgr, self._first = self._first, None
@@ -115,6 +123,21 @@ class VideoSource:
             elif not self._capture.grab():
                 break
             index += 1
+
+    def _seek(self, start: int) -> int:
+        """Go to frame `start` of a file (the next read gives it); returns it."""
+        if self.is_camera:
+            raise UsageError("a camera cannot start at a later frame")
+        if start < 0:
+            raise UsageError(f"{self.name}: no frame {start}")
+        self._first = None
+        moved = self._capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+        position = round(self._capture.get(cv2.CAP_PROP_POS_FRAMES))
+        if moved and position < start:  # OpenCV stops at the last frame
+            raise VideoEndError(f"{self.name}: ends before frame {start} (at frame {position})")
+        if not moved or position != start:
+            raise EngageError(f"{self.name}: cannot seek to frame {start} in this file")
+        return start
 
     def _stamp_ms(self) -> float | None:
         """The time stamp of the frame just read, in ms, or None where the container gives none."""

@@ -64,6 +64,7 @@ class FaceClassifier(ModelInfo):
     config: dict
     network: FaceNet | None = None
     svm: HogSvm | None = None
+    device: str = "cpu"  # where the network runs: 'cpu' (float32) or 'cuda' (bf16 autocast, CUDA_BATCH faces a call)
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(N, 48, 48) uint8 faces to (N, C) float32 probabilities."""
@@ -73,7 +74,25 @@ class FaceClassifier(ModelInfo):
 
         inputs = faces_to_tensor(faces, self.normalize)
         assert self.network is not None  # a classifier holds a network or an SVM
+        if self.device != "cpu":  # the faces go to the GPU once per call
+            from engage.models.device import CUDA_BATCH
+
+            inputs = inputs.to(self.device)
+            return self.calibrated(
+                predict_proba(self.network, inputs, batch_size=max(batch_size, CUDA_BATCH), bf16=True).numpy()
+            )
         return self.calibrated(predict_proba(self.network, inputs, batch_size=batch_size).numpy())
+
+    def to(self, device: str) -> FaceClassifier:
+        """Score on 'cpu' or 'cuda' (engage.models.device.resolve_device says which). Returns self."""
+        if device != "cpu" and self.network is None:
+            raise UsageError(
+                f"--device {device}: {self.name} is a HOG+SVM model, which runs on the CPU; use --device cpu"
+            )
+        if self.network is not None:
+            self.network.to(device)
+        self.device = device
+        return self
 
     def set_views(self, views: str) -> FaceClassifier:
         """Test-time views: 'model' (as the model file records; the shipped fer: 16), 'flip' (the face and its

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from engage.errors import EngageError
 from engage.inference.annotate import draw_faces, encode_image
 from engage.inference.job import image_result
+from engage.inference.keyframes import DEFAULT_DETECT_EVERY
 from engage.inference.predictor import Predictor
 from engage.serve.jobs import JobPool
 from engage.serve.jobs import VideoJob as VideoJobState
@@ -126,6 +127,7 @@ class ServeSettings:
     calibration: str | None = None  # a site calibration file (engage calibrate)
     abstain: bool = True  # faces that cannot be judged are 'uncertain'
     cues: bool = True  # attention cues per face (and their effect on p_engaged)
+    device: str = "cpu"  # where the networks run: 'cpu', 'cuda' (bf16) or 'auto' (engage.models.device)
 
 
 def load_predictor(settings: ServeSettings) -> Predictor:
@@ -141,6 +143,7 @@ def load_predictor(settings: ServeSettings) -> Predictor:
         calibration=settings.calibration,
         abstain=settings.abstain,
         cues=settings.cues,
+        device=settings.device,
     )
 
 
@@ -263,6 +266,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
                 "threshold": predictor.decision.threshold,
                 "detector": predictor.detector_name,
                 "backend": predictor.backend,
+                "device": predictor.device,
                 "expression_classes": predictor.expression_names,
                 "base_rate": predictor.adjustment.base_rate,
                 "site_calibration": (predictor.adjustment.site.to_dict() if predictor.adjustment.site else None),
@@ -342,6 +346,15 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             ),
         ],
         every: Annotated[int, Form(ge=1, le=1000, description="Score every Nth frame")] = 1,
+        detect_every: Annotated[
+            int,
+            Form(
+                ge=1,
+                le=1000,
+                description="Detect faces on every Nth scored frame and follow them in between (1: detect and "
+                "score every face in every frame)",
+            ),
+        ] = DEFAULT_DETECT_EVERY,
         expressions: Annotated[FormBool, Form(description="Add expression probabilities to the CSV")] = False,
     ) -> JSONResponse:
         """Queue a video; answers 202 with the job at once. Poll GET /v1/jobs/{id}. 422: the file is empty or
@@ -365,7 +378,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             except TimeoutError:
                 raise RefusedError(408, f"{name}: opening the video took longer than {limits.request_s:g} s") from None
             try:
-                job = jobs.submit(name, folder, video_path, every, expressions)
+                job = jobs.submit(name, folder, video_path, every, expressions, detect_every)
             except PoolFull:
                 raise RefusedError(429, "busy: the video queue is full; retry later", {"Retry-After": "30"}) from None
         except BaseException:

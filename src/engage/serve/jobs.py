@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from engage.errors import EngageError
 from engage.inference.job import PredictOptions, run_predict
+from engage.inference.keyframes import DEFAULT_DETECT_EVERY
 from engage.inference.predictor import Predictor
 from engage.io.inputs import InputItem, Inputs
 from engage.serve.pool import PredictorPool
@@ -34,6 +35,7 @@ class VideoJob:
     video_path: str
     every: int = 1
     expressions: bool = False
+    detect_every: int = DEFAULT_DETECT_EVERY
     state: str = "queued"
     frames_done: int = 0
     frames_total: int | None = None
@@ -89,9 +91,17 @@ class JobPool:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="engage-job-sweeper", daemon=True)
         self._sweeper.start()
 
-    def submit(self, source: str, folder: str, video_path: str, every: int = 1, expressions: bool = False) -> VideoJob:
+    def submit(
+        self,
+        source: str,
+        folder: str,
+        video_path: str,
+        every: int = 1,
+        expressions: bool = False,
+        detect_every: int = DEFAULT_DETECT_EVERY,
+    ) -> VideoJob:
         """Queue a video (already saved in its private folder); raises PoolFull when the queue is full."""
-        job = VideoJob(secrets.token_hex(16), source, folder, video_path, every, expressions)
+        job = VideoJob(secrets.token_hex(16), source, folder, video_path, every, expressions, detect_every)
         with self._lock:
             self.jobs[job.id] = job
         try:
@@ -158,7 +168,9 @@ class JobPool:
                 raise EngageError(f"stopped: scoring took longer than the server's limit of {self.time_limit_s:.0f} s")
 
         item = InputItem("video", job.source, path=job.video_path, stem="video")
-        options = PredictOptions(every=job.every, csv_path=job.csv_path, timeline_dir=job.folder)
+        options = PredictOptions(
+            every=job.every, detect_every=job.detect_every, csv_path=job.csv_path, timeline_dir=job.folder
+        )
         try:
             run = run_predict(
                 Inputs([item], []), fork(job.expressions), options, progress=on_progress, warn=lambda _line: None

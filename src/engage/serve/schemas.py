@@ -64,6 +64,10 @@ class Face(_Strict):
     p_engaged_raw: float | None = Field(description="The model's own p(engaged) for this image alone")
     label: str = Field(description="engaged, disengaged or uncertain (a face that cannot be judged), or a class")
     quality: str = Field(description="ok, or why the face cannot be judged: small, blurred, side-view, ...")
+    tracked: bool = Field(
+        description="In a video: the face was followed into this frame and its scores carried on from its last key "
+        "frame (false: detected and scored in this frame; always false for an image or a live frame)"
+    )
     probabilities: dict[str, float | None] = Field(description="Every class of the model")
     measures: FaceMeasures | None = None
     cues: FaceCuesBody | None = Field(description="The attention cues; None without landmarks (--no-cues)")
@@ -108,6 +112,7 @@ class VideoResult(_Strict):
     height: int
     fps: float
     every: int
+    detect_every: int = Field(description="Faces detected on every Nth scored frame, followed in between")
     frames_scored: int
     frames_with_faces: int
     duration_s: float
@@ -176,6 +181,7 @@ class Serving(_Strict):
     threshold: float
     detector: str
     backend: str
+    device: Literal["cpu", "cuda"] = Field(description="Where the networks run: 'cpu' (float32) or 'cuda' (bf16)")
     expression_classes: list[str] | None
     base_rate: float | None
     site_calibration: dict[str, Any] | None = Field(description="The site calibration file's content, if any")

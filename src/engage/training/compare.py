@@ -191,12 +191,13 @@ def run_comparison(
     positive = decision.positive_index
     assert positive is not None  # two classes
     fold_of = fold_assignment(dataset, folds, seed)
-    from engage.training.loop import native_bf16, resolve_device
+    from engage.models.device import torch_device
+    from engage.training.loop import native_bf16
 
     data_hash = data_fingerprint(dataset)
     overrides = dict(train_overrides or {})
     if overrides.get("bf16") is None:  # settled here, so it is part of every fold's key (GPU bf16 != CPU fp32)
-        overrides["bf16"] = native_bf16(resolve_device(overrides.get("device", "auto")))
+        overrides["bf16"] = native_bf16(torch_device(overrides.get("device", "auto")))
     oof = {spec.label: np.full((len(dataset), 2), np.nan, np.float32) for spec in specs}
     predicted = {spec.label: np.zeros(len(dataset), np.int64) for spec in specs}
     thresholds: dict[str, list[float]] = {spec.label: [] for spec in specs}

@@ -306,12 +306,13 @@ def cross_validate(
     assert positive is not None  # binary
     corpus = data.corpus
     assert corpus is not None  # FaceDataset.__post_init__ fills it
-    from engage.training.loop import native_bf16, network_args, resolve_device
+    from engage.models.device import torch_device
+    from engage.training.loop import native_bf16, network_args
 
     config = replace(config, data=list(paths), val=None, split="none")
     config.validate()
     if config.bf16 is None:  # settled once, so every fold's key and run are the same
-        config.bf16 = native_bf16(resolve_device(config.device))
+        config.bf16 = native_bf16(torch_device(config.device))
     config.model_args = network_args(config, data.settings)
     data_hash = data_fingerprint(data)
     fold_of = corpus_folds(data, folds, config.seed)

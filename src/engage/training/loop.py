@@ -28,6 +28,7 @@ from engage.models.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from engage.models.device import torch_device
 from engage.models.networks import (
     FaceNet,
     build_model,
@@ -147,22 +148,7 @@ class TrainConfig:
             raise UsageError("augmentation: scale must be in [0, 1), erase in [0, 1], shift and rotate >= 0")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UsageError("epochs must be >= 1, batch size >= 2 and lr > 0")
-        resolve_device(self.device)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device a run trains on: 'auto' takes a CUDA GPU where PyTorch sees one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"device must be auto, cpu or cuda[:N], got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r}: PyTorch sees no CUDA GPU here; use --device cpu")
-    return device
+        torch_device(self.device)
 
 
 def cpu_has_bf16() -> bool:
@@ -363,7 +349,7 @@ def train(
             f"{run_dir} already holds a run; continue it with 'engage train resume --out {run_dir}' "
             "or choose another --out (nothing was changed)"
         )
-    device = resolve_device(config.device)
+    device = torch_device(config.device)  # the device a run trains on
     if config.bf16 is None:
         config.bf16 = native_bf16(device)
     os.makedirs(run_dir, exist_ok=True)

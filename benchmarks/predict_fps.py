@@ -388,7 +388,7 @@ def stages(args, video: str) -> int:
         rows.append(
             (
                 f"detect: {detector} at {detected_side(predictor)}",
-                clock(lambda predictor=predictor: predictor.detect(frames[0])),
+                clock(lambda predictor=predictor: predictor.detect(frames[0], video=True)),
                 "key frames",
             )
         )
@@ -425,6 +425,17 @@ def stages(args, video: str) -> int:
     print("| --- | --- | --- |")
     for name, ms, where in rows:
         print(f"| {name} | {ms:.2f} | {where} |")
+    for detector in ("yunet", "mtcnn"):
+        every = sum(ms for name, ms, where in rows if where != "key frames")
+        key = sum(
+            ms for name, ms, where in rows if where == "key frames" and ("detect:" not in name or detector in name)
+        )
+        per_frame = every + key / NEW_K
+        cores = os.cpu_count() or 1
+        print(
+            f"\n{detector}, --detect-every {NEW_K}: {per_frame:.2f} ms of CPU per frame ({every:.2f} on every frame, "
+            f"{key:.1f} per key frame); {cores} cores cannot pass {1000 * cores / per_frame:.0f} frames/s"
+        )
     return 0
 
 

@@ -53,7 +53,9 @@ HALF_SIZE_RANGE = (320, 960)  # YuNet's detection size on images: half the image
 # 98% of 40-px faces in 640x480 frames (benchmarks/detect_size.py: YuNet at 480 finds 98.8%, at 320 84.8%; MTCNN
 # at 320 98.8%, 2.5x faster than at 640)
 VIDEO_DETECT_SCALE = {"yunet": 0.75, "mtcnn": 0.5}
-MAX_AHEAD = 64  # decoded frames each pipeline thread may hold ahead of the next (memory: 64 x 6 MB at 1080p)
+# memory for decoded frames: each pipeline thread holds at most this much ahead of the next, and the frames waiting
+# to be scored at most this much (about 200 640x480 frames, 30 at 1080p)
+MAX_FRAME_BYTES = 192 * 2**20
 
 # one face as the network(s) scored it: (box, probabilities row, expression row or None, crop, cues or None)
 ScoredFace = tuple[FaceBox, np.ndarray, np.ndarray | None, np.ndarray, FaceCues | None]
@@ -492,7 +494,7 @@ class Predictor:
         (p_engaged_raw keeps the frame's own value). detect_every: faces are detected on every `detect_every`-th
         scored frame (a key frame) and whenever one is lost, and followed in between, their scores carried on from
         their last key frame (engage.inference.keyframes); 1 detects and scores every face in every frame.
-        Files are scored `batch_frames` key frames per network call (fewer when 4 x batch_frames frames are waiting); cameras one frame at a time. keep_images
+        Files are scored `batch_frames` key frames per network call (fewer when MAX_FRAME_BYTES of frames wait); cameras one frame at a time. keep_images
         attaches each frame's RGB pixels (for annotation). start_frame: begin at this frame of a file (its
         numbers and times stay the file's).
         pipeline: files are decoded and their faces detected on a thread of their own, a few frames ahead
@@ -506,6 +508,7 @@ class Predictor:
             follower = self.follower(video, every, detect_every)
             smoother = EmaSmoother(self.smoothing_s)
             batch = 1 if video.is_camera else max(1, batch_frames)
+            most = frames_in_memory(video)
             faces_of = self.video_faces(
                 video, follower, every, max_frames, detect_every, start_frame, None, pipeline, detect_processes, batch
             )
@@ -516,8 +519,8 @@ class Predictor:
                 for faces in faces_of:
                     pending.append(faces)
                     keyframes += any(faces.detected)
-                    # scored a batch of key frames at a time, holding at most 4 batches of frames (memory)
-                    if video.is_camera or keyframes >= batch or len(pending) >= 4 * batch:
+                    # scored a batch of key frames at a time, holding at most MAX_FRAME_BYTES of frames
+                    if video.is_camera or keyframes >= batch or len(pending) >= most:
                         yield from self._frame_results(video.name, pending, smoother, keep_images, held)
                         live = [track.face_id for track in follower.tracker.tracks]
                         smoother.keep_only(live)
@@ -566,7 +569,8 @@ class Predictor:
         # key frames' faces cut and their landmarks found on a thread of their own, behind detection
         prepared: Iterator[tuple[Frame, list[FaceBox] | None, Prepared | None]]
         if (pipeline or detect_processes > 1) and not video.is_camera:
-            depth = min(MAX_AHEAD, max(2 * batch, 2 * detect_every, 3 * detect_processes))
+            most = frames_in_memory(video)
+            depth = min(most, max(2 * batch * detect_every, 3 * detect_processes))
             detected = ahead(detected, depth)
             prepared = ahead(((f, b, self.prepare(f.rgb, b)) for f, b in detected), depth)
         else:
@@ -664,6 +668,11 @@ class Predictor:
                 height,
                 faces.frame.rgb if keep_images else None,
             )
+
+
+def frames_in_memory(video: VideoSource) -> int:
+    """How many of a video's decoded frames fit in MAX_FRAME_BYTES."""
+    return max(1, MAX_FRAME_BYTES // max(1, video.width * video.height * 3))
 
 
 def no_cues(count: int) -> np.ndarray:

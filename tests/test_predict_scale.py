@@ -150,7 +150,7 @@ def test_detection_in_processes_gives_the_single_thread_results_and_leaves_nothi
     long_video = os.path.join(os.path.dirname(demo_video), "long.mp4")  # long enough that detection is still going
     if not os.path.exists(long_video):  # when the first batch has been scored
         write_demo_video(long_video, frames=240)
-    frames = predictor.predict_video(long_video, detect_processes=2)
+    frames = predictor.predict_video(long_video, detect_processes=2, detect_every=1)  # every frame to the processes
     next(frames)
     assert len(multiprocessing.active_children()) == 2
     frames.close()  # the consumer stops early

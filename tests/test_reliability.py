@@ -549,6 +549,8 @@ def _predict_long_video_with_detector_processes(tmp_path) -> tuple[subprocess.Po
             "onnx",
             "--workers",
             "2",
+            "--detect-every",
+            "1",  # every frame to the detector processes: a run long enough to stop mid-way
             "--csv",
             str(out_csv),
         ]

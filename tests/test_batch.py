@@ -16,21 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, write_image
+from ray_fixtures import EXTRA
 
-pytest_plugins = ["predict_fixtures"]
+pytest_plugins = ["predict_fixtures", "ray_fixtures"]
 
 VIDEO_FRAMES = 12
-EXTRA = "needs the extra 'cluster' (Ray Data, pyarrow): pip install 'engage[cluster]'"
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray with 2 CPUs for the whole module; run_batch uses the session it finds."""
-    ray = pytest.importorskip("ray", reason=EXTRA)
-    pytest.importorskip("pyarrow", reason=EXTRA)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from ray_fixtures import EXTRA
 
 from engage.inference.demo import moving_faces_frames, write_demo_video
 
-pytest_plugins = ["predict_fixtures"]
+pytest_plugins = ["predict_fixtures", "ray_fixtures"]
 
-EXTRA = "needs the extra 'cluster' (Ray Data, pyarrow): pip install 'engage[cluster]'"
 FRAMES = 240  # 8 s at 30 frames/s: 4 segments of 2 s (60 frames) with --segment-s 2
 SEGMENT_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray", reason=EXTRA)
-    pytest.importorskip("pyarrow", reason=EXTRA)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

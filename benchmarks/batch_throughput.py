@@ -36,9 +36,7 @@ def main() -> None:
     if args.long:
         return long_video(args)
 
-    import ray
-
-    from engage.cluster.runner import BatchOptions, run_batch
+    from engage.cluster.runner import BatchOptions
     from engage.inference.demo import write_demo_video
 
     folder = tempfile.mkdtemp(prefix="engage-batch-bench-")
@@ -56,14 +54,7 @@ def main() -> None:
             f"model {args.model}, detector {options.predictor().detector_name}, {os.cpu_count()} cores"
         )
         for workers in (int(w) for w in args.workers.split(",")):
-            ray.init(
-                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="warning"
-            )
-            try:
-                run_batch([warm], os.path.join(folder, f"warm-{workers}"), options)
-                run = run_batch(videos, os.path.join(folder, f"results-{workers}"), options)
-            finally:
-                ray.shutdown()
+            run = timed_run(workers, warm, videos, os.path.join(folder, f"results-{workers}"), options)
             assert not run.failures and len(run.scored) == args.videos, run.failures
             rates[workers] = run.frames / run.seconds
             print(
@@ -83,12 +74,25 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def timed_run(workers: int, warm: str, inputs: list[str], out: str, options):
+    """run_batch on a local Ray of `workers` CPUs, warmed first with one short video (not timed)."""
+    import ray
+
+    from engage.cluster.runner import run_batch
+
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        run_batch([warm], out + "-warm", options)
+        return run_batch(inputs, out, options)
+    finally:
+        ray.shutdown()
+
+
 def long_video(args: argparse.Namespace) -> None:
     """One long video in segments on 1 and 2 Ray workers, and in one process without Ray, rows checked equal."""
     import numpy as np
-    import ray
 
-    from engage.cluster.runner import BatchOptions, run_batch
+    from engage.cluster.runner import BatchOptions
     from engage.cluster.segments import plan_units
     from engage.cluster.sources import list_sources
     from engage.inference.demo import write_demo_video
@@ -117,15 +121,8 @@ def long_video(args: argparse.Namespace) -> None:
         )
         rates = {}
         for workers in (int(w) for w in args.workers.split(",")):
-            ray.init(
-                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="warning"
-            )
-            try:
-                run_batch([warm], os.path.join(folder, f"warm-{workers}"), options)
-                out = os.path.join(folder, f"results-{workers}")
-                run = run_batch([video], out, options)
-            finally:
-                ray.shutdown()
+            out = os.path.join(folder, f"results-{workers}")
+            run = timed_run(workers, warm, [video], out, options)
             assert not run.failures and len(run.scored) == 1, run.failures
             import pyarrow.parquet as pq
 

@@ -69,6 +69,22 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
+def write_cut_avi(path: Path, frames: int, keep: float) -> Path:
+    """The demo video as an MJPG AVI of `frames` frames, then cut to the first `keep` share of its bytes: its header
+    still says `frames` frames (a file copied half-way, or a frame count that lies)."""
+    import cv2
+
+    from engage.inference.demo import moving_faces_frames
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 480))
+    for rgb in moving_faces_frames(frames):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `engage ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(

@@ -7,6 +7,7 @@ import itertools
 import cv2
 import numpy as np
 import pytest
+from conftest import write_cut_avi
 
 from engage.faces.detect import FaceBox
 from engage.faces.flow import follow_box
@@ -126,13 +127,7 @@ def test_start_and_stop_frames_give_the_rows_of_a_whole_run(fast_predictor, clip
 
 def test_a_video_that_ends_before_its_frame_count_gives_what_it_has(fast_predictor, tmp_path):
     """An AVI cut short: its header still says 60 frames; the frames there are scored, without an error."""
-    path = tmp_path / "cut.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 480))
-    for rgb in moving_faces_frames(FRAMES):
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    path = write_cut_avi(tmp_path / "cut.avi", FRAMES, keep=0.5)
     from engage.io.video import VideoSource
 
     with VideoSource(str(path)) as video:

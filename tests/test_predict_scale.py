@@ -14,14 +14,11 @@ import threading
 import numpy as np
 import pytest
 from conftest import run_cli
+from predict_fixtures import REAL_FACE
 
 from engage.inference.predictor import ahead
 
 pytest_plugins = ["predict_fixtures"]
-
-# the demo video's two real faces have detector confidences of 0.88 and more; at the video size (480 px) YuNet also
-# finds a weak false face (0.58: labelled uncertain) in the coffee picture of its first frames
-REAL_FACE = 0.7
 
 
 @pytest.fixture(scope="module")

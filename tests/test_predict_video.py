@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import run_cli
+from predict_fixtures import REAL_FACE
 
 from engage.faces.detect import FaceBox
 from engage.inference.records import CSV_COLUMNS, FaceResult, FrameResult, VideoSummary
@@ -17,9 +18,6 @@ pytest_plugins = ["predict_fixtures"]
 
 DEMO_FRAMES = 24
 DEMO_FPS = 30.0
-# the two real faces have detector confidences of 0.88 and more; at the video size (480 px) YuNet also finds a weak
-# false face (0.58: labelled uncertain) in the coffee picture of the first frames
-REAL_FACE = 0.7
 
 
 @pytest.fixture(scope="module")
